@@ -1,0 +1,586 @@
+//! Per-node configuration: one TOML file per node (written by `jasper plan`),
+//! parsed with serde and validated into typed structs. Every error names the
+//! field and says how to fix it.
+//!
+//! ```toml
+//! [node]
+//! id = 3
+//! name = "proxy2"
+//! role = "proxy"             # sender | proxy | receiver
+//! listen = ["10.0.0.3:7000"]  # receivers may list two endpoints (receiver hedging)
+//!
+//! [backend]
+//! kind = "udp"               # udp | dpdk
+//! idle = "backoff"           # spin | yield | backoff
+//! burst = 32
+//!
+//! [clock]
+//! source = "system"          # system | emulated
+//!
+//! [table]                    # from the plan
+//! # ...
+//! [[peers]]
+//! id = 7
+//! addr = "10.0.0.7:7000"
+//! ```
+
+use std::net::{Ipv4Addr, SocketAddr};
+
+use serde::{Deserialize, Serialize};
+
+use crate::clock::ClockClass;
+use crate::model::CloudModel;
+use crate::plan::{Fanout, ForwardingTable, NodeId};
+use crate::proxy::ProxyConfig;
+use crate::receiver::ReceiverConfig;
+use crate::sender::SenderConfig;
+
+/// A configuration problem: which field, what is wrong, how to fix it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("config error in `{field}`: {problem} — {fix}")]
+pub struct ConfigError {
+    /// Dotted field path (or "toml" for syntax errors).
+    pub field: String,
+    /// What is wrong.
+    pub problem: String,
+    /// What to do.
+    pub fix: String,
+}
+
+fn bad<T>(
+    field: &str,
+    problem: impl Into<String>,
+    fix: impl Into<String>,
+) -> Result<T, ConfigError> {
+    Err(ConfigError {
+        field: field.into(),
+        problem: problem.into(),
+        fix: fix.into(),
+    })
+}
+
+/// The node's role.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NodeRole {
+    /// Publisher.
+    Sender,
+    /// Proxy.
+    Proxy,
+    /// Receiver (one MP).
+    Receiver,
+}
+
+/// `[node]`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeSection {
+    /// Plan id.
+    pub id: NodeId,
+    /// Name.
+    pub name: String,
+    /// Role.
+    pub role: NodeRole,
+    /// Addresses to receive on (receivers: one or two endpoints).
+    pub listen: Vec<SocketAddr>,
+}
+
+/// How a poll loop waits when there is no work.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum IdleStrategy {
+    /// Spin (lowest latency; burns a core).
+    Spin,
+    /// `sched_yield` between polls.
+    Yield,
+    /// Spin, then yield, then sleep with growing pauses up to `max_sleep_us`.
+    #[default]
+    Backoff,
+}
+
+/// Packet I/O backend kind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum BackendKind {
+    /// Kernel UDP sockets (recvmmsg/sendmmsg).
+    #[default]
+    Udp,
+    /// DPDK poll-mode driver.
+    Dpdk,
+}
+
+/// `[backend.dpdk]`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DpdkSection {
+    /// EAL arguments, e.g. `["-l", "1", "--no-huge", "-m", "256", "--vdev=net_af_packet0,iface=eth1"]`.
+    pub eal_args: Vec<String>,
+    /// Port id.
+    #[serde(default)]
+    pub port: u16,
+    /// This node's IPv4 address on that port.
+    pub ip: Ipv4Addr,
+    /// Static ARP entries `ip = "aa:bb:cc:dd:ee:ff"` (otherwise resolved by ARP).
+    #[serde(default)]
+    pub static_arp: Vec<(Ipv4Addr, String)>,
+    /// Mbufs in the pool.
+    #[serde(default = "default_mbufs")]
+    pub mbufs: u32,
+}
+
+fn default_mbufs() -> u32 {
+    8191
+}
+
+/// `[backend]`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BackendSection {
+    /// Which backend.
+    pub kind: BackendKind,
+    /// Idle strategy of the poll loop.
+    pub idle: IdleStrategy,
+    /// Longest backoff sleep, µs.
+    pub max_sleep_us: u64,
+    /// Packets per burst.
+    pub burst: usize,
+    /// Socket buffer size, bytes (udp).
+    pub socket_buffer: usize,
+    /// DPDK settings (required when `kind = "dpdk"`).
+    pub dpdk: Option<DpdkSection>,
+}
+
+impl Default for BackendSection {
+    fn default() -> Self {
+        BackendSection {
+            kind: BackendKind::Udp,
+            idle: IdleStrategy::Backoff,
+            max_sleep_us: 50,
+            burst: 32,
+            socket_buffer: 4 << 20,
+            dpdk: None,
+        }
+    }
+}
+
+/// Where time comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum ClockSource {
+    /// The host's CLOCK_REALTIME, with the kernel's error estimate (adjtimex).
+    #[default]
+    System,
+    /// The host clock plus an emulated offset/drift/noise (local runs).
+    Emulated,
+}
+
+/// `[clock]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClockSection {
+    /// Source.
+    pub source: ClockSource,
+    /// Class (bound used for emulated clocks and as the expected bound).
+    pub class: ClockClass,
+    /// Emulated offset, ns.
+    pub offset_ns: i64,
+    /// Emulated drift, ppb.
+    pub drift_ppb: f64,
+    /// Emulated read noise σ, ns.
+    pub noise_ns: f64,
+    /// Bound override, ns.
+    pub bound_ns: Option<u64>,
+    /// Seed of the noise.
+    pub seed: u64,
+}
+
+impl Default for ClockSection {
+    fn default() -> Self {
+        ClockSection {
+            source: ClockSource::System,
+            class: ClockClass::Huygens,
+            offset_ns: 0,
+            drift_ppb: 0.0,
+            noise_ns: 0.0,
+            bound_ns: None,
+            seed: 1,
+        }
+    }
+}
+
+impl ClockSection {
+    /// Configured bound.
+    pub fn bound_ns(&self) -> u64 {
+        self.bound_ns.unwrap_or(self.class.bound_ns())
+    }
+}
+
+/// `[faults]`: the delay/loss-injecting wrapper around the backend.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FaultSection {
+    /// Wrap the backend at all.
+    pub enabled: bool,
+    /// Seed.
+    pub seed: u64,
+    /// The model (per-link delay, loss, duplication, reordering).
+    pub model: CloudModel,
+}
+
+impl Default for FaultSection {
+    fn default() -> Self {
+        FaultSection {
+            enabled: false,
+            seed: 1,
+            model: CloudModel::default(),
+        }
+    }
+}
+
+/// `[receiver]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ReceiverSection {
+    /// The state machine.
+    pub core: ReceiverConfig,
+    /// Spin (instead of sleeping) for the last stretch before a deadline, ns.
+    pub spin_ns: u64,
+    /// Re-emit released messages as MoldUDP64 to this address.
+    pub mold_udp: Option<SocketAddr>,
+    /// MoldUDP64 session name (≤ 10 ASCII characters, space padded).
+    pub mold_session: String,
+}
+
+impl Default for ReceiverSection {
+    fn default() -> Self {
+        ReceiverSection {
+            core: ReceiverConfig::default(),
+            spin_ns: 50_000,
+            mold_udp: None,
+            mold_session: "JASPER".into(),
+        }
+    }
+}
+
+/// Address of a node the table refers to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Peer {
+    /// Plan id.
+    pub id: NodeId,
+    /// Address.
+    pub addr: SocketAddr,
+}
+
+/// A whole node config file.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeConfig {
+    /// `[node]`.
+    pub node: NodeSection,
+    /// `[backend]`.
+    #[serde(default)]
+    pub backend: BackendSection,
+    /// `[clock]`.
+    #[serde(default)]
+    pub clock: ClockSection,
+    /// `[faults]`.
+    #[serde(default)]
+    pub faults: FaultSection,
+    /// `[sender]` (sender only).
+    #[serde(default)]
+    pub sender: SenderConfig,
+    /// `[proxy]` (proxy only).
+    #[serde(default)]
+    pub proxy: ProxyConfig,
+    /// `[receiver]` (receiver only).
+    #[serde(default)]
+    pub receiver: ReceiverSection,
+    /// `[table]`: this node's forwarding table from the plan.
+    pub table: ForwardingTable,
+    /// `[[peers]]`: addresses of every node the table names.
+    #[serde(default)]
+    pub peers: Vec<Peer>,
+}
+
+impl NodeConfig {
+    /// Parse and validate.
+    pub fn from_toml(text: &str) -> Result<NodeConfig, ConfigError> {
+        let cfg: NodeConfig = toml::from_str(text).map_err(|e| ConfigError {
+            field: "toml".into(),
+            problem: e.message().to_string()
+                + &e.span()
+                    .map(|s| format!(" (at byte {})", s.start))
+                    .unwrap_or_default(),
+            fix: "fix the file; `jasper plan` writes a valid one to start from".into(),
+        })?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// Serialize.
+    pub fn to_toml(&self) -> String {
+        toml::to_string(self).expect("node config serializes")
+    }
+
+    /// Address of peer `id`.
+    pub fn peer(&self, id: NodeId) -> Option<SocketAddr> {
+        self.peers.iter().find(|p| p.id == id).map(|p| p.addr)
+    }
+
+    /// Check everything serde cannot.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let n = &self.node;
+        if n.listen.is_empty() {
+            return bad(
+                "node.listen",
+                "no address to listen on",
+                "add at least one \"ip:port\"",
+            );
+        }
+        if n.role != NodeRole::Receiver && n.listen.len() > 1 {
+            return bad(
+                "node.listen",
+                "only receivers may have two endpoints",
+                "keep one address",
+            );
+        }
+        if n.listen.len() > 2 {
+            return bad(
+                "node.listen",
+                "more than two endpoints",
+                "receiver hedging uses at most two",
+            );
+        }
+        if self.table.node != n.id {
+            return bad(
+                "table.node",
+                format!(
+                    "table is for node {} but node.id = {}",
+                    self.table.node, n.id
+                ),
+                "use the table `jasper plan` wrote for this node",
+            );
+        }
+        match (n.role, &self.table.fanout) {
+            (NodeRole::Receiver, Fanout::None) => {}
+            (NodeRole::Receiver, _) => {
+                return bad(
+                    "table.fanout",
+                    "a receiver cannot forward",
+                    "set fanout kind = \"none\"",
+                )
+            }
+            (_, Fanout::None) => {
+                return bad(
+                    "table.fanout",
+                    "a sender or proxy must forward",
+                    "use the table from `jasper plan`",
+                )
+            }
+            _ => {}
+        }
+        let mut needed = Vec::new();
+        self.table.fanout.for_each(0, |c, _| needed.push(c));
+        if let Fanout::Hedged { slots, .. } = &self.table.fanout {
+            needed.extend(slots.iter().flatten());
+        }
+        needed.extend(self.table.parent);
+        for id in needed {
+            if self.peer(id).is_none() {
+                return bad(
+                    "peers",
+                    format!("node {id} is in the forwarding table but has no address"),
+                    format!("add [[peers]] id = {id} addr = \"ip:port\""),
+                );
+            }
+        }
+        let b = &self.backend;
+        if b.burst == 0 || b.burst > 512 {
+            return bad(
+                "backend.burst",
+                format!("{} is out of range", b.burst),
+                "use 1..=512 (32 is typical)",
+            );
+        }
+        if b.kind == BackendKind::Dpdk {
+            match &b.dpdk {
+                None => {
+                    return bad(
+                        "backend.dpdk",
+                        "kind = \"dpdk\" without a [backend.dpdk] section",
+                        "add eal_args and ip",
+                    )
+                }
+                Some(d) if d.eal_args.is_empty() => {
+                    return bad(
+                        "backend.dpdk.eal_args",
+                        "empty",
+                        "give at least the core list, e.g. [\"-l\", \"1\"]",
+                    )
+                }
+                Some(d) => {
+                    for (ip, mac) in &d.static_arp {
+                        if parse_mac(mac).is_none() {
+                            return bad(
+                                "backend.dpdk.static_arp",
+                                format!("{mac:?} for {ip} is not a MAC address"),
+                                "write it as aa:bb:cc:dd:ee:ff",
+                            );
+                        }
+                    }
+                }
+            }
+        }
+        let r = &self.receiver.core;
+        if !(r.estimator.percentile > 0.0 && r.estimator.percentile <= 100.0) {
+            return bad(
+                "receiver.core.estimator.percentile",
+                format!("{} is not in (0, 100]", r.estimator.percentile),
+                "use e.g. 97.0",
+            );
+        }
+        if r.estimator.window_ns == 0 || r.estimator.slots == 0 {
+            return bad(
+                "receiver.core.estimator",
+                "window_ns and slots must be > 0",
+                "use e.g. window_ns = 10000000, slots = 10",
+            );
+        }
+        if !r.dedup_window.is_power_of_two() || r.dedup_window < 64 {
+            return bad(
+                "receiver.core.dedup_window",
+                format!("{} is not a power of two ≥ 64", r.dedup_window),
+                "use e.g. 1048576",
+            );
+        }
+        if r.max_held == 0 {
+            return bad("receiver.core.max_held", "0", "use e.g. 1048576");
+        }
+        if self.receiver.mold_session.len() > 10 || !self.receiver.mold_session.is_ascii() {
+            return bad(
+                "receiver.mold_session",
+                "longer than 10 ASCII characters",
+                "shorten it",
+            );
+        }
+        let s = &self.sender;
+        if s.max_packet < 64 || s.max_packet > 9000 {
+            return bad(
+                "sender.max_packet",
+                format!("{} is out of range", s.max_packet),
+                "use 64..=9000 (1472 for a 1500-byte MTU)",
+            );
+        }
+        if s.deadline.ceiling_ns < s.deadline.floor_ns {
+            return bad(
+                "sender.deadline.ceiling_ns",
+                "below floor_ns",
+                "raise ceiling_ns or lower floor_ns",
+            );
+        }
+        if self.faults.enabled {
+            self.faults.model.validate().map_err(|e| ConfigError {
+                field: "faults.model".into(),
+                problem: e,
+                fix: "see docs/MODEL.md for valid values".into(),
+            })?;
+        }
+        Ok(())
+    }
+}
+
+/// Parse `aa:bb:cc:dd:ee:ff`.
+pub fn parse_mac(s: &str) -> Option<[u8; 6]> {
+    let mut out = [0u8; 6];
+    let mut parts = s.split(':');
+    for o in &mut out {
+        *o = u8::from_str_radix(parts.next()?, 16).ok()?;
+    }
+    parts.next().is_none().then_some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plan::{loopback_inventory, Plan, TreeSpec};
+
+    fn sample() -> NodeConfig {
+        let p = Plan::build(
+            &loopback_inventory(1, 4, false, 41000),
+            &TreeSpec::default(),
+        )
+        .unwrap();
+        let t = p.tables[1].clone();
+        let mut peers: Vec<Peer> = p
+            .nodes
+            .iter()
+            .map(|n| Peer {
+                id: n.id,
+                addr: n.addr,
+            })
+            .collect();
+        peers.retain(|x| x.id != 1);
+        NodeConfig {
+            node: NodeSection {
+                id: 1,
+                name: "proxy0".into(),
+                role: NodeRole::Proxy,
+                listen: vec![p.nodes[1].addr],
+            },
+            backend: BackendSection::default(),
+            clock: ClockSection::default(),
+            faults: FaultSection::default(),
+            sender: SenderConfig::default(),
+            proxy: ProxyConfig::default(),
+            receiver: ReceiverSection::default(),
+            table: t,
+            peers,
+        }
+    }
+
+    #[test]
+    fn round_trips_through_toml() {
+        let c = sample();
+        let text = c.to_toml();
+        assert_eq!(NodeConfig::from_toml(&text).unwrap(), c);
+    }
+
+    #[test]
+    fn errors_name_field_and_fix() {
+        let mut c = sample();
+        c.peers.pop();
+        let e = NodeConfig::from_toml(&c.to_toml()).unwrap_err();
+        assert_eq!(e.field, "peers");
+        assert!(e.fix.contains("[[peers]]"));
+
+        let mut c = sample();
+        c.receiver.core.estimator.percentile = 120.0;
+        let e = c.validate().unwrap_err();
+        assert!(e.field.ends_with("percentile"), "{e}");
+
+        let mut c = sample();
+        c.backend.kind = BackendKind::Dpdk;
+        assert_eq!(c.validate().unwrap_err().field, "backend.dpdk");
+
+        let text = sample().to_toml().replace("[node]", "[node]\nbogus = 1");
+        let e = NodeConfig::from_toml(&text).unwrap_err();
+        assert_eq!(e.field, "toml");
+        assert!(e.problem.contains("bogus"), "{e}");
+
+        let text = sample()
+            .to_toml()
+            .replace("role = \"proxy\"", "role = \"router\"");
+        assert!(NodeConfig::from_toml(&text)
+            .unwrap_err()
+            .problem
+            .contains("router"));
+    }
+
+    #[test]
+    fn macs() {
+        assert_eq!(parse_mac("02:00:00:00:00:0a"), Some([2, 0, 0, 0, 0, 10]));
+        assert_eq!(parse_mac("02:00:00:00:00"), None);
+        assert_eq!(parse_mac("02:00:00:00:00:00:01"), None);
+    }
+}

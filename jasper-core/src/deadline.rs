@@ -1,0 +1,462 @@
+//! Deadline estimation: receivers' one-way-delay percentiles, their
+//! max-reduction up the tree, and the sender's deadline rule.
+//!
+//! - [`OwdEstimator`]: sliding-window percentile of one-way delay at a
+//!   receiver (window and percentile configurable). The window is split in
+//!   slots; each slot is an HdrHistogram, and a running total histogram gives
+//!   the percentile in O(buckets) without sorting.
+//! - [`Reducer`]: a proxy keeps the latest report of each child and forwards
+//!   the max (of estimates and clock bounds) upward; reports older than a
+//!   staleness limit are ignored, so a dead child does not pin the deadline.
+//! - [`DeadlinePolicy`] / [`DeadlineState`]: the sender's rule
+//!   `deadline = send_time + estimate + margin (+ clock bound)`, clamped to
+//!   `[floor, ceiling]` and never decreasing within a stream (so release order
+//!   by deadline is sequence order).
+//! - [`StepTuner`]: the CloudEx-style alternative (offset moved in fixed steps
+//!   toward a target late ratio), used as a baseline by the simulator.
+
+use hdrhistogram::Histogram;
+use serde::{Deserialize, Serialize};
+
+use crate::plan::NodeId;
+use crate::wire::DelayReport;
+
+/// Estimator settings.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EstimatorConfig {
+    /// Sliding window, ns.
+    pub window_ns: u64,
+    /// Slots the window is split into (time resolution of expiry).
+    pub slots: u32,
+    /// Percentile in (0, 100].
+    pub percentile: f64,
+}
+
+impl Default for EstimatorConfig {
+    fn default() -> Self {
+        EstimatorConfig {
+            window_ns: 10_000_000,
+            slots: 10,
+            percentile: 97.0,
+        }
+    }
+}
+
+const HIST_MAX_NS: u64 = 3_600_000_000_000;
+
+fn new_hist() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, HIST_MAX_NS, 2).expect("static bounds are valid")
+}
+
+/// Sliding-window percentile of one-way delay.
+#[derive(Debug, Clone)]
+pub struct OwdEstimator {
+    cfg: EstimatorConfig,
+    slot_ns: u64,
+    slots: Vec<Histogram<u64>>,
+    total: Histogram<u64>,
+    current: usize,
+    current_start_ns: u64,
+    started: bool,
+}
+
+impl OwdEstimator {
+    /// New estimator. `cfg` is assumed validated (see [`crate::config`]).
+    pub fn new(cfg: EstimatorConfig) -> Self {
+        let slots = cfg.slots.max(1) as usize;
+        OwdEstimator {
+            cfg,
+            slot_ns: (cfg.window_ns / slots as u64).max(1),
+            slots: (0..slots).map(|_| new_hist()).collect(),
+            total: new_hist(),
+            current: 0,
+            current_start_ns: 0,
+            started: false,
+        }
+    }
+
+    fn rotate(&mut self, now_ns: u64) {
+        if !self.started {
+            self.started = true;
+            self.current_start_ns = now_ns;
+            return;
+        }
+        if now_ns < self.current_start_ns + self.slot_ns {
+            return;
+        }
+        let steps = (now_ns - self.current_start_ns) / self.slot_ns;
+        if steps >= self.slots.len() as u64 {
+            for s in &mut self.slots {
+                s.reset();
+            }
+            self.total.reset();
+            self.current_start_ns = now_ns;
+            return;
+        }
+        for _ in 0..steps {
+            self.current = (self.current + 1) % self.slots.len();
+            let old = &mut self.slots[self.current];
+            if !old.is_empty() {
+                // Counts in `old` were all added to `total`, so this cannot underflow.
+                let _ = self.total.subtract(&*old);
+                old.reset();
+            }
+        }
+        self.current_start_ns += steps * self.slot_ns;
+    }
+
+    /// Record a sample taken at `now_ns`.
+    pub fn record(&mut self, now_ns: u64, owd_ns: u64) {
+        self.rotate(now_ns);
+        let v = owd_ns.clamp(1, HIST_MAX_NS);
+        let _ = self.slots[self.current].record(v);
+        let _ = self.total.record(v);
+    }
+
+    /// The percentile over the window ending at `now_ns`; `None` when empty.
+    pub fn estimate(&mut self, now_ns: u64) -> Option<u64> {
+        self.rotate(now_ns);
+        if self.total.is_empty() {
+            None
+        } else {
+            Some(self.total.value_at_percentile(self.cfg.percentile))
+        }
+    }
+
+    /// Samples in the current window.
+    pub fn samples(&self) -> u64 {
+        self.total.len()
+    }
+}
+
+/// Max-reduction of children's reports at a proxy.
+#[derive(Debug, Clone)]
+pub struct Reducer {
+    children: Vec<(NodeId, Option<(DelayReport, u64)>)>,
+    stale_after_ns: u64,
+}
+
+impl Reducer {
+    /// Reduce over these children; reports older than `stale_after_ns` are ignored.
+    pub fn new(children: &[NodeId], stale_after_ns: u64) -> Self {
+        Reducer {
+            children: children.iter().map(|c| (*c, None)).collect(),
+            stale_after_ns,
+        }
+    }
+
+    /// Store a child's report. Returns false (and stores nothing) when the
+    /// sender is not one of this node's children.
+    pub fn handle_report(&mut self, now_ns: u64, from: NodeId, report: DelayReport) -> bool {
+        match self.children.iter_mut().find(|(c, _)| *c == from) {
+            Some(slot) => {
+                slot.1 = Some((report, now_ns));
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// The max over fresh reports with data, as a report from `node`.
+    pub fn reduce(&self, now_ns: u64, node: NodeId) -> Option<DelayReport> {
+        let mut out: Option<DelayReport> = None;
+        for (_, r) in &self.children {
+            let Some((rep, at)) = r else { continue };
+            if now_ns.saturating_sub(*at) > self.stale_after_ns || rep.samples == 0 {
+                continue;
+            }
+            let o = out.get_or_insert(DelayReport {
+                node,
+                receivers: 0,
+                owd_ns: 0,
+                clock_bound_ns: 0,
+                samples: 0,
+            });
+            o.owd_ns = o.owd_ns.max(rep.owd_ns);
+            o.clock_bound_ns = o.clock_bound_ns.max(rep.clock_bound_ns);
+            o.receivers += rep.receivers;
+            o.samples += rep.samples;
+        }
+        out
+    }
+
+    /// Children with a fresh report.
+    pub fn fresh(&self, now_ns: u64) -> usize {
+        self.children
+            .iter()
+            .filter(|(_, r)| matches!(r, Some((_, at)) if now_ns.saturating_sub(*at) <= self.stale_after_ns))
+            .count()
+    }
+}
+
+/// The sender's deadline rule.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DeadlinePolicy {
+    /// Offset used until the first estimate arrives, ns.
+    pub initial_offset_ns: u64,
+    /// Safety margin added to the estimate, ns.
+    pub margin_ns: u64,
+    /// Add the worst clock error bound (own and receivers') to the offset.
+    pub add_clock_bound: bool,
+    /// Smallest offset, ns.
+    pub floor_ns: u64,
+    /// Largest offset, ns (the ceiling: messages are never held longer).
+    pub ceiling_ns: u64,
+}
+
+impl Default for DeadlinePolicy {
+    fn default() -> Self {
+        DeadlinePolicy {
+            initial_offset_ns: 500_000,
+            margin_ns: 25_000,
+            add_clock_bound: true,
+            floor_ns: 0,
+            ceiling_ns: 5_000_000,
+        }
+    }
+}
+
+/// Deadline computation state at the sender.
+#[derive(Debug, Clone)]
+pub struct DeadlineState {
+    policy: DeadlinePolicy,
+    estimate: Option<DelayReport>,
+    last_deadline_ns: u64,
+}
+
+impl DeadlineState {
+    /// Start with no estimate.
+    pub fn new(policy: DeadlinePolicy) -> Self {
+        DeadlineState {
+            policy,
+            estimate: None,
+            last_deadline_ns: 0,
+        }
+    }
+    /// Take the tree's reduced estimate (from the root proxy's report).
+    pub fn handle_report(&mut self, report: DelayReport) {
+        if report.samples > 0 {
+            self.estimate = Some(report);
+        }
+    }
+    /// Current estimate.
+    pub fn estimate(&self) -> Option<DelayReport> {
+        self.estimate
+    }
+    /// Current offset (deadline − send time) for a sender clock bound.
+    pub fn offset_ns(&self, own_bound_ns: u64) -> u64 {
+        let p = &self.policy;
+        let raw = match self.estimate {
+            None => p.initial_offset_ns,
+            Some(e) => {
+                let bound = if p.add_clock_bound {
+                    own_bound_ns.max(e.clock_bound_ns)
+                } else {
+                    0
+                };
+                e.owd_ns.saturating_add(p.margin_ns).saturating_add(bound)
+            }
+        };
+        raw.clamp(p.floor_ns, p.ceiling_ns.max(p.floor_ns))
+    }
+    /// Deadline for a packet sent at `send_ns`; never below the previous one.
+    pub fn deadline(&mut self, send_ns: u64, own_bound_ns: u64) -> u64 {
+        let d = send_ns
+            .saturating_add(self.offset_ns(own_bound_ns))
+            .max(self.last_deadline_ns);
+        self.last_deadline_ns = d;
+        d
+    }
+}
+
+/// CloudEx-style offset tuning: move by `step_ns` toward a target late ratio.
+#[derive(Debug, Clone, Copy)]
+pub struct StepTuner {
+    /// Current offset, ns.
+    pub offset_ns: u64,
+    /// Step, ns (CloudEx: 5 µs).
+    pub step_ns: u64,
+    /// Target late ratio (e.g. 0.01).
+    pub target_late: f64,
+    late: u64,
+    total: u64,
+}
+
+impl StepTuner {
+    /// New tuner.
+    pub fn new(initial_ns: u64, step_ns: u64, target_late: f64) -> Self {
+        StepTuner {
+            offset_ns: initial_ns,
+            step_ns,
+            target_late,
+            late: 0,
+            total: 0,
+        }
+    }
+    /// Feed one delivery outcome.
+    pub fn observe(&mut self, late: bool) {
+        self.total += 1;
+        self.late += late as u64;
+    }
+    /// End of an adjustment period: step up if too many were late, down otherwise.
+    pub fn adjust(&mut self) {
+        if self.total == 0 {
+            return;
+        }
+        let ratio = self.late as f64 / self.total as f64;
+        if ratio > self.target_late {
+            self.offset_ns += self.step_ns;
+        } else {
+            self.offset_ns = self.offset_ns.saturating_sub(self.step_ns);
+        }
+        self.late = 0;
+        self.total = 0;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percentile_of_window() {
+        let mut e = OwdEstimator::new(EstimatorConfig {
+            window_ns: 10_000_000,
+            slots: 10,
+            percentile: 90.0,
+        });
+        for i in 0..1000u64 {
+            e.record(i * 1000, (i % 100 + 1) * 1000);
+        }
+        let est = e.estimate(1_000_000).unwrap();
+        assert!((89_000..=92_000).contains(&est), "{est}");
+    }
+
+    #[test]
+    fn old_samples_expire() {
+        let mut e = OwdEstimator::new(EstimatorConfig {
+            window_ns: 10_000_000,
+            slots: 10,
+            percentile: 99.0,
+        });
+        for i in 0..100 {
+            e.record(i * 10_000, 500_000);
+        }
+        // 12 ms later the big samples are gone; new small ones dominate.
+        for i in 0..100 {
+            e.record(13_000_000 + i * 10_000, 50_000);
+        }
+        let est = e.estimate(14_000_000).unwrap();
+        assert!(est < 60_000, "{est}");
+        // Much later with no samples: no estimate.
+        assert_eq!(e.estimate(100_000_000), None);
+    }
+
+    #[test]
+    fn partial_expiry_keeps_recent_slots() {
+        let mut e = OwdEstimator::new(EstimatorConfig {
+            window_ns: 10_000_000,
+            slots: 10,
+            percentile: 100.0,
+        });
+        e.record(0, 900_000);
+        e.record(5_000_000, 100_000);
+        assert!(e.estimate(9_000_000).unwrap() >= 890_000);
+        // At 10.5 ms the first slot (0..1 ms) expired, the 5 ms one did not.
+        let v = e.estimate(10_500_000).unwrap();
+        assert!((99_000..=101_000).contains(&v), "{v}");
+        assert_eq!(e.samples(), 1);
+    }
+
+    #[test]
+    fn estimate_converges_to_the_delay_distribution() {
+        // Uniform delays 20..120 µs; p97 should settle near 117 µs.
+        let mut e = OwdEstimator::new(EstimatorConfig::default());
+        let mut x: u64 = 12345;
+        let mut t = 0;
+        for _ in 0..100_000 {
+            x = x
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            let owd = 20_000 + (x >> 33) % 100_000;
+            t += 1_000;
+            e.record(t, owd);
+        }
+        let est = e.estimate(t).unwrap();
+        assert!((113_000..=121_000).contains(&est), "{est}");
+    }
+
+    fn rep(node: NodeId, owd: u64, bound: u64) -> DelayReport {
+        DelayReport {
+            node,
+            receivers: 1,
+            owd_ns: owd,
+            clock_bound_ns: bound,
+            samples: 10,
+        }
+    }
+
+    #[test]
+    fn reducer_takes_max_of_fresh_children() {
+        let mut r = Reducer::new(&[10, 11, 12], 50_000_000);
+        assert!(r.handle_report(0, 10, rep(10, 100, 5)));
+        assert!(r.handle_report(0, 11, rep(11, 300, 2)));
+        assert!(
+            !r.handle_report(0, 99, rep(99, 9999, 0)),
+            "strangers are refused"
+        );
+        let out = r.reduce(1, 5).unwrap();
+        assert_eq!(
+            (out.node, out.owd_ns, out.clock_bound_ns, out.receivers),
+            (5, 300, 5, 2)
+        );
+        // 11 goes stale; 12 reports later.
+        r.handle_report(60_000_000, 12, rep(12, 200, 1));
+        r.handle_report(60_000_000, 10, rep(10, 100, 5));
+        let out = r.reduce(60_000_001, 5).unwrap();
+        assert_eq!(out.owd_ns, 200);
+        assert_eq!(r.fresh(60_000_001), 2);
+    }
+
+    #[test]
+    fn deadline_rule_clamps_and_is_monotone() {
+        let mut s = DeadlineState::new(DeadlinePolicy {
+            initial_offset_ns: 400_000,
+            margin_ns: 25_000,
+            add_clock_bound: true,
+            floor_ns: 10_000,
+            ceiling_ns: 1_000_000,
+        });
+        assert_eq!(s.deadline(1_000_000, 100), 1_400_000);
+        s.handle_report(rep(1, 100_000, 200));
+        // estimate + margin + max(bound) = 100_000 + 25_000 + 300.
+        assert_eq!(s.offset_ns(300), 125_300);
+        // Monotone: an earlier computed deadline is raised to the previous one.
+        assert_eq!(s.deadline(1_100_000, 300), 1_400_000);
+        assert_eq!(s.deadline(2_000_000, 300), 2_125_300);
+        s.handle_report(rep(1, 50_000_000, 0));
+        assert_eq!(s.offset_ns(0), 1_000_000, "ceiling");
+        s.handle_report(DelayReport {
+            samples: 0,
+            ..rep(1, 1, 0)
+        });
+        assert_eq!(s.offset_ns(0), 1_000_000, "empty reports are ignored");
+    }
+
+    #[test]
+    fn step_tuner_moves_toward_target() {
+        let mut t = StepTuner::new(100_000, 5_000, 0.01);
+        for _ in 0..100 {
+            t.observe(true);
+        }
+        t.adjust();
+        assert_eq!(t.offset_ns, 105_000);
+        for _ in 0..100 {
+            t.observe(false);
+        }
+        t.adjust();
+        assert_eq!(t.offset_ns, 100_000);
+    }
+}

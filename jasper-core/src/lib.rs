@@ -1,0 +1,32 @@
+//! # jasper-core
+//!
+//! The sans-I/O heart of Jasper-rs, a fair market-data multicast service for
+//! public clouds. Nothing here opens a socket, starts a thread or reads a
+//! clock: drivers (kernel UDP, DPDK, the simulator) move bytes and pass
+//! `now` in. What the simulator proves is therefore what the binaries do.
+//!
+//! | module | what |
+//! |---|---|
+//! | [`wire`] | packet format v1 (`docs/PROTOCOL.md`): zero-copy [`wire::Packet`] views, validated [`wire::Repr`] |
+//! | [`plan`] | inventory → tree (depth/fanout, sibling hedging, spraying, receiver hedging) → forwarding tables |
+//! | [`sender`] | publisher state machine: packing, sequencing, send time and deadline stamping, heartbeats |
+//! | [`proxy`] | proxy state machine: hedged fan-out decisions, report reduction |
+//! | [`receiver`] | dedup, gap detection, deadline-ordered hold-and-release, delay estimation |
+//! | [`deadline`] | OWD percentile window, max-reduction, the deadline rule |
+//! | [`clock`] | the clock trait and status drivers implement |
+//! | [`metrics`] | OWD, OML, DWS, P(F), holding, late, loss, duplicates (HdrHistogram, mergeable) |
+//! | [`model`] | the reference cloud model (delays, loss, clocks), seeded |
+//! | [`config`] | per-node TOML, validated, actionable errors |
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod clock;
+pub mod config;
+pub mod deadline;
+pub mod metrics;
+pub mod model;
+pub mod plan;
+pub mod proxy;
+pub mod receiver;
+pub mod sender;
+pub mod wire;

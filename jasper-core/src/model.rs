@@ -1,0 +1,441 @@
+//! The reference cloud model (`docs/MODEL.md`), shared by the simulator and
+//! the delay-injecting backend wrapper, so both apply the same numbers.
+//!
+//! Pure: randomness comes from a caller-owned seeded generator and time from
+//! arguments. Every distribution is pluggable and every cost can be 0.
+
+use rand::Rng;
+use rand_distr::{Distribution, Exp, LogNormal};
+use serde::{Deserialize, Serialize};
+
+use crate::clock::ClockClass;
+
+/// The seeded generator used everywhere (portable, reproducible).
+pub type SimRng = rand_xoshiro::Xoshiro256PlusPlus;
+
+/// Make a generator from a seed.
+pub fn rng(seed: u64) -> SimRng {
+    use rand::SeedableRng;
+    SimRng::seed_from_u64(seed)
+}
+
+/// z-score of the 99th percentile of a standard normal.
+const Z99: f64 = 2.326_347_874;
+
+/// A distribution of non-negative durations, in ns.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Dist {
+    /// Always `ns`.
+    Constant {
+        /// Value.
+        ns: f64,
+    },
+    /// Uniform in `[a, b]`.
+    Uniform {
+        /// Low.
+        a: f64,
+        /// High.
+        b: f64,
+    },
+    /// Lognormal with the given median and 99th percentile.
+    Lognormal {
+        /// Median.
+        median_ns: f64,
+        /// 99th percentile (≥ median).
+        p99_ns: f64,
+    },
+    /// Drawn uniformly from samples (inline, or one number per line in `file`,
+    /// loaded by the front end before use).
+    Empirical {
+        /// File of samples, ns, one per line.
+        #[serde(default)]
+        file: Option<String>,
+        /// Samples, ns.
+        #[serde(default)]
+        samples: Vec<f64>,
+    },
+}
+
+impl Dist {
+    /// Constant 0.
+    pub const ZERO: Dist = Dist::Constant { ns: 0.0 };
+
+    /// Draw one value (ns, ≥ 0).
+    pub fn sample<R: Rng + ?Sized>(&self, rng: &mut R) -> u64 {
+        let v = match self {
+            Dist::Constant { ns } => *ns,
+            Dist::Uniform { a, b } => {
+                if b > a {
+                    rng.random_range(*a..=*b)
+                } else {
+                    *a
+                }
+            }
+            Dist::Lognormal { median_ns, p99_ns } => {
+                if *median_ns <= 0.0 {
+                    0.0
+                } else {
+                    let sigma = (p99_ns / median_ns).max(1.0).ln() / Z99;
+                    match LogNormal::new(median_ns.ln(), sigma) {
+                        Ok(d) => d.sample(rng),
+                        Err(_) => *median_ns,
+                    }
+                }
+            }
+            Dist::Empirical { samples, .. } => {
+                if samples.is_empty() {
+                    0.0
+                } else {
+                    samples[rng.random_range(0..samples.len())]
+                }
+            }
+        };
+        if v.is_finite() && v > 0.0 {
+            v.round() as u64
+        } else {
+            0
+        }
+    }
+
+    /// Check parameters; the error names the problem.
+    pub fn validate(&self) -> Result<(), String> {
+        let ok = |x: f64| x.is_finite() && x >= 0.0;
+        match self {
+            Dist::Constant { ns } if !ok(*ns) => {
+                Err(format!("constant ns = {ns} must be finite and ≥ 0"))
+            }
+            Dist::Uniform { a, b } if !ok(*a) || !ok(*b) || b < a => {
+                Err(format!("uniform needs 0 ≤ a ≤ b, got a = {a}, b = {b}"))
+            }
+            Dist::Lognormal { median_ns, p99_ns }
+                if !ok(*median_ns) || !ok(*p99_ns) || p99_ns < median_ns =>
+            {
+                Err(format!(
+                    "lognormal needs 0 ≤ median_ns ≤ p99_ns, got {median_ns} and {p99_ns}"
+                ))
+            }
+            Dist::Empirical {
+                file: None,
+                samples,
+            } if samples.is_empty() => Err("empirical needs `file` or `samples`".into()),
+            Dist::Empirical { samples, .. } if samples.iter().any(|x| !ok(*x)) => {
+                Err("empirical samples must be finite and ≥ 0".into())
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+/// Per-node clock model.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClockModel {
+    /// Class (sets bound and offset spread unless overridden).
+    pub class: ClockClass,
+    /// Offset σ override, ns.
+    pub offset_sigma_ns: Option<f64>,
+    /// Bound override, ns.
+    pub bound_ns: Option<u64>,
+    /// Drift, parts per billion (each node draws uniformly in ±drift).
+    pub drift_ppb: f64,
+    /// Per-read noise σ, ns.
+    pub noise_ns: f64,
+}
+
+impl Default for ClockModel {
+    fn default() -> Self {
+        ClockModel {
+            class: ClockClass::Huygens,
+            offset_sigma_ns: None,
+            bound_ns: None,
+            drift_ppb: 0.0,
+            noise_ns: 0.0,
+        }
+    }
+}
+
+impl ClockModel {
+    /// Error bound, ns.
+    pub fn bound_ns(&self) -> u64 {
+        self.bound_ns.unwrap_or(self.class.bound_ns())
+    }
+    /// Offset σ, ns.
+    pub fn offset_sigma_ns(&self) -> f64 {
+        self.offset_sigma_ns.unwrap_or(self.class.offset_sigma_ns())
+    }
+    /// Draw a node's fixed offset (ns), clamped within the bound so the
+    /// bound holds by construction.
+    pub fn draw_offset<R: Rng + ?Sized>(&self, rng: &mut R) -> i64 {
+        let z: f64 = rand_distr::StandardNormal.sample(rng);
+        let b = self.bound_ns() as f64;
+        (z * self.offset_sigma_ns()).clamp(-b, b).round() as i64
+    }
+    /// Draw a node's drift (ppb).
+    pub fn draw_drift<R: Rng + ?Sized>(&self, rng: &mut R) -> f64 {
+        if self.drift_ppb > 0.0 {
+            rng.random_range(-self.drift_ppb..=self.drift_ppb)
+        } else {
+            0.0
+        }
+    }
+}
+
+/// The cloud: links, hosts, faults, clocks. Defaults = the reference model.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CloudModel {
+    /// Per-hop base latency.
+    pub base_ns: Dist,
+    /// Per-hop jitter above base.
+    pub jitter_ns: Dist,
+    /// Slow episodes per link per second.
+    pub slow_rate_per_s: f64,
+    /// Slow episode length.
+    pub slow_duration_ns: Dist,
+    /// Extra latency during a slow episode.
+    pub slow_extra_ns: Dist,
+    /// Per packet copy send cost at a host (serialized).
+    pub copy_cost_ns: Dist,
+    /// Per packet processing at a proxy.
+    pub proxy_processing_ns: Dist,
+    /// Loss probability per packet per hop.
+    pub loss: f64,
+    /// Duplication probability per packet per hop.
+    pub duplicate: f64,
+    /// Reordering probability per packet per hop (the packet is held back).
+    pub reorder: f64,
+    /// How long a reordered packet is held back.
+    pub reorder_delay_ns: Dist,
+    /// Clocks.
+    pub clock: ClockModel,
+}
+
+impl Default for CloudModel {
+    fn default() -> Self {
+        CloudModel {
+            base_ns: Dist::Constant { ns: 20_000.0 },
+            jitter_ns: Dist::Lognormal {
+                median_ns: 10_000.0,
+                p99_ns: 100_000.0,
+            },
+            slow_rate_per_s: 0.1,
+            slow_duration_ns: Dist::Uniform { a: 50e6, b: 200e6 },
+            slow_extra_ns: Dist::Constant { ns: 100_000.0 },
+            copy_cost_ns: Dist::Constant { ns: 2_500.0 },
+            proxy_processing_ns: Dist::Constant { ns: 5_000.0 },
+            loss: 1e-5,
+            duplicate: 0.0,
+            reorder: 0.0,
+            reorder_delay_ns: Dist::Uniform {
+                a: 10_000.0,
+                b: 50_000.0,
+            },
+            clock: ClockModel::default(),
+        }
+    }
+}
+
+impl CloudModel {
+    /// A model with every cost and fault at zero (exact analytical checks).
+    pub fn zero() -> Self {
+        CloudModel {
+            base_ns: Dist::ZERO,
+            jitter_ns: Dist::ZERO,
+            slow_rate_per_s: 0.0,
+            slow_duration_ns: Dist::ZERO,
+            slow_extra_ns: Dist::ZERO,
+            copy_cost_ns: Dist::ZERO,
+            proxy_processing_ns: Dist::ZERO,
+            loss: 0.0,
+            duplicate: 0.0,
+            reorder: 0.0,
+            reorder_delay_ns: Dist::ZERO,
+            clock: ClockModel {
+                bound_ns: Some(0),
+                offset_sigma_ns: Some(0.0),
+                ..ClockModel::default()
+            },
+        }
+    }
+
+    /// Check every parameter; the error names the key.
+    pub fn validate(&self) -> Result<(), String> {
+        for (k, d) in [
+            ("base_ns", &self.base_ns),
+            ("jitter_ns", &self.jitter_ns),
+            ("slow_duration_ns", &self.slow_duration_ns),
+            ("slow_extra_ns", &self.slow_extra_ns),
+            ("copy_cost_ns", &self.copy_cost_ns),
+            ("proxy_processing_ns", &self.proxy_processing_ns),
+            ("reorder_delay_ns", &self.reorder_delay_ns),
+        ] {
+            d.validate().map_err(|e| format!("{k}: {e}"))?;
+        }
+        for (k, p) in [
+            ("loss", self.loss),
+            ("duplicate", self.duplicate),
+            ("reorder", self.reorder),
+        ] {
+            if !(0.0..=1.0).contains(&p) {
+                return Err(format!("{k} = {p} must be a probability in [0, 1]"));
+            }
+        }
+        if !(self.slow_rate_per_s.is_finite() && self.slow_rate_per_s >= 0.0) {
+            return Err(format!(
+                "slow_rate_per_s = {} must be ≥ 0",
+                self.slow_rate_per_s
+            ));
+        }
+        if !(self.clock.drift_ppb >= 0.0 && self.clock.noise_ns >= 0.0) {
+            return Err("clock.drift_ppb and clock.noise_ns must be ≥ 0".into());
+        }
+        Ok(())
+    }
+}
+
+/// What a link does to one packet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LinkFate {
+    /// Lost.
+    Lost,
+    /// Delivered after `delay_ns`; `duplicate_after_ns` is a second copy.
+    Delivered {
+        /// One-way delay.
+        delay_ns: u64,
+        /// A duplicate copy's delay, if duplicated.
+        duplicate_ns: Option<u64>,
+    },
+}
+
+/// Per-link state (slow episodes).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct LinkState {
+    next_slow_ns: Option<u64>,
+    slow_until_ns: u64,
+}
+
+impl LinkState {
+    /// Decide the fate of a packet entering the link at `now_ns`.
+    pub fn transmit<R: Rng + ?Sized>(
+        &mut self,
+        model: &CloudModel,
+        now_ns: u64,
+        rng: &mut R,
+    ) -> LinkFate {
+        if model.loss > 0.0 && rng.random_bool(model.loss) {
+            return LinkFate::Lost;
+        }
+        let mut delay = model.base_ns.sample(rng) + model.jitter_ns.sample(rng);
+        if model.slow_rate_per_s > 0.0 {
+            let exp = Exp::new(model.slow_rate_per_s / 1e9).ok();
+            let draw = |rng: &mut R| exp.map(|e| e.sample(rng) as u64).unwrap_or(u64::MAX / 4);
+            let next = *self.next_slow_ns.get_or_insert_with(|| now_ns + draw(rng));
+            if now_ns >= next {
+                self.slow_until_ns = next + model.slow_duration_ns.sample(rng);
+                self.next_slow_ns = Some(self.slow_until_ns + draw(rng));
+            }
+            if now_ns < self.slow_until_ns {
+                delay += model.slow_extra_ns.sample(rng);
+            }
+        }
+        if model.reorder > 0.0 && rng.random_bool(model.reorder) {
+            delay += model.reorder_delay_ns.sample(rng);
+        }
+        let duplicate_ns = (model.duplicate > 0.0 && rng.random_bool(model.duplicate))
+            .then(|| model.base_ns.sample(rng) + model.jitter_ns.sample(rng));
+        LinkFate::Delivered {
+            delay_ns: delay,
+            duplicate_ns,
+        }
+    }
+
+    /// In a slow episode at `now_ns`?
+    pub fn is_slow(&self, now_ns: u64) -> bool {
+        now_ns < self.slow_until_ns
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lognormal_matches_median_and_p99() {
+        let d = Dist::Lognormal {
+            median_ns: 10_000.0,
+            p99_ns: 100_000.0,
+        };
+        let mut r = rng(1);
+        let mut v: Vec<u64> = (0..200_000).map(|_| d.sample(&mut r)).collect();
+        v.sort_unstable();
+        let med = v[v.len() / 2] as f64;
+        let p99 = v[v.len() * 99 / 100] as f64;
+        assert!((9_500.0..10_500.0).contains(&med), "{med}");
+        assert!((90_000.0..110_000.0).contains(&p99), "{p99}");
+    }
+
+    #[test]
+    fn seeded_runs_repeat_and_zero_model_is_exact() {
+        let m = CloudModel::default();
+        let draw = |seed| {
+            let mut r = rng(seed);
+            let mut l = LinkState::default();
+            (0..1000)
+                .map(|i| l.transmit(&m, i * 1_000_000, &mut r))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(draw(7), draw(7));
+        assert_ne!(draw(7), draw(8));
+        let z = CloudModel::zero();
+        let mut r = rng(1);
+        let mut l = LinkState::default();
+        assert_eq!(
+            l.transmit(&z, 0, &mut r),
+            LinkFate::Delivered {
+                delay_ns: 0,
+                duplicate_ns: None
+            }
+        );
+    }
+
+    #[test]
+    fn slow_episodes_add_latency() {
+        let m = CloudModel {
+            jitter_ns: Dist::ZERO,
+            slow_rate_per_s: 100.0,
+            loss: 0.0,
+            ..CloudModel::default()
+        };
+        let mut r = rng(3);
+        let mut l = LinkState::default();
+        let mut slow = 0;
+        for i in 0..10_000u64 {
+            if let LinkFate::Delivered { delay_ns, .. } = l.transmit(&m, i * 100_000, &mut r) {
+                if delay_ns > 20_000 {
+                    assert_eq!(delay_ns, 120_000);
+                    slow += 1;
+                }
+            }
+        }
+        assert!(slow > 100, "{slow}");
+    }
+
+    #[test]
+    fn validation_names_the_key() {
+        let m = CloudModel {
+            loss: 2.0,
+            ..CloudModel::default()
+        };
+        assert!(m.validate().unwrap_err().contains("loss"));
+        let m = CloudModel {
+            jitter_ns: Dist::Uniform { a: 5.0, b: 1.0 },
+            ..CloudModel::default()
+        };
+        assert!(m.validate().unwrap_err().starts_with("jitter_ns"));
+        let m: CloudModel =
+            toml::from_str("loss = 0.0\n[base_ns]\nkind = \"constant\"\nns = 5.0\n").unwrap();
+        assert_eq!(m.base_ns, Dist::Constant { ns: 5.0 });
+        assert!(toml::from_str::<CloudModel>("lossy = 1").is_err());
+    }
+}

@@ -1,0 +1,920 @@
+//! From an inventory of machines to a multicast tree and per-node
+//! forwarding tables.
+//!
+//! # Shape
+//! Level 0 is the sender. Levels `1..=depth` are proxies: level 1 is a single
+//! root proxy fed by the sender (the publisher sends one copy per packet),
+//! level `l + 1` is spread evenly under level `l`, and the receiver endpoints
+//! are spread evenly under the last level. With fanout `F`, the last level has
+//! `ceil(E / F)` proxies for `E` endpoints, and each level above has
+//! `ceil(next / F)`. The automatic shape is `depth = max(1, round(log10 E))`,
+//! `F = ceil(E^(1/depth))` (≈ 10).
+//!
+//! # Hedging
+//! - **Sibling hedging `H`**: every non-root proxy (levels ≥ 2) sends each
+//!   packet to its own children *and* to the children of its next `H`
+//!   siblings in the same level, cyclically. Every node below level 2 —
+//!   receivers included — therefore receives `H + 1` copies from `H + 1`
+//!   distinct proxies of one level (equal path lengths), and each such proxy
+//!   emits `(H + 1)·F` copies per packet. Level-2 proxies have a single
+//!   upstream (the root has no siblings).
+//! - **Round-robin packet spraying**: the sibling a proxy serves rotates with
+//!   the packet's sequence number (`slot = (index + seq + j) mod n`), so a slow
+//!   proxy hurts every subtree a little instead of one subtree always. Every
+//!   child still gets exactly `H + 1` copies of every packet.
+//! - **Receiver hedging**: an MP may list a second endpoint (`hedge_addr`);
+//!   the two endpoints are placed under different last-level proxies (when
+//!   there are at least two) and the MP's receiver keeps the first copy.
+//!
+//! Delay reports flow up the *primary* tree: each node reports to the proxy
+//! whose own slot contains it.
+
+use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
+
+use serde::{Deserialize, Serialize};
+
+/// Dense node identifier: 0 = sender, proxies `1..=P` in level order (1 is
+/// the root), then receiver endpoints. A proxy's id is also its path tag.
+pub type NodeId = u32;
+
+/// The sender's id.
+pub const SENDER: NodeId = 0;
+/// The root proxy's id.
+pub const ROOT: NodeId = 1;
+
+/// A machine in the inventory.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HostSpec {
+    /// Unique name.
+    pub name: String,
+    /// Address the node listens on.
+    pub addr: SocketAddr,
+}
+
+/// A market participant's receiver, optionally with a hedge endpoint.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReceiverSpec {
+    /// Unique name (the MP).
+    pub name: String,
+    /// Primary endpoint.
+    pub addr: SocketAddr,
+    /// Second endpoint for receiver hedging.
+    #[serde(default)]
+    pub hedge_addr: Option<SocketAddr>,
+}
+
+/// What the operator has: a sender, proxies, receivers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Inventory {
+    /// The publisher.
+    pub sender: HostSpec,
+    /// Proxy machines, used in this order (the first is the root).
+    #[serde(default, rename = "proxy")]
+    pub proxies: Vec<HostSpec>,
+    /// Receivers.
+    #[serde(default, rename = "receiver")]
+    pub receivers: Vec<ReceiverSpec>,
+}
+
+/// Requested tree shape and hedging.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TreeSpec {
+    /// Proxy levels; `None` = automatic.
+    #[serde(default)]
+    pub depth: Option<u32>,
+    /// Children per proxy; `None` = automatic.
+    #[serde(default)]
+    pub fanout: Option<u32>,
+    /// Sibling hedging factor H.
+    #[serde(default)]
+    pub hedge: u32,
+    /// Round-robin packet spraying.
+    #[serde(default)]
+    pub spray: bool,
+}
+
+/// An inventory or shape that cannot make a tree; the message says what to change.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{problem}; {fix}")]
+pub struct PlanError {
+    /// What is wrong.
+    pub problem: String,
+    /// What to change.
+    pub fix: String,
+}
+
+fn err<T>(problem: impl Into<String>, fix: impl Into<String>) -> Result<T, PlanError> {
+    Err(PlanError {
+        problem: problem.into(),
+        fix: fix.into(),
+    })
+}
+
+/// Role of a planned node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    /// The publisher.
+    Sender,
+    /// A proxy at `level` (1 = root).
+    Proxy {
+        /// Level, 1-based.
+        level: u32,
+    },
+    /// A receiver endpoint of MP number `mp` (index in the inventory);
+    /// `endpoint` 0 is the primary, 1 the hedge.
+    Receiver {
+        /// MP index.
+        mp: u32,
+        /// Endpoint number.
+        endpoint: u8,
+    },
+}
+
+/// A node of the plan.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PlannedNode {
+    /// Dense id.
+    pub id: NodeId,
+    /// Name (endpoints of a hedged MP get `name` and `name#hedge`).
+    pub name: String,
+    /// Listen address.
+    pub addr: SocketAddr,
+    /// Role.
+    pub role: Role,
+}
+
+/// How a node fans a packet out.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "kind")]
+pub enum Fanout {
+    /// Receivers forward nothing.
+    None,
+    /// Send every packet to all of these (sender, root proxy).
+    Direct {
+        /// Destinations.
+        children: Vec<NodeId>,
+    },
+    /// Sibling-hedged fan-out of a non-root proxy.
+    Hedged {
+        /// This proxy's position in its level.
+        index: u32,
+        /// Children of every proxy of the level, by position.
+        slots: Vec<Vec<NodeId>>,
+        /// H.
+        hedge: u32,
+        /// Round-robin spraying.
+        spray: bool,
+    },
+}
+
+impl Fanout {
+    /// Call `f(destination, hedged)` for every copy of the packet whose
+    /// spraying key (first sequence) is `key`. No allocation.
+    #[inline]
+    pub fn for_each(&self, key: u64, mut f: impl FnMut(NodeId, bool)) {
+        match self {
+            Fanout::None => {}
+            Fanout::Direct { children } => children.iter().for_each(|&c| f(c, false)),
+            Fanout::Hedged {
+                index,
+                slots,
+                hedge,
+                spray,
+            } => {
+                let n = slots.len() as u64;
+                if n == 0 {
+                    return;
+                }
+                let rot = if *spray { key % n } else { 0 };
+                for j in 0..=(*hedge as u64).min(n - 1) {
+                    let slot = ((*index as u64 + rot + j) % n) as usize;
+                    for &c in &slots[slot] {
+                        f(c, j > 0);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Copies emitted per packet.
+    pub fn copies(&self) -> usize {
+        let mut n = 0;
+        self.for_each(0, |_, _| n += 1);
+        n
+    }
+}
+
+/// What one node needs to know to play its part.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ForwardingTable {
+    /// This node.
+    pub node: NodeId,
+    /// Where delay reports go (primary parent); `None` for the sender.
+    pub parent: Option<NodeId>,
+    /// Every node that sends data to this node (its hedged upstreams).
+    pub upstreams: Vec<NodeId>,
+    /// Nodes whose delay reports this node reduces (primary children).
+    pub report_children: Vec<NodeId>,
+    /// Data fan-out.
+    pub fanout: Fanout,
+}
+
+/// The tree.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Plan {
+    /// Proxy levels.
+    pub depth: u32,
+    /// Fanout used.
+    pub fanout: u32,
+    /// H.
+    pub hedge: u32,
+    /// Spraying on.
+    pub spray: bool,
+    /// Every node, indexed by id.
+    pub nodes: Vec<PlannedNode>,
+    /// Proxy ids per level (`levels[0]` = `[ROOT]`).
+    pub levels: Vec<Vec<NodeId>>,
+    /// Forwarding table per node, indexed by id.
+    pub tables: Vec<ForwardingTable>,
+    /// Number of MPs (receivers in the inventory).
+    pub mps: u32,
+}
+
+fn auto_depth(endpoints: usize) -> u32 {
+    ((endpoints as f64).log10().round() as u32).max(1)
+}
+
+fn fanout_for_depth(endpoints: usize, depth: u32) -> u32 {
+    let mut f = ((endpoints as f64).powf(1.0 / depth as f64).ceil() as u32).max(1);
+    // Guard against floating-point rounding down.
+    while (f as u128).pow(depth) < endpoints as u128 {
+        f += 1;
+    }
+    f.max(2)
+}
+
+fn depth_for_fanout(endpoints: usize, fanout: u32) -> u32 {
+    let mut d = 1;
+    while (fanout as u128).pow(d) < endpoints as u128 {
+        d += 1;
+    }
+    d
+}
+
+/// Number of proxies per level for `endpoints` endpoints.
+pub fn level_sizes(endpoints: usize, depth: u32, fanout: u32) -> Vec<usize> {
+    let mut sizes = vec![0usize; depth as usize];
+    let f = fanout.max(1) as usize;
+    let mut below = endpoints;
+    for l in (0..depth as usize).rev() {
+        sizes[l] = if l == 0 { 1 } else { below.div_ceil(f).max(1) };
+        below = sizes[l];
+    }
+    sizes
+}
+
+/// Even split: item `j` of `n_items` goes to group `j * n_groups / n_items`.
+fn spread(n_items: usize, n_groups: usize) -> Vec<Vec<usize>> {
+    let mut groups = vec![Vec::new(); n_groups];
+    for j in 0..n_items {
+        groups[j * n_groups / n_items].push(j);
+    }
+    groups
+}
+
+impl Plan {
+    /// Build the tree. Errors say what to change in the inventory or shape.
+    pub fn build(inv: &Inventory, spec: &TreeSpec) -> Result<Plan, PlanError> {
+        validate_inventory(inv)?;
+        let mps = inv.receivers.len();
+        // Endpoints: all primaries, then all hedges (so the two endpoints of
+        // an MP fall in different halves of the last level).
+        let mut endpoints: Vec<(String, SocketAddr, u32, u8)> = inv
+            .receivers
+            .iter()
+            .enumerate()
+            .map(|(i, r)| (r.name.clone(), r.addr, i as u32, 0u8))
+            .collect();
+        for (i, r) in inv.receivers.iter().enumerate() {
+            if let Some(h) = r.hedge_addr {
+                endpoints.push((format!("{}#hedge", r.name), h, i as u32, 1));
+            }
+        }
+        let e = endpoints.len();
+        let (depth, fanout) = match (spec.depth, spec.fanout) {
+            (Some(0), _) => return err("depth = 0", "set depth to at least 1 (one root proxy)"),
+            (_, Some(0)) => return err("fanout = 0", "set fanout to at least 1"),
+            (Some(d), Some(f)) => (d, f),
+            (Some(d), None) => (d, fanout_for_depth(e, d)),
+            (None, Some(f)) => (depth_for_fanout(e, f), f),
+            (None, None) => {
+                let d = auto_depth(e);
+                (d, fanout_for_depth(e, d))
+            }
+        };
+        if depth > 16 {
+            return err(
+                format!("depth {depth} is too deep"),
+                "use at most 16 levels",
+            );
+        }
+        let sizes = level_sizes(e, depth, fanout);
+        // Each level must fit under the one above at this fanout.
+        let last = *sizes.last().unwrap_or(&1);
+        if last * fanout as usize > 0 && e > last * fanout as usize {
+            return err(
+                format!("{e} receiver endpoints do not fit under {last} last-level proxies at fanout {fanout}"),
+                "raise fanout or depth",
+            );
+        }
+        for l in 1..sizes.len() {
+            if sizes[l] > sizes[l - 1] * fanout as usize {
+                return err(
+                    format!(
+                        "level {} needs {} proxies but level {} can feed only {} at fanout {fanout}",
+                        l + 1,
+                        sizes[l],
+                        l,
+                        sizes[l - 1] * fanout as usize
+                    ),
+                    "raise depth or fanout",
+                );
+            }
+        }
+        let needed: usize = sizes.iter().sum();
+        if inv.proxies.len() < needed {
+            return err(
+                format!(
+                    "the tree (depth {depth}, fanout {fanout}, {e} endpoints, levels {sizes:?}) needs {needed} proxies but the inventory lists {}",
+                    inv.proxies.len()
+                ),
+                format!("add {} proxies, or lower depth, or raise fanout", needed - inv.proxies.len()),
+            );
+        }
+        if inv.proxies.len() > needed {
+            return err(
+                format!(
+                    "the inventory lists {} proxies but the tree (depth {depth}, fanout {fanout}, levels {sizes:?}) uses {needed}; the rest would be unreachable",
+                    inv.proxies.len()
+                ),
+                format!("remove {} proxies, or set depth/fanout so the tree uses them all", inv.proxies.len() - needed),
+            );
+        }
+        if spec.hedge > 0 {
+            if depth < 2 {
+                return err(
+                    format!(
+                        "hedge = {} needs sibling proxies but depth is 1 (a single root)",
+                        spec.hedge
+                    ),
+                    "set depth ≥ 2 or hedge = 0",
+                );
+            }
+            for (l, &n) in sizes.iter().enumerate().skip(1) {
+                if (spec.hedge as usize) >= n {
+                    return err(
+                        format!("hedge = {} needs at least {} proxies in every level below the root, but level {} has {n}", spec.hedge, spec.hedge + 1, l + 1),
+                        format!("lower hedge to {} or raise depth/fanout so that level has more proxies", n.saturating_sub(1)),
+                    );
+                }
+            }
+        }
+        if needed + e + 1 > u16::MAX as usize {
+            return err(
+                "more than 65534 nodes",
+                "shard the tree (one tree per symbol range)",
+            );
+        }
+
+        // Nodes.
+        let mut nodes = Vec::with_capacity(1 + needed + e);
+        nodes.push(PlannedNode {
+            id: SENDER,
+            name: inv.sender.name.clone(),
+            addr: inv.sender.addr,
+            role: Role::Sender,
+        });
+        let mut levels: Vec<Vec<NodeId>> = Vec::new();
+        let mut next = 1u32;
+        let mut proxies = inv.proxies.iter();
+        for (l, &n) in sizes.iter().enumerate() {
+            let mut ids = Vec::with_capacity(n);
+            for _ in 0..n {
+                let h = proxies.next().expect("proxy count checked above");
+                nodes.push(PlannedNode {
+                    id: next,
+                    name: h.name.clone(),
+                    addr: h.addr,
+                    role: Role::Proxy {
+                        level: l as u32 + 1,
+                    },
+                });
+                ids.push(next);
+                next += 1;
+            }
+            levels.push(ids);
+        }
+        let first_endpoint = next;
+        for (name, addr, mp, ep) in &endpoints {
+            nodes.push(PlannedNode {
+                id: next,
+                name: name.clone(),
+                addr: *addr,
+                role: Role::Receiver {
+                    mp: *mp,
+                    endpoint: *ep,
+                },
+            });
+            next += 1;
+        }
+        let total = nodes.len();
+
+        // Primary children of each proxy.
+        let mut primary: Vec<Vec<NodeId>> = vec![Vec::new(); total];
+        primary[SENDER as usize].push(ROOT);
+        for l in 0..levels.len() {
+            let below: Vec<NodeId> = if l + 1 < levels.len() {
+                levels[l + 1].clone()
+            } else {
+                (first_endpoint..first_endpoint + e as u32).collect()
+            };
+            let groups = spread(below.len(), levels[l].len());
+            for (p, g) in levels[l].iter().zip(groups) {
+                primary[*p as usize] = g.into_iter().map(|j| below[j]).collect();
+            }
+        }
+        let mut parent: Vec<Option<NodeId>> = vec![None; total];
+        for (p, ch) in primary.iter().enumerate() {
+            for &c in ch {
+                parent[c as usize] = Some(p as NodeId);
+            }
+        }
+
+        // Fan-out.
+        let mut tables: Vec<ForwardingTable> = (0..total as u32)
+            .map(|id| ForwardingTable {
+                node: id,
+                parent: parent[id as usize],
+                upstreams: Vec::new(),
+                report_children: primary[id as usize].clone(),
+                fanout: Fanout::None,
+            })
+            .collect();
+        tables[SENDER as usize].fanout = Fanout::Direct {
+            children: vec![ROOT],
+        };
+        tables[ROOT as usize].fanout = Fanout::Direct {
+            children: primary[ROOT as usize].clone(),
+        };
+        for level in levels.iter().skip(1) {
+            let slots: Vec<Vec<NodeId>> =
+                level.iter().map(|p| primary[*p as usize].clone()).collect();
+            for (i, p) in level.iter().enumerate() {
+                tables[*p as usize].fanout = Fanout::Hedged {
+                    index: i as u32,
+                    slots: slots.clone(),
+                    hedge: spec.hedge,
+                    spray: spec.spray,
+                };
+            }
+        }
+        // Upstreams (without spraying: the static picture).
+        for id in 0..total {
+            let mut dsts = Vec::new();
+            tables[id].fanout.for_each(0, |c, _| dsts.push(c));
+            for c in dsts {
+                tables[c as usize].upstreams.push(id as NodeId);
+            }
+        }
+        Ok(Plan {
+            depth,
+            fanout,
+            hedge: spec.hedge,
+            spray: spec.spray,
+            nodes,
+            levels,
+            tables,
+            mps: mps as u32,
+        })
+    }
+
+    /// Ids of all proxies.
+    pub fn proxies(&self) -> impl Iterator<Item = NodeId> + '_ {
+        self.levels.iter().flatten().copied()
+    }
+
+    /// Ids of all receiver endpoints.
+    pub fn endpoints(&self) -> impl Iterator<Item = NodeId> + '_ {
+        self.nodes
+            .iter()
+            .filter(|n| matches!(n.role, Role::Receiver { .. }))
+            .map(|n| n.id)
+    }
+
+    /// Endpoint ids of MP `mp` (one or two).
+    pub fn endpoints_of(&self, mp: u32) -> Vec<NodeId> {
+        self.nodes
+            .iter()
+            .filter(|n| matches!(n.role, Role::Receiver { mp: m, .. } if m == mp))
+            .map(|n| n.id)
+            .collect()
+    }
+
+    /// Copies of each packet that reach each endpoint (the hedging degree).
+    pub fn copies_per_endpoint(&self) -> u32 {
+        if self.depth >= 2 {
+            self.hedge + 1
+        } else {
+            1
+        }
+    }
+
+    /// Human-readable description of the tree.
+    pub fn describe(&self) -> String {
+        use std::fmt::Write;
+        let mut s = String::new();
+        let _ = writeln!(
+            s,
+            "tree: depth {} fanout {} hedge {} spray {} — {} proxies, {} receiver endpoints for {} MPs",
+            self.depth,
+            self.fanout,
+            self.hedge,
+            self.spray,
+            self.proxies().count(),
+            self.endpoints().count(),
+            self.mps
+        );
+        let _ = writeln!(
+            s,
+            "  sender {} {} -> root",
+            self.nodes[0].name, self.nodes[0].addr
+        );
+        for (l, level) in self.levels.iter().enumerate() {
+            let _ = writeln!(s, "  level {} ({} proxies):", l + 1, level.len());
+            for &p in level {
+                let t = &self.tables[p as usize];
+                let names: Vec<&str> = t
+                    .report_children
+                    .iter()
+                    .map(|c| self.nodes[*c as usize].name.as_str())
+                    .collect();
+                let _ = writeln!(
+                    s,
+                    "    {} {} children [{}] copies/packet {}",
+                    self.nodes[p as usize].name,
+                    self.nodes[p as usize].addr,
+                    names.join(", "),
+                    t.fanout.copies()
+                );
+            }
+        }
+        s
+    }
+}
+
+fn validate_inventory(inv: &Inventory) -> Result<(), PlanError> {
+    if inv.receivers.is_empty() {
+        return err(
+            "the inventory has no receivers",
+            "add at least one [[receiver]]",
+        );
+    }
+    if inv.proxies.is_empty() {
+        return err(
+            "the inventory has no proxies",
+            "add at least one [[proxy]] (the root)",
+        );
+    }
+    let mut names = HashSet::new();
+    let mut addrs: HashMap<SocketAddr, String> = HashMap::new();
+    let mut check = |name: &str, addr: SocketAddr| -> Result<(), PlanError> {
+        if name.is_empty() {
+            return err(
+                format!("a node at {addr} has an empty name"),
+                "give every node a unique name",
+            );
+        }
+        if !names.insert(name.to_string()) {
+            return err(
+                format!("duplicate node name {name:?}"),
+                "give every node a unique name",
+            );
+        }
+        if addr.port() == 0 {
+            return err(
+                format!("node {name:?} has port 0"),
+                "give every node an explicit port",
+            );
+        }
+        if let Some(other) = addrs.insert(addr, name.to_string()) {
+            return err(
+                format!("nodes {other:?} and {name:?} share address {addr}"),
+                "give every endpoint its own address:port",
+            );
+        }
+        Ok(())
+    };
+    check(&inv.sender.name, inv.sender.addr)?;
+    for p in &inv.proxies {
+        check(&p.name, p.addr)?;
+    }
+    for r in &inv.receivers {
+        check(&r.name, r.addr)?;
+        if let Some(h) = r.hedge_addr {
+            check(&format!("{}#hedge", r.name), h)?;
+        }
+    }
+    Ok(())
+}
+
+/// Build a loopback inventory: sender on `base`, proxies and receivers on the
+/// following ports (used by `jasper local`, tests and the simulator).
+pub fn loopback_inventory(
+    proxies: usize,
+    receivers: usize,
+    hedged_receivers: bool,
+    base_port: u16,
+) -> Inventory {
+    let addr = |i: usize| SocketAddr::from(([127, 0, 0, 1], base_port.wrapping_add(i as u16)));
+    let mut port = 0;
+    let mut next = || {
+        port += 1;
+        addr(port - 1)
+    };
+    let sender = HostSpec {
+        name: "sender".into(),
+        addr: next(),
+    };
+    let proxies = (0..proxies)
+        .map(|i| HostSpec {
+            name: format!("proxy{i}"),
+            addr: next(),
+        })
+        .collect();
+    let mut rs: Vec<ReceiverSpec> = (0..receivers)
+        .map(|i| ReceiverSpec {
+            name: format!("mp{i}"),
+            addr: next(),
+            hedge_addr: None,
+        })
+        .collect();
+    if hedged_receivers {
+        for r in &mut rs {
+            r.hedge_addr = Some(next());
+        }
+    }
+    Inventory {
+        sender,
+        proxies,
+        receivers: rs,
+    }
+}
+
+/// How many proxies a shape needs for `receivers` MPs.
+pub fn proxies_needed(receivers: usize, hedged_receivers: bool, spec: &TreeSpec) -> usize {
+    let e = receivers * if hedged_receivers { 2 } else { 1 };
+    let (depth, fanout) = match (spec.depth, spec.fanout) {
+        (Some(d), Some(f)) => (d.max(1), f.max(1)),
+        (Some(d), None) => (d.max(1), fanout_for_depth(e, d.max(1))),
+        (None, Some(f)) => (depth_for_fanout(e, f.max(2)), f.max(1)),
+        (None, None) => {
+            let d = auto_depth(e);
+            (d, fanout_for_depth(e, d))
+        }
+    };
+    level_sizes(e, depth, fanout).iter().sum()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::VecDeque;
+
+    fn plan(receivers: usize, hedged: bool, spec: TreeSpec) -> Result<Plan, PlanError> {
+        let p = proxies_needed(receivers, hedged, &spec);
+        Plan::build(&loopback_inventory(p, receivers, hedged, 20000), &spec)
+    }
+
+    fn spec(depth: u32, fanout: u32, hedge: u32, spray: bool) -> TreeSpec {
+        TreeSpec {
+            depth: Some(depth),
+            fanout: Some(fanout),
+            hedge,
+            spray,
+        }
+    }
+
+    /// Every node reachable from the sender, edges only go one level down.
+    fn check_connected_acyclic(p: &Plan, key: u64) {
+        let level_of = |id: NodeId| match p.nodes[id as usize].role {
+            Role::Sender => 0,
+            Role::Proxy { level } => level,
+            Role::Receiver { .. } => p.depth + 1,
+        };
+        let mut seen = vec![false; p.nodes.len()];
+        let mut q = VecDeque::from([SENDER]);
+        seen[0] = true;
+        while let Some(n) = q.pop_front() {
+            p.tables[n as usize].fanout.for_each(key, |c, _| {
+                assert_eq!(
+                    level_of(c),
+                    level_of(n) + 1,
+                    "edge {n}->{c} skips or climbs levels"
+                );
+                if !seen[c as usize] {
+                    seen[c as usize] = true;
+                    q.push_back(c);
+                }
+            });
+        }
+        assert!(seen.iter().all(|s| *s), "unreachable nodes");
+    }
+
+    fn copies_received(p: &Plan, key: u64) -> Vec<Vec<NodeId>> {
+        let mut from = vec![Vec::new(); p.nodes.len()];
+        for t in &p.tables {
+            t.fanout.for_each(key, |c, _| from[c as usize].push(t.node));
+        }
+        from
+    }
+
+    #[test]
+    fn automatic_shape_follows_log10() {
+        let p = plan(100, false, TreeSpec::default()).unwrap();
+        assert_eq!((p.depth, p.fanout), (2, 10));
+        assert_eq!(
+            p.levels.iter().map(Vec::len).collect::<Vec<_>>(),
+            vec![1, 10]
+        );
+        let p = plan(1000, false, TreeSpec::default()).unwrap();
+        assert_eq!((p.depth, p.fanout), (3, 10));
+        assert_eq!(
+            p.levels.iter().map(Vec::len).collect::<Vec<_>>(),
+            vec![1, 10, 100]
+        );
+        let p = plan(16, false, TreeSpec::default()).unwrap();
+        assert_eq!(p.depth, 1);
+        assert_eq!(p.tables[ROOT as usize].fanout.copies(), 16);
+    }
+
+    #[test]
+    fn receivers_spread_evenly() {
+        let p = plan(95, false, spec(2, 10, 0, false)).unwrap();
+        let sizes: Vec<usize> = p.levels[1]
+            .iter()
+            .map(|x| p.tables[*x as usize].report_children.len())
+            .collect();
+        assert_eq!(sizes.iter().sum::<usize>(), 95);
+        assert!(
+            sizes.iter().max().unwrap() - sizes.iter().min().unwrap() <= 1,
+            "{sizes:?}"
+        );
+    }
+
+    #[test]
+    fn hedged_trees_have_h_plus_one_equal_paths() {
+        for &(n, d, f, h) in &[
+            (100, 2, 10, 2),
+            (1000, 3, 10, 2),
+            (64, 3, 4, 1),
+            (16, 2, 4, 3),
+            (1000, 3, 10, 0),
+        ] {
+            for spray in [false, true] {
+                let p = plan(n, false, spec(d, f, h, spray)).unwrap();
+                for key in [0u64, 1, 7, 12345] {
+                    check_connected_acyclic(&p, key);
+                    let from = copies_received(&p, key);
+                    for node in &p.nodes {
+                        let ups = &from[node.id as usize];
+                        let expect = match node.role {
+                            Role::Sender => 0,
+                            Role::Proxy { level: 1 | 2 } => 1,
+                            _ => h as usize + 1,
+                        };
+                        assert_eq!(
+                            ups.len(),
+                            expect,
+                            "node {} ({:?}) n={n} h={h} spray={spray}",
+                            node.id,
+                            node.role
+                        );
+                        let distinct: HashSet<_> = ups.iter().collect();
+                        assert_eq!(
+                            distinct.len(),
+                            ups.len(),
+                            "copies must come from distinct proxies"
+                        );
+                    }
+                }
+                // Each non-root proxy emits (H+1)·F copies when the tree is full.
+                if (f as usize).pow(d) == n {
+                    for &px in p.levels.iter().skip(1).flatten() {
+                        assert_eq!(
+                            p.tables[px as usize].fanout.copies(),
+                            (h as usize + 1) * f as usize
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn spraying_rotates_the_serving_proxy() {
+        let p = plan(100, false, spec(2, 10, 0, true)).unwrap();
+        let px = p.levels[1][0];
+        let mut a = Vec::new();
+        p.tables[px as usize].fanout.for_each(0, |c, _| a.push(c));
+        let mut b = Vec::new();
+        p.tables[px as usize].fanout.for_each(1, |c, _| b.push(c));
+        assert_ne!(a, b);
+        assert_eq!(a.len(), b.len());
+    }
+
+    #[test]
+    fn receiver_hedging_uses_different_proxies() {
+        let p = plan(40, true, spec(2, 10, 1, false)).unwrap();
+        for mp in 0..40 {
+            let eps = p.endpoints_of(mp);
+            assert_eq!(eps.len(), 2);
+            let (a, b) = (
+                p.tables[eps[0] as usize].parent,
+                p.tables[eps[1] as usize].parent,
+            );
+            assert_ne!(a, b, "both endpoints of mp{mp} under one proxy");
+        }
+    }
+
+    #[test]
+    fn report_tree_is_the_primary_tree() {
+        let p = plan(1000, false, spec(3, 10, 2, true)).unwrap();
+        for n in &p.nodes {
+            match n.role {
+                Role::Sender => assert_eq!(p.tables[0].parent, None),
+                _ => {
+                    let par = p.tables[n.id as usize].parent.unwrap();
+                    assert!(p.tables[par as usize].report_children.contains(&n.id));
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn errors_say_what_to_change() {
+        let inv = loopback_inventory(3, 10, false, 20000);
+        let e = Plan::build(&inv, &spec(2, 10, 0, false)).unwrap_err();
+        assert!(e.problem.contains("uses 2"), "{e}");
+        assert!(e.fix.contains("remove 1"), "{e}");
+        let inv = loopback_inventory(1, 10, false, 20000);
+        let e = Plan::build(&inv, &spec(2, 5, 0, false)).unwrap_err();
+        assert!(e.fix.contains("add 2 proxies"), "{e}");
+        let e = plan(20, false, spec(2, 10, 2, false)).unwrap_err();
+        assert!(e.problem.contains("hedge = 2"), "{e}");
+        assert!(e.fix.contains("lower hedge to 1"), "{e}");
+        let e = plan(20, false, spec(1, 20, 1, false)).unwrap_err();
+        assert!(e.fix.contains("depth ≥ 2"), "{e}");
+        let e = plan(200, false, spec(2, 10, 0, false)).unwrap_err();
+        assert!(e.fix.contains("raise"), "{e}");
+        let mut inv = loopback_inventory(1, 3, false, 20000);
+        inv.receivers[2].name = "mp0".into();
+        let e = Plan::build(&inv, &TreeSpec::default()).unwrap_err();
+        assert!(e.problem.contains("duplicate node name"), "{e}");
+        let mut inv = loopback_inventory(1, 3, false, 20000);
+        inv.receivers[2].addr = inv.receivers[0].addr;
+        let e = Plan::build(&inv, &TreeSpec::default()).unwrap_err();
+        assert!(e.problem.contains("share address"), "{e}");
+        let mut inv = loopback_inventory(1, 3, false, 20000);
+        inv.receivers.clear();
+        assert!(Plan::build(&inv, &TreeSpec::default()).is_err());
+    }
+
+    #[test]
+    fn inventory_parses_from_toml() {
+        let text = r#"
+            [sender]
+            name = "pub"
+            addr = "10.0.0.1:7000"
+            [[proxy]]
+            name = "root"
+            addr = "10.0.0.2:7000"
+            [[receiver]]
+            name = "mp-a"
+            addr = "10.0.1.1:7000"
+            hedge_addr = "10.0.2.1:7000"
+            [[receiver]]
+            name = "mp-b"
+            addr = "10.0.1.2:7000"
+        "#;
+        let inv: Inventory = toml::from_str(text).unwrap();
+        let p = Plan::build(&inv, &TreeSpec::default()).unwrap();
+        assert_eq!(p.endpoints().count(), 3);
+        assert_eq!(p.endpoints_of(0).len(), 2);
+    }
+}

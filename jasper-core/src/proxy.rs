@@ -1,0 +1,302 @@
+//! The proxy state machine: decide what to do with each received packet
+//! (forward down the hedged fan-out, or reduce a child's delay report), and
+//! emit the reduced report upward on a timer.
+//!
+//! Call order for each received packet:
+//! 1. [`ProxyCore::handle_packet`] with the packet buffer (mutable: the path
+//!    tag and hop count are rewritten once, in place, so every copy shares
+//!    one buffer — zero-copy replication).
+//! 2. On [`Verdict::Forward`], send the same bytes to every destination
+//!    [`ProxyCore::for_each_destination`] yields (batched by the backend).
+//!
+//! And on a timer ([`ProxyCore::poll_timeout`]): [`ProxyCore::poll_report`]
+//! gives the report for the parent.
+
+use serde::{Deserialize, Serialize};
+
+use crate::deadline::Reducer;
+use crate::plan::{ForwardingTable, NodeId};
+use crate::wire::{Body, DelayReport, Kind, Packet, Repr};
+
+/// Proxy settings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ProxyConfig {
+    /// Interval between reports to the parent, ns.
+    pub report_interval_ns: u64,
+    /// A child's report older than this is ignored, ns.
+    pub stale_after_ns: u64,
+    /// Packets that already went through this many proxies are dropped (loop guard).
+    pub max_hops: u8,
+}
+
+impl Default for ProxyConfig {
+    fn default() -> Self {
+        ProxyConfig {
+            report_interval_ns: 1_000_000,
+            stale_after_ns: 100_000_000,
+            max_hops: 32,
+        }
+    }
+}
+
+/// Proxy counters.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProxyStats {
+    /// Packets received.
+    pub packets_in: u64,
+    /// Data-path packets forwarded (each counted once).
+    pub forwarded: u64,
+    /// Copies the fan-out asked for.
+    pub copies_out: u64,
+    /// Reports received from children.
+    pub reports_in: u64,
+    /// Reports sent to the parent.
+    pub reports_out: u64,
+    /// Dropped: malformed header or body.
+    pub dropped_malformed: u64,
+    /// Dropped: hop limit reached.
+    pub dropped_hop_limit: u64,
+    /// Dropped: a report from a node that is not a child.
+    pub dropped_stranger: u64,
+    /// Dropped: a kind proxies do not handle (retransmit requests).
+    pub dropped_unsupported: u64,
+}
+
+/// What to do with a packet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// Send the (rewritten) buffer to every destination for `key`.
+    Forward {
+        /// Spraying key (the packet's sequence).
+        key: u64,
+    },
+    /// Consumed here (a report was reduced).
+    Consumed,
+    /// Dropped and counted.
+    Dropped(&'static str),
+}
+
+/// The proxy state machine.
+#[derive(Debug)]
+pub struct ProxyCore {
+    table: ForwardingTable,
+    cfg: ProxyConfig,
+    path_tag: u16,
+    reducer: Reducer,
+    next_report_ns: Option<u64>,
+    stats: ProxyStats,
+}
+
+impl ProxyCore {
+    /// Proxy for the node this table belongs to.
+    pub fn new(table: ForwardingTable, cfg: ProxyConfig) -> Self {
+        let reducer = Reducer::new(&table.report_children, cfg.stale_after_ns);
+        ProxyCore {
+            path_tag: table.node as u16,
+            table,
+            cfg,
+            reducer,
+            next_report_ns: None,
+            stats: ProxyStats::default(),
+        }
+    }
+
+    /// This node.
+    pub fn node(&self) -> NodeId {
+        self.table.node
+    }
+    /// Forwarding table.
+    pub fn table(&self) -> &ForwardingTable {
+        &self.table
+    }
+    /// Counters.
+    pub fn stats(&self) -> &ProxyStats {
+        &self.stats
+    }
+
+    /// Decide about one packet; rewrites path tag and hop count in place
+    /// for packets to forward.
+    pub fn handle_packet(&mut self, now_ns: u64, buf: &mut [u8]) -> Verdict {
+        self.stats.packets_in += 1;
+        if self.next_report_ns.is_none() {
+            self.next_report_ns = Some(now_ns + self.cfg.report_interval_ns);
+        }
+        let kind = match Packet::new_checked(&*buf) {
+            Ok(p) => p.kind(),
+            Err(e) => {
+                self.stats.dropped_malformed += 1;
+                return Verdict::Dropped(e.reason());
+            }
+        };
+        match kind {
+            Kind::Data | Kind::RetransmitData | Kind::Heartbeat | Kind::Control => {
+                let mut p = Packet::new_unchecked(&mut *buf);
+                if p.hops() >= self.cfg.max_hops {
+                    self.stats.dropped_hop_limit += 1;
+                    return Verdict::Dropped("hop_limit");
+                }
+                p.set_path(self.path_tag);
+                p.set_hops(p.hops() + 1);
+                let key = p.seq();
+                self.stats.forwarded += 1;
+                self.stats.copies_out += self.copies(key) as u64;
+                Verdict::Forward { key }
+            }
+            Kind::DelayReport => match Repr::parse_bytes(buf) {
+                Ok(Repr {
+                    body: Body::Report(rep),
+                    ..
+                }) => {
+                    if self.reducer.handle_report(now_ns, rep.node, rep) {
+                        self.stats.reports_in += 1;
+                        Verdict::Consumed
+                    } else {
+                        self.stats.dropped_stranger += 1;
+                        Verdict::Dropped("report_from_stranger")
+                    }
+                }
+                _ => {
+                    self.stats.dropped_malformed += 1;
+                    Verdict::Dropped("bad_body")
+                }
+            },
+            Kind::RetransmitRequest => {
+                self.stats.dropped_unsupported += 1;
+                Verdict::Dropped("unsupported")
+            }
+        }
+    }
+
+    fn copies(&self, key: u64) -> usize {
+        let mut n = 0;
+        self.table.fanout.for_each(key, |_, _| n += 1);
+        n
+    }
+
+    /// Every destination for a packet with spraying key `key`.
+    #[inline]
+    pub fn for_each_destination(&self, key: u64, f: impl FnMut(NodeId, bool)) {
+        self.table.fanout.for_each(key, f)
+    }
+
+    /// When `poll_report` is next due.
+    pub fn poll_timeout(&self) -> Option<u64> {
+        self.next_report_ns
+    }
+
+    /// The reduced report for the parent, when due and when there is data.
+    pub fn poll_report(&mut self, now_ns: u64) -> Option<(NodeId, DelayReport)> {
+        let due = self.next_report_ns?;
+        if now_ns < due {
+            return None;
+        }
+        self.next_report_ns = Some(now_ns + self.cfg.report_interval_ns);
+        let parent = self.table.parent?;
+        let rep = self.reducer.reduce(now_ns, self.table.node)?;
+        self.stats.reports_out += 1;
+        Some((parent, rep))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plan::{loopback_inventory, Plan, TreeSpec};
+    use crate::wire::{emit_report, DataBuilder, Header};
+
+    fn plan() -> Plan {
+        let spec = TreeSpec {
+            depth: Some(2),
+            fanout: Some(4),
+            hedge: 1,
+            spray: false,
+        };
+        Plan::build(&loopback_inventory(5, 16, false, 30000), &spec).unwrap()
+    }
+
+    #[test]
+    fn forwards_with_hedging_and_rewrites_path() {
+        let p = plan();
+        let px = p.levels[1][0];
+        let mut core = ProxyCore::new(p.tables[px as usize].clone(), ProxyConfig::default());
+        let mut buf = [0u8; 256];
+        let mut b = DataBuilder::new(&mut buf, 256).unwrap();
+        b.push(b"m").unwrap();
+        let mut h = Header::new(Kind::Data);
+        h.hops = 1;
+        h.seq = 5;
+        let n = b.finish(&h);
+        let v = core.handle_packet(0, &mut buf[..n]);
+        assert_eq!(v, Verdict::Forward { key: 5 });
+        let r = Repr::parse_bytes(&buf[..n]).unwrap();
+        assert_eq!((r.header.path, r.header.hops), (px as u16, 2));
+        let mut dsts = Vec::new();
+        core.for_each_destination(5, |d, hedged| dsts.push((d, hedged)));
+        assert_eq!(dsts.len(), 8, "(H+1)·F copies");
+        assert_eq!(dsts.iter().filter(|d| d.1).count(), 4);
+        assert_eq!(core.stats().copies_out, 8);
+    }
+
+    #[test]
+    fn drops_are_counted() {
+        let p = plan();
+        let mut core = ProxyCore::new(p.tables[1].clone(), ProxyConfig::default());
+        assert_eq!(
+            core.handle_packet(0, &mut [1, 2, 3]),
+            Verdict::Dropped("truncated")
+        );
+        let mut buf = [0u8; 128];
+        let mut h = Header::new(Kind::Heartbeat);
+        h.hops = 32;
+        let n = crate::wire::emit_empty(&h, &mut buf).unwrap();
+        assert_eq!(
+            core.handle_packet(0, &mut buf[..n]),
+            Verdict::Dropped("hop_limit")
+        );
+        let n = crate::wire::emit_empty(&Header::new(Kind::RetransmitRequest), &mut buf).unwrap();
+        assert_eq!(
+            core.handle_packet(0, &mut buf[..n]),
+            Verdict::Dropped("unsupported")
+        );
+        assert_eq!(core.stats().dropped_malformed, 1);
+    }
+
+    #[test]
+    fn reduces_children_reports_to_parent() {
+        let p = plan();
+        let px = p.levels[1][2];
+        let t = p.tables[px as usize].clone();
+        let mut core = ProxyCore::new(t.clone(), ProxyConfig::default());
+        let mut buf = [0u8; 128];
+        for (i, c) in t.report_children.iter().enumerate() {
+            let rep = DelayReport {
+                node: *c,
+                receivers: 1,
+                owd_ns: 10_000 * (i as u64 + 1),
+                clock_bound_ns: 200,
+                samples: 5,
+            };
+            let n = emit_report(&Header::new(Kind::DelayReport), &rep, &mut buf).unwrap();
+            assert_eq!(core.handle_packet(0, &mut buf[..n]), Verdict::Consumed);
+        }
+        let stranger = DelayReport {
+            node: 999,
+            receivers: 1,
+            owd_ns: 1,
+            clock_bound_ns: 0,
+            samples: 1,
+        };
+        let n = emit_report(&Header::new(Kind::DelayReport), &stranger, &mut buf).unwrap();
+        assert_eq!(
+            core.handle_packet(0, &mut buf[..n]),
+            Verdict::Dropped("report_from_stranger")
+        );
+        assert!(core.poll_report(10).is_none(), "not due yet");
+        let (parent, rep) = core.poll_report(2_000_000).unwrap();
+        assert_eq!(parent, t.parent.unwrap());
+        assert_eq!(rep.owd_ns, 40_000);
+        assert_eq!(rep.receivers, 4);
+        assert_eq!(rep.node, px);
+    }
+}

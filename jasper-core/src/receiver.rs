@@ -1,0 +1,822 @@
+//! The receiver state machine: duplicate suppression, gap detection, the
+//! deadline-ordered hold queue, release, and delay estimation.
+//!
+//! Call order (quinn style, every input carries `now`):
+//! 1. [`Receiver::handle_packet`] for every packet from any endpoint of the MP
+//!    (`now` = the node's synchronized clock at arrival).
+//! 2. [`Receiver::poll_timeout`] tells when something is due: the earliest
+//!    deadline or the next delay report. Sleep/spin until then.
+//! 3. [`Receiver::poll_release`] hands every due message to a callback, in
+//!    deadline order, with a [`Release`] record; the payload is borrowed and
+//!    its buffer recycled after the callback.
+//! 4. [`Receiver::poll_report`] yields the delay report for the parent proxy;
+//!    [`Receiver::poll_event`] yields gaps and end-of-session notices.
+//!
+//! # Rules
+//! - Hold queue order is `(deadline, stream, seq)`: the deadline-ordered
+//!   multicast rule, so several publishers can share one tree.
+//! - A message is released when the local clock reaches its deadline, never
+//!   before (except on hold-queue overflow, counted as `released_early`).
+//! - A message arriving at or after its deadline — or after a message with a
+//!   later `(deadline, stream, seq)` was already released — is released at once
+//!   and marked late.
+//! - Duplicates (hedged copies) are suppressed with a bounded sliding bitmap of
+//!   `dedup_window` sequence numbers per stream; sequences that fall below the
+//!   window are dropped as stale.
+//! - Gaps are detected from data and from heartbeats / end-of-session, which
+//!   carry the next sequence number.
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, VecDeque};
+
+use serde::{Deserialize, Serialize};
+
+use crate::deadline::{EstimatorConfig, OwdEstimator};
+use crate::plan::NodeId;
+use crate::wire::{self, Body, ControlOp, DelayReport, Kind, Repr};
+
+/// Receiver settings.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ReceiverConfig {
+    /// Duplicate-suppression window per stream, in sequence numbers (power of two).
+    pub dedup_window: u64,
+    /// Most messages held at once; beyond it the earliest is released early.
+    pub max_held: usize,
+    /// A sequence further than this beyond the highest seen is treated as
+    /// corrupt and the packet dropped.
+    pub max_seq_jump: u64,
+    /// One-way delay estimator.
+    pub estimator: EstimatorConfig,
+    /// Interval between delay reports to the parent, ns.
+    pub report_interval_ns: u64,
+}
+
+impl Default for ReceiverConfig {
+    fn default() -> Self {
+        ReceiverConfig {
+            dedup_window: 1 << 20,
+            max_held: 1 << 20,
+            max_seq_jump: 1 << 24,
+            estimator: EstimatorConfig::default(),
+            report_interval_ns: 1_000_000,
+        }
+    }
+}
+
+/// Counters. Every packet and message is accounted for in one of them.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReceiverStats {
+    /// Packets handed in.
+    pub packets: u64,
+    /// Packets dropped as malformed (see `malformed_by_reason`).
+    pub malformed: u64,
+    /// Malformed packets by reason.
+    pub malformed_by_reason: Vec<(String, u64)>,
+    /// Packets of kinds a receiver does not expect (reports, requests).
+    pub unexpected_kind: u64,
+    /// Packets from an older session of a stream.
+    pub stale_session: u64,
+    /// Packets whose sequence jumped implausibly far ahead.
+    pub seq_jump: u64,
+    /// New messages accepted.
+    pub accepted: u64,
+    /// Duplicate copies suppressed.
+    pub duplicates: u64,
+    /// Copies below the dedup window (already decided).
+    pub stale: u64,
+    /// Messages released.
+    pub released: u64,
+    /// Released late (arrived at/after deadline, or out of deadline order).
+    pub late: u64,
+    /// Released before the deadline because the hold queue was full.
+    pub released_early: u64,
+    /// Sequence numbers found missing (from data or heartbeats).
+    pub gaps_detected: u64,
+    /// Missing sequences that arrived later (reordering).
+    pub gaps_filled: u64,
+    /// Heartbeats seen.
+    pub heartbeats: u64,
+    /// Samples whose arrival preceded the send time (clock error).
+    pub negative_owd: u64,
+    /// Per path tag, how many packets delivered a new message first.
+    pub path_wins: Vec<(u16, u64)>,
+}
+
+/// What happened to one released message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Release {
+    /// Stream.
+    pub stream: u32,
+    /// Session.
+    pub session: u32,
+    /// Sequence.
+    pub seq: u64,
+    /// Sender send time (synchronized ns).
+    pub send_time_ns: u64,
+    /// Deadline (synchronized ns).
+    pub deadline_ns: u64,
+    /// Arrival of the first copy (local synchronized clock).
+    pub arrival_ns: u64,
+    /// Release (the `now` given to `poll_release`).
+    pub release_ns: u64,
+    /// Arrived at/after its deadline or out of deadline order.
+    pub late: bool,
+    /// Released before its deadline (hold-queue overflow).
+    pub early: bool,
+    /// Path tag of the winning copy.
+    pub path: u16,
+    /// Hops of the winning copy.
+    pub hops: u8,
+}
+
+impl Release {
+    /// Deadline − arrival (0 when late).
+    pub fn holding_ns(&self) -> u64 {
+        self.deadline_ns.saturating_sub(self.arrival_ns)
+    }
+    /// Arrival − send time (synchronized clocks; may be skewed by clock error).
+    pub fn owd_ns(&self) -> i64 {
+        self.arrival_ns as i64 - self.send_time_ns as i64
+    }
+}
+
+/// Notices for the driver.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Event {
+    /// `count` sequences from `first` are missing on `stream`.
+    Gap {
+        /// Stream.
+        stream: u32,
+        /// First missing.
+        first: u64,
+        /// How many.
+        count: u64,
+    },
+    /// The publisher ended the session; `next_seq` is one past its last message.
+    EndOfSession {
+        /// Stream.
+        stream: u32,
+        /// One past the last sequence.
+        next_seq: u64,
+    },
+    /// A new session started on `stream`; sequence state was reset.
+    NewSession {
+        /// Stream.
+        stream: u32,
+        /// New session id.
+        session: u32,
+    },
+}
+
+#[derive(Debug)]
+struct StreamState {
+    stream: u32,
+    session: u32,
+    /// Every sequence below `base` is decided (released, held or given up).
+    base: u64,
+    /// Bit `s % window` set = sequence `s` seen, for `base <= s < base + window`.
+    bits: Vec<u64>,
+    /// One past the highest sequence known to exist.
+    next_expected: u64,
+    /// End of session already reported.
+    ended: bool,
+}
+
+impl StreamState {
+    fn new(stream: u32, session: u32, window: u64, start: u64) -> Self {
+        StreamState {
+            stream,
+            session,
+            base: start,
+            bits: vec![0; (window / 64).max(1) as usize],
+            next_expected: start,
+            ended: false,
+        }
+    }
+    fn window(&self) -> u64 {
+        self.bits.len() as u64 * 64
+    }
+    fn bit(&self, seq: u64) -> bool {
+        let i = seq % self.window();
+        self.bits[(i / 64) as usize] & (1 << (i % 64)) != 0
+    }
+    fn set(&mut self, seq: u64, on: bool) {
+        let i = seq % self.window();
+        let w = &mut self.bits[(i / 64) as usize];
+        if on {
+            *w |= 1 << (i % 64);
+        } else {
+            *w &= !(1 << (i % 64));
+        }
+    }
+    /// Slide so that `seq` fits in the window.
+    fn slide_to(&mut self, seq: u64) {
+        let w = self.window();
+        if seq - self.base < w {
+            return;
+        }
+        let new_base = seq - (w - 1);
+        if new_base - self.base >= w {
+            self.bits.iter_mut().for_each(|b| *b = 0);
+        } else {
+            for s in self.base..new_base {
+                self.set(s, false);
+            }
+        }
+        self.base = new_base;
+    }
+}
+
+#[derive(Debug)]
+struct Held {
+    rel: Release,
+    payload: Vec<u8>,
+}
+
+type Key = (u64, u32, u64);
+
+/// The receiver state machine for one MP (all its endpoints feed it).
+#[derive(Debug)]
+pub struct Receiver {
+    node: NodeId,
+    cfg: ReceiverConfig,
+    streams: Vec<StreamState>,
+    heap: BinaryHeap<Reverse<(Key, u32)>>,
+    immediate: VecDeque<u32>,
+    slab: Vec<Held>,
+    free: Vec<u32>,
+    held: usize,
+    last_released: Option<Key>,
+    estimator: OwdEstimator,
+    next_report_ns: Option<u64>,
+    clock_bound_ns: u64,
+    events: VecDeque<Event>,
+    stats: ReceiverStats,
+}
+
+impl Receiver {
+    /// A receiver for node `node` (reports carry this id).
+    pub fn new(node: NodeId, cfg: ReceiverConfig) -> Self {
+        let mut cfg = cfg;
+        cfg.dedup_window = cfg.dedup_window.max(64).next_power_of_two();
+        Receiver {
+            node,
+            cfg,
+            streams: Vec::new(),
+            heap: BinaryHeap::new(),
+            immediate: VecDeque::new(),
+            slab: Vec::new(),
+            free: Vec::new(),
+            held: 0,
+            last_released: None,
+            estimator: OwdEstimator::new(cfg.estimator),
+            next_report_ns: None,
+            clock_bound_ns: 0,
+            events: VecDeque::new(),
+            stats: ReceiverStats::default(),
+        }
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> &ReceiverStats {
+        &self.stats
+    }
+
+    /// Messages currently held.
+    pub fn held(&self) -> usize {
+        self.held
+    }
+
+    /// One past the highest sequence known on `stream`.
+    pub fn next_expected(&self, stream: u32) -> Option<u64> {
+        self.streams
+            .iter()
+            .find(|s| s.stream == stream)
+            .map(|s| s.next_expected)
+    }
+
+    /// Feed one received packet. `now_ns` is the local synchronized clock at
+    /// arrival (use the kernel/NIC timestamp when available), `clock_bound_ns`
+    /// the local clock's current error bound.
+    pub fn handle_packet(&mut self, now_ns: u64, clock_bound_ns: u64, bytes: &[u8]) {
+        self.stats.packets += 1;
+        self.clock_bound_ns = clock_bound_ns;
+        if self.next_report_ns.is_none() {
+            self.next_report_ns = Some(now_ns + self.cfg.report_interval_ns);
+        }
+        let repr = match Repr::parse_bytes(bytes) {
+            Ok(r) => r,
+            Err(e) => {
+                self.count_malformed(e);
+                return;
+            }
+        };
+        let h = repr.header;
+        match (h.kind, &repr.body) {
+            (Kind::Data | Kind::RetransmitData, _) => {
+                if h.seq.checked_add(h.count as u64).is_none() {
+                    self.stats.seq_jump += 1;
+                    return;
+                }
+                let Some(si) = self.stream_index(h.stream, h.session, h.seq) else {
+                    return;
+                };
+                let last = h.seq.saturating_add(h.count as u64);
+                if last
+                    > self.streams[si]
+                        .next_expected
+                        .saturating_add(self.cfg.max_seq_jump)
+                {
+                    self.stats.seq_jump += 1;
+                    return;
+                }
+                let mut any_new = false;
+                for (i, msg) in repr.messages().enumerate() {
+                    let seq = h.seq + i as u64;
+                    if self.accept(now_ns, si, seq, &h, msg) {
+                        any_new = true;
+                    }
+                }
+                if any_new {
+                    if now_ns >= h.send_time_ns {
+                        self.estimator.record(now_ns, now_ns - h.send_time_ns);
+                    } else {
+                        self.stats.negative_owd += 1;
+                    }
+                    self.path_win(h.path);
+                }
+            }
+            (Kind::Heartbeat, _) => {
+                self.stats.heartbeats += 1;
+                if let Some(si) = self.stream_index(h.stream, h.session, h.seq) {
+                    self.learn_next(si, h.seq);
+                }
+            }
+            (Kind::Control, Body::Control(c)) => {
+                if c.op == ControlOp::EndOfSession {
+                    if let Some(si) = self.stream_index(h.stream, h.session, c.arg) {
+                        self.learn_next(si, c.arg);
+                        if !self.streams[si].ended {
+                            self.streams[si].ended = true;
+                            self.events.push_back(Event::EndOfSession {
+                                stream: h.stream,
+                                next_seq: c.arg,
+                            });
+                        }
+                    }
+                }
+            }
+            _ => self.stats.unexpected_kind += 1,
+        }
+    }
+
+    fn count_malformed(&mut self, e: wire::WireError) {
+        self.stats.malformed += 1;
+        let r = e.reason();
+        match self
+            .stats
+            .malformed_by_reason
+            .iter_mut()
+            .find(|(k, _)| k == r)
+        {
+            Some((_, n)) => *n += 1,
+            None => self.stats.malformed_by_reason.push((r.to_string(), 1)),
+        }
+    }
+
+    fn path_win(&mut self, path: u16) {
+        let wins = &mut self.stats.path_wins;
+        if let Some((_, n)) = wins.iter_mut().find(|(p, _)| *p == path) {
+            *n += 1;
+        } else if wins.len() < 256 {
+            wins.push((path, 1));
+        }
+    }
+
+    fn stream_index(&mut self, stream: u32, session: u32, seq: u64) -> Option<usize> {
+        if let Some(i) = self.streams.iter().position(|s| s.stream == stream) {
+            let s = &self.streams[i];
+            if session == s.session {
+                return Some(i);
+            }
+            if session < s.session {
+                self.stats.stale_session += 1;
+                return None;
+            }
+            // A newer session: reset sequence state for this stream.
+            let start = if seq <= self.cfg.max_seq_jump { 0 } else { seq };
+            self.streams[i] = StreamState::new(stream, session, self.cfg.dedup_window, start);
+            self.events.push_back(Event::NewSession { stream, session });
+            return Some(i);
+        }
+        // First packet of a stream: sequences start at 0; a receiver joining
+        // far into a stream starts at the first sequence it sees.
+        let start = if seq <= self.cfg.max_seq_jump { 0 } else { seq };
+        self.streams.push(StreamState::new(
+            stream,
+            session,
+            self.cfg.dedup_window,
+            start,
+        ));
+        Some(self.streams.len() - 1)
+    }
+
+    fn learn_next(&mut self, si: usize, next: u64) {
+        let s = &mut self.streams[si];
+        if next > s.next_expected {
+            if next - s.next_expected > self.cfg.max_seq_jump {
+                self.stats.seq_jump += 1;
+                return;
+            }
+            self.events.push_back(Event::Gap {
+                stream: s.stream,
+                first: s.next_expected,
+                count: next - s.next_expected,
+            });
+            self.stats.gaps_detected += next - s.next_expected;
+            s.next_expected = next;
+        }
+    }
+
+    /// Returns true when `seq` is new.
+    fn accept(&mut self, now_ns: u64, si: usize, seq: u64, h: &wire::Header, msg: &[u8]) -> bool {
+        let s = &mut self.streams[si];
+        if seq < s.base {
+            self.stats.stale += 1;
+            return false;
+        }
+        s.slide_to(seq);
+        if s.bit(seq) {
+            self.stats.duplicates += 1;
+            return false;
+        }
+        s.set(seq, true);
+        if seq > s.next_expected {
+            let count = seq - s.next_expected;
+            self.events.push_back(Event::Gap {
+                stream: s.stream,
+                first: s.next_expected,
+                count,
+            });
+            self.stats.gaps_detected += count;
+        } else if seq < s.next_expected {
+            self.stats.gaps_filled += 1;
+        }
+        s.next_expected = s.next_expected.max(seq.saturating_add(1));
+        self.stats.accepted += 1;
+
+        let key: Key = (h.deadline_ns, h.stream, seq);
+        let late = now_ns >= h.deadline_ns || self.last_released.is_some_and(|l| key < l);
+        let rel = Release {
+            stream: h.stream,
+            session: h.session,
+            seq,
+            send_time_ns: h.send_time_ns,
+            deadline_ns: h.deadline_ns,
+            arrival_ns: now_ns,
+            release_ns: 0,
+            late,
+            early: false,
+            path: h.path,
+            hops: h.hops,
+        };
+        let slot = self.alloc(rel, msg);
+        if late {
+            self.immediate.push_back(slot);
+        } else {
+            if self.held >= self.cfg.max_held {
+                if let Some(Reverse((_, early))) = self.heap.pop() {
+                    self.slab[early as usize].rel.early = true;
+                    self.immediate.push_back(early);
+                    self.held -= 1;
+                }
+            }
+            self.heap.push(Reverse((key, slot)));
+            self.held += 1;
+        }
+        true
+    }
+
+    fn alloc(&mut self, rel: Release, msg: &[u8]) -> u32 {
+        match self.free.pop() {
+            Some(i) => {
+                let h = &mut self.slab[i as usize];
+                h.rel = rel;
+                h.payload.clear();
+                h.payload.extend_from_slice(msg);
+                i
+            }
+            None => {
+                self.slab.push(Held {
+                    rel,
+                    payload: msg.to_vec(),
+                });
+                (self.slab.len() - 1) as u32
+            }
+        }
+    }
+
+    /// When the driver must next call `poll_release` / `poll_report`.
+    pub fn poll_timeout(&self) -> Option<u64> {
+        if !self.immediate.is_empty() {
+            return Some(0);
+        }
+        let d = self.heap.peek().map(|Reverse(((d, _, _), _))| *d);
+        match (d, self.next_report_ns) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// Earliest held deadline.
+    pub fn next_deadline(&self) -> Option<u64> {
+        if !self.immediate.is_empty() {
+            return Some(0);
+        }
+        self.heap.peek().map(|Reverse(((d, _, _), _))| *d)
+    }
+
+    /// Release every message due at `now_ns` (late ones first, then by
+    /// deadline order), calling `f(record, payload)`. Returns how many.
+    pub fn poll_release(&mut self, now_ns: u64, mut f: impl FnMut(&Release, &[u8])) -> usize {
+        let mut n = 0;
+        while let Some(slot) = self.immediate.pop_front() {
+            let h = &mut self.slab[slot as usize];
+            h.rel.release_ns = now_ns;
+            self.stats.late += h.rel.late as u64;
+            self.stats.released_early += h.rel.early as u64;
+            if h.rel.early {
+                let k = (h.rel.deadline_ns, h.rel.stream, h.rel.seq);
+                self.last_released = Some(self.last_released.map_or(k, |l| l.max(k)));
+            }
+            f(&h.rel, &h.payload);
+            self.free.push(slot);
+            n += 1;
+        }
+        while let Some(Reverse((key, slot))) = self.heap.peek().copied() {
+            if key.0 > now_ns {
+                break;
+            }
+            self.heap.pop();
+            self.held -= 1;
+            let h = &mut self.slab[slot as usize];
+            h.rel.release_ns = now_ns;
+            self.last_released = Some(self.last_released.map_or(key, |l| l.max(key)));
+            f(&h.rel, &h.payload);
+            self.free.push(slot);
+            n += 1;
+        }
+        self.stats.released += n as u64;
+        n
+    }
+
+    /// The delay report for the parent, when one is due.
+    pub fn poll_report(&mut self, now_ns: u64) -> Option<DelayReport> {
+        let due = self.next_report_ns?;
+        if now_ns < due {
+            return None;
+        }
+        self.next_report_ns = Some(now_ns + self.cfg.report_interval_ns);
+        let owd = self.estimator.estimate(now_ns)?;
+        Some(DelayReport {
+            node: self.node,
+            receivers: 1,
+            owd_ns: owd,
+            clock_bound_ns: self.clock_bound_ns,
+            samples: self.estimator.samples(),
+        })
+    }
+
+    /// Current delay estimate.
+    pub fn estimate(&mut self, now_ns: u64) -> Option<u64> {
+        self.estimator.estimate(now_ns)
+    }
+
+    /// Next notice (gap, end of session, new session).
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::{emit_control, emit_empty, Control, DataBuilder, Header};
+
+    fn data(seq: u64, n: u16, deadline: u64, path: u16) -> Vec<u8> {
+        let mut buf = vec![0u8; 2048];
+        let mut h = Header::new(Kind::Data);
+        h.seq = seq;
+        h.send_time_ns = 1_000;
+        h.deadline_ns = deadline;
+        h.path = path;
+        h.stream = 1;
+        let mut b = DataBuilder::new(&mut buf, 2048).unwrap();
+        for i in 0..n {
+            b.push(&(seq + i as u64).to_be_bytes()).unwrap();
+        }
+        let len = b.finish(&h);
+        buf.truncate(len);
+        buf
+    }
+
+    fn drain(r: &mut Receiver, now: u64) -> Vec<Release> {
+        let mut out = Vec::new();
+        r.poll_release(now, |rel, p| {
+            assert_eq!(p, &rel.seq.to_be_bytes());
+            out.push(*rel)
+        });
+        out
+    }
+
+    #[test]
+    fn holds_until_deadline_then_releases_in_order() {
+        let mut r = Receiver::new(9, ReceiverConfig::default());
+        r.handle_packet(100, 0, &data(0, 3, 5_000, 1));
+        r.handle_packet(200, 0, &data(3, 2, 6_000, 1));
+        assert_eq!(r.poll_timeout(), Some(5_000).min(r.poll_timeout()));
+        assert!(drain(&mut r, 4_999).is_empty());
+        let a = drain(&mut r, 5_000);
+        assert_eq!(a.iter().map(|x| x.seq).collect::<Vec<_>>(), vec![0, 1, 2]);
+        assert!(a.iter().all(|x| !x.late && x.release_ns >= x.deadline_ns));
+        assert_eq!(a[0].holding_ns(), 4_900);
+        let b = drain(&mut r, 7_000);
+        assert_eq!(b.iter().map(|x| x.seq).collect::<Vec<_>>(), vec![3, 4]);
+        assert_eq!(r.stats().released, 5);
+    }
+
+    #[test]
+    fn hedged_copies_are_deduplicated_and_first_path_wins() {
+        let mut r = Receiver::new(9, ReceiverConfig::default());
+        r.handle_packet(100, 0, &data(0, 4, 5_000, 7));
+        r.handle_packet(150, 0, &data(0, 4, 5_000, 8));
+        r.handle_packet(160, 0, &data(2, 4, 5_000, 9)); // overlaps: 2,3 dup; 4,5 new
+        let out = drain(&mut r, 5_000);
+        assert_eq!(out.len(), 6);
+        assert_eq!(r.stats().duplicates, 6);
+        assert_eq!(out[0].path, 7);
+        assert_eq!(out[5].path, 9);
+        assert_eq!(r.stats().path_wins, vec![(7, 1), (9, 1)]);
+    }
+
+    #[test]
+    fn late_messages_are_released_at_once_and_marked() {
+        let mut r = Receiver::new(9, ReceiverConfig::default());
+        r.handle_packet(6_000, 0, &data(0, 1, 5_000, 1));
+        let out = drain(&mut r, 6_000);
+        assert_eq!(out.len(), 1);
+        assert!(out[0].late);
+        assert_eq!(out[0].holding_ns(), 0);
+        // Out of deadline order: seq 2 (deadline 9000) released, then seq 1
+        // (deadline 8000) arrives before its deadline: late by the DOM rule.
+        r.handle_packet(6_100, 0, &data(2, 1, 9_000, 1));
+        assert_eq!(drain(&mut r, 9_000).len(), 1);
+        r.handle_packet(7_000, 0, &data(1, 1, 8_000, 1));
+        let out = drain(&mut r, 7_000);
+        assert_eq!(out.len(), 1);
+        assert!(out[0].late);
+        assert_eq!(r.stats().late, 2);
+    }
+
+    #[test]
+    fn gaps_from_data_heartbeats_and_end_of_session() {
+        let mut r = Receiver::new(9, ReceiverConfig::default());
+        r.handle_packet(100, 0, &data(0, 2, 5_000, 1));
+        r.handle_packet(100, 0, &data(5, 1, 5_000, 1));
+        assert_eq!(
+            r.poll_event(),
+            Some(Event::Gap {
+                stream: 1,
+                first: 2,
+                count: 3
+            })
+        );
+        r.handle_packet(100, 0, &data(3, 1, 5_000, 1));
+        assert_eq!(r.stats().gaps_filled, 1);
+        let mut buf = [0u8; 128];
+        let mut h = Header::new(Kind::Heartbeat);
+        h.stream = 1;
+        h.seq = 10;
+        let n = emit_empty(&h, &mut buf).unwrap();
+        r.handle_packet(200, 0, &buf[..n]);
+        assert_eq!(
+            r.poll_event(),
+            Some(Event::Gap {
+                stream: 1,
+                first: 6,
+                count: 4
+            })
+        );
+        let mut h = Header::new(Kind::Control);
+        h.stream = 1;
+        let n = emit_control(
+            &h,
+            Control {
+                op: ControlOp::EndOfSession,
+                arg: 12,
+            },
+            &mut buf,
+        )
+        .unwrap();
+        r.handle_packet(300, 0, &buf[..n]);
+        assert!(matches!(
+            r.poll_event(),
+            Some(Event::Gap {
+                first: 10,
+                count: 2,
+                ..
+            })
+        ));
+        assert_eq!(
+            r.poll_event(),
+            Some(Event::EndOfSession {
+                stream: 1,
+                next_seq: 12
+            })
+        );
+        assert_eq!(r.stats().gaps_detected, 9);
+    }
+
+    #[test]
+    fn dedup_memory_is_bounded_and_old_copies_are_stale() {
+        let mut r = Receiver::new(
+            9,
+            ReceiverConfig {
+                dedup_window: 128,
+                ..Default::default()
+            },
+        );
+        for s in 0..1000u64 {
+            r.handle_packet(100, 0, &data(s, 1, 200, 1));
+        }
+        drain(&mut r, 1_000);
+        r.handle_packet(100, 0, &data(999, 1, 200, 1));
+        r.handle_packet(100, 0, &data(5, 1, 200, 1));
+        assert_eq!(r.stats().duplicates, 1);
+        assert_eq!(r.stats().stale, 1);
+        assert_eq!(r.stats().released, 1000);
+    }
+
+    #[test]
+    fn malformed_and_hostile_input_is_counted_not_fatal() {
+        let mut r = Receiver::new(9, ReceiverConfig::default());
+        r.handle_packet(0, 0, b"garbage");
+        r.handle_packet(0, 0, &data(0, 1, 10, 1));
+        r.handle_packet(0, 0, &data(u64::MAX - 2, 1, 10, 1)); // absurd jump
+        r.handle_packet(0, 0, &data(u64::MAX - 1, 2, 10, 1)); // sequence overflow
+        drain(&mut r, 10);
+        let mut d = data(0, 2, 10, 1);
+        d.truncate(d.len() - 1);
+        r.handle_packet(0, 0, &d);
+        assert_eq!(r.stats().malformed, 2);
+        assert_eq!(r.stats().seq_jump, 2);
+        assert_eq!(r.held(), 0);
+    }
+
+    #[test]
+    fn late_joiner_starts_at_first_sequence_seen() {
+        let mut r = Receiver::new(9, ReceiverConfig::default());
+        r.handle_packet(0, 0, &data(u64::MAX - 10, 2, 10, 1));
+        r.handle_packet(0, 0, &data(u64::MAX - 8, 2, 10, 1));
+        assert_eq!(drain(&mut r, 10).len(), 4);
+        assert_eq!(r.stats().gaps_detected, 0);
+    }
+
+    #[test]
+    fn hold_overflow_releases_earliest_early() {
+        let mut r = Receiver::new(
+            9,
+            ReceiverConfig {
+                max_held: 2,
+                ..Default::default()
+            },
+        );
+        for s in 0..3 {
+            r.handle_packet(0, 0, &data(s, 1, 1_000 + s, 1));
+        }
+        let out = drain(&mut r, 10);
+        assert_eq!(out.len(), 1);
+        assert!(out[0].early && out[0].seq == 0);
+        assert_eq!(r.held(), 2);
+    }
+
+    #[test]
+    fn reports_carry_the_percentile() {
+        let mut r = Receiver::new(
+            9,
+            ReceiverConfig {
+                report_interval_ns: 1_000,
+                ..Default::default()
+            },
+        );
+        for s in 0..100u64 {
+            r.handle_packet(1_000 + 50_000 + s * 10, 200, &data(s, 1, 1_000_000, 1));
+        }
+        let rep = r.poll_report(60_000).unwrap();
+        assert_eq!(rep.node, 9);
+        assert!((49_000..=51_500).contains(&rep.owd_ns), "{rep:?}");
+        assert_eq!(rep.clock_bound_ns, 200);
+        assert!(r.poll_report(60_001).is_none());
+    }
+}

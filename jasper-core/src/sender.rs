@@ -1,0 +1,488 @@
+//! The publisher's state machine: packing, sequencing, stamping send time and
+//! deadline, heartbeats, end of session, and taking the tree's delay estimate.
+//!
+//! Call order: [`SenderCore::publish`] / [`SenderCore::publish_batch`] with
+//! the current clock reading; then [`SenderCore::poll_transmit`] until `None`
+//! and send each buffer to the root (give it back with
+//! [`SenderCore::recycle`]). Call [`SenderCore::handle_timeout`] when
+//! [`SenderCore::poll_timeout`] says (linger expiry, heartbeats) and
+//! [`SenderCore::handle_packet`] for packets from the root (delay reports).
+
+use std::collections::VecDeque;
+
+use serde::{Deserialize, Serialize};
+
+use crate::clock::{ClockStatus, Reading};
+use crate::deadline::{DeadlinePolicy, DeadlineState};
+use crate::wire::{
+    self, flags, Body, Control, ControlOp, DataBuilder, Header, Kind, Repr, WireError, HEADER_LEN,
+    MSG_LEN_PREFIX,
+};
+
+/// Publisher settings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SenderConfig {
+    /// Stream id (one per publisher sharing a tree).
+    pub stream: u32,
+    /// Session id (raise it when restarting the sequence space).
+    pub session: u32,
+    /// Largest packet, bytes (UDP payload; 1472 for a 1500-byte MTU).
+    pub max_packet: usize,
+    /// How long a partly filled packet may wait for more messages, ns
+    /// (0 = send at once).
+    pub linger_ns: u64,
+    /// Heartbeat after this much idle time, ns (0 = never).
+    pub heartbeat_interval_ns: u64,
+    /// Deadline rule.
+    pub deadline: DeadlinePolicy,
+}
+
+impl Default for SenderConfig {
+    fn default() -> Self {
+        SenderConfig {
+            stream: 1,
+            session: 1,
+            max_packet: 1472,
+            linger_ns: 0,
+            heartbeat_interval_ns: 1_000_000,
+            deadline: DeadlinePolicy::default(),
+        }
+    }
+}
+
+/// Publisher counters.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SenderStats {
+    /// Messages published.
+    pub messages: u64,
+    /// Data packets sealed.
+    pub packets: u64,
+    /// Heartbeats sent.
+    pub heartbeats: u64,
+    /// Reports received from the root.
+    pub reports: u64,
+    /// Packets from the tree that were malformed or unexpected.
+    pub dropped: u64,
+    /// Packets stamped while the clock was not synchronized.
+    pub degraded_packets: u64,
+}
+
+/// Errors from publishing.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PublishError {
+    /// A message that cannot fit in one packet.
+    #[error("message of {len} bytes does not fit a {max_packet}-byte packet (limit {limit})")]
+    TooLarge {
+        /// Message length.
+        len: usize,
+        /// Configured packet size.
+        max_packet: usize,
+        /// Largest message.
+        limit: usize,
+    },
+    /// The session was ended.
+    #[error("the session has ended")]
+    Ended,
+}
+
+/// The publisher state machine.
+#[derive(Debug)]
+pub struct SenderCore {
+    cfg: SenderConfig,
+    next_seq: u64,
+    pending: Vec<u8>,
+    pending_len: usize,
+    pending_count: u16,
+    pending_first: u64,
+    pending_since_ns: u64,
+    out: VecDeque<Vec<u8>>,
+    pool: Vec<Vec<u8>>,
+    deadline: DeadlineState,
+    last_tx_ns: u64,
+    ended: bool,
+    stats: SenderStats,
+}
+
+impl SenderCore {
+    /// New publisher starting at sequence 0.
+    pub fn new(cfg: SenderConfig) -> Self {
+        let max = cfg.max_packet.max(HEADER_LEN + MSG_LEN_PREFIX + 1);
+        SenderCore {
+            cfg: SenderConfig {
+                max_packet: max,
+                ..cfg
+            },
+            next_seq: 0,
+            pending: vec![0; max],
+            pending_len: HEADER_LEN,
+            pending_count: 0,
+            pending_first: 0,
+            pending_since_ns: 0,
+            out: VecDeque::new(),
+            pool: Vec::new(),
+            deadline: DeadlineState::new(cfg.deadline),
+            last_tx_ns: 0,
+            ended: false,
+            stats: SenderStats::default(),
+        }
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> &SenderStats {
+        &self.stats
+    }
+    /// Next sequence number to be assigned.
+    pub fn next_seq(&self) -> u64 {
+        self.next_seq
+    }
+    /// Deadline offset currently applied, ns.
+    pub fn offset_ns(&self, own_bound_ns: u64) -> u64 {
+        self.deadline.offset_ns(own_bound_ns)
+    }
+    /// The tree's latest reduced estimate.
+    pub fn estimate(&self) -> Option<wire::DelayReport> {
+        self.deadline.estimate()
+    }
+    /// Largest single message.
+    pub fn max_message(&self) -> usize {
+        (self.cfg.max_packet - HEADER_LEN - MSG_LEN_PREFIX).min(u16::MAX as usize)
+    }
+
+    fn append(&mut self, now: Reading, msg: &[u8]) -> Result<u64, PublishError> {
+        if self.ended {
+            return Err(PublishError::Ended);
+        }
+        if msg.len() > self.max_message() {
+            return Err(PublishError::TooLarge {
+                len: msg.len(),
+                max_packet: self.cfg.max_packet,
+                limit: self.max_message(),
+            });
+        }
+        if self.pending_len + MSG_LEN_PREFIX + msg.len() > self.cfg.max_packet
+            || self.pending_count == u16::MAX
+        {
+            self.seal(now);
+        }
+        if self.pending_count == 0 {
+            self.pending_first = self.next_seq;
+            self.pending_since_ns = now.now_ns;
+        }
+        let at = self.pending_len;
+        self.pending[at..at + 2].copy_from_slice(&(msg.len() as u16).to_be_bytes());
+        self.pending[at + 2..at + 2 + msg.len()].copy_from_slice(msg);
+        self.pending_len += MSG_LEN_PREFIX + msg.len();
+        self.pending_count += 1;
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        self.stats.messages += 1;
+        Ok(seq)
+    }
+
+    /// Publish one message; returns its sequence number. With `linger_ns` = 0
+    /// the packet is sealed at once.
+    pub fn publish(&mut self, now: Reading, msg: &[u8]) -> Result<u64, PublishError> {
+        let seq = self.append(now, msg)?;
+        if self.cfg.linger_ns == 0 {
+            self.seal(now);
+        }
+        Ok(seq)
+    }
+
+    /// Publish a batch packed into as few packets as possible; returns the
+    /// first sequence number. The batch is validated before anything is
+    /// published, so an error publishes nothing.
+    pub fn publish_batch<'m>(
+        &mut self,
+        now: Reading,
+        msgs: impl IntoIterator<Item = &'m [u8]> + Clone,
+    ) -> Result<u64, PublishError> {
+        if self.ended {
+            return Err(PublishError::Ended);
+        }
+        if let Some(m) = msgs
+            .clone()
+            .into_iter()
+            .find(|m| m.len() > self.max_message())
+        {
+            return Err(PublishError::TooLarge {
+                len: m.len(),
+                max_packet: self.cfg.max_packet,
+                limit: self.max_message(),
+            });
+        }
+        let first = self.next_seq;
+        for m in msgs {
+            self.append(now, m)?;
+        }
+        if self.cfg.linger_ns == 0 {
+            self.seal(now);
+        }
+        Ok(first)
+    }
+
+    /// Seal the pending packet (if any) with send time and deadline from `now`.
+    pub fn flush(&mut self, now: Reading) {
+        self.seal(now);
+    }
+
+    fn header(&mut self, kind: Kind, now: Reading) -> Header {
+        let mut h = Header::new(kind);
+        h.stream = self.cfg.stream;
+        h.session = self.cfg.session;
+        h.send_time_ns = now.now_ns;
+        h.deadline_ns = self.deadline.deadline(now.now_ns, now.error_bound_ns);
+        if now.status != ClockStatus::Synchronized {
+            h.flags |= flags::CLOCK_DEGRADED;
+        }
+        h
+    }
+
+    fn seal(&mut self, now: Reading) {
+        if self.pending_count == 0 {
+            return;
+        }
+        let mut h = self.header(Kind::Data, now);
+        h.seq = self.pending_first;
+        h.count = self.pending_count;
+        if h.flags & flags::CLOCK_DEGRADED != 0 {
+            self.stats.degraded_packets += 1;
+        }
+        let _ = h.emit(&mut self.pending);
+        let mut buf = self.pool.pop().unwrap_or_default();
+        buf.clear();
+        buf.extend_from_slice(&self.pending[..self.pending_len]);
+        self.out.push_back(buf);
+        self.pending_len = HEADER_LEN;
+        self.pending_count = 0;
+        self.last_tx_ns = now.now_ns;
+        self.stats.packets += 1;
+    }
+
+    /// Next packet to send to the root.
+    pub fn poll_transmit(&mut self) -> Option<Vec<u8>> {
+        self.out.pop_front()
+    }
+
+    /// Give a sent buffer back for reuse.
+    pub fn recycle(&mut self, buf: Vec<u8>) {
+        if self.pool.len() < 1024 {
+            self.pool.push(buf);
+        }
+    }
+
+    /// When `handle_timeout` is next needed.
+    pub fn poll_timeout(&self) -> Option<u64> {
+        if self.ended {
+            return None;
+        }
+        let linger = (self.pending_count > 0).then(|| self.pending_since_ns + self.cfg.linger_ns);
+        let hb = (self.cfg.heartbeat_interval_ns > 0)
+            .then(|| self.last_tx_ns + self.cfg.heartbeat_interval_ns);
+        match (linger, hb) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// Seal lingering packets and emit a heartbeat when idle.
+    pub fn handle_timeout(&mut self, now: Reading) {
+        if self.ended {
+            return;
+        }
+        if self.pending_count > 0 && now.now_ns >= self.pending_since_ns + self.cfg.linger_ns {
+            self.seal(now);
+        }
+        if self.cfg.heartbeat_interval_ns > 0
+            && now.now_ns >= self.last_tx_ns + self.cfg.heartbeat_interval_ns
+        {
+            let mut h = self.header(Kind::Heartbeat, now);
+            h.seq = self.next_seq;
+            let mut buf = self.pool.pop().unwrap_or_default();
+            buf.resize(HEADER_LEN, 0);
+            let _ = wire::emit_empty(&h, &mut buf);
+            self.out.push_back(buf);
+            self.last_tx_ns = now.now_ns;
+            self.stats.heartbeats += 1;
+        }
+    }
+
+    /// End the session: seal what is pending and emit an end-of-session
+    /// control packet carrying the next sequence. Later publishes fail.
+    pub fn end_session(&mut self, now: Reading) {
+        if self.ended {
+            return;
+        }
+        self.seal(now);
+        let mut h = self.header(Kind::Control, now);
+        h.seq = self.next_seq;
+        let mut buf = self.pool.pop().unwrap_or_default();
+        buf.resize(HEADER_LEN + wire::CONTROL_LEN, 0);
+        let _ = wire::emit_control(
+            &h,
+            Control {
+                op: ControlOp::EndOfSession,
+                arg: self.next_seq,
+            },
+            &mut buf,
+        );
+        self.out.push_back(buf);
+        self.ended = true;
+    }
+
+    /// A packet from the tree (the root's delay report).
+    pub fn handle_packet(&mut self, bytes: &[u8]) -> Result<(), WireError> {
+        let r = Repr::parse_bytes(bytes).inspect_err(|_| self.stats.dropped += 1)?;
+        match r.body {
+            Body::Report(rep) => {
+                self.stats.reports += 1;
+                self.deadline.handle_report(rep);
+            }
+            _ => self.stats.dropped += 1,
+        }
+        Ok(())
+    }
+}
+
+/// Pack messages into a standalone data packet (tests, tools).
+pub fn pack(header: &Header, msgs: &[&[u8]], buf: &mut [u8]) -> Result<usize, WireError> {
+    let n = buf.len();
+    let mut b = DataBuilder::new(buf, n)?;
+    for m in msgs {
+        if !b.push(m)? {
+            return Err(WireError::BufferTooSmall {
+                have: n,
+                need: n + m.len(),
+            });
+        }
+    }
+    Ok(b.finish(header))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::{emit_report, DelayReport};
+
+    fn now(t: u64) -> Reading {
+        Reading {
+            now_ns: t,
+            error_bound_ns: 100,
+            status: ClockStatus::Synchronized,
+        }
+    }
+
+    #[test]
+    fn send_at_once_by_default() {
+        let mut s = SenderCore::new(SenderConfig::default());
+        assert_eq!(s.publish(now(10), b"a").unwrap(), 0);
+        assert_eq!(s.publish(now(20), b"b").unwrap(), 1);
+        let p = s.poll_transmit().unwrap();
+        let r = Repr::parse_bytes(&p).unwrap();
+        assert_eq!(
+            (r.header.seq, r.header.count, r.header.send_time_ns),
+            (0, 1, 10)
+        );
+        assert_eq!(r.header.deadline_ns, 10 + 500_000);
+        assert!(s.poll_transmit().is_some());
+        assert!(s.poll_transmit().is_none());
+    }
+
+    #[test]
+    fn batches_pack_and_split_at_packet_size() {
+        let mut s = SenderCore::new(SenderConfig {
+            max_packet: 200,
+            ..Default::default()
+        });
+        let msgs: Vec<Vec<u8>> = (0..10u8).map(|i| vec![i; 40]).collect();
+        let first = s
+            .publish_batch(now(5), msgs.iter().map(|m| m.as_slice()))
+            .unwrap();
+        assert_eq!(first, 0);
+        let mut seqs = Vec::new();
+        while let Some(p) = s.poll_transmit() {
+            assert!(p.len() <= 200);
+            let r = Repr::parse_bytes(&p).unwrap();
+            for (i, m) in r.messages().enumerate() {
+                assert_eq!(m, msgs[(r.header.seq + i as u64) as usize].as_slice());
+                seqs.push(r.header.seq + i as u64);
+            }
+        }
+        assert_eq!(seqs, (0..10).collect::<Vec<_>>());
+        assert!(matches!(
+            s.publish_batch(now(6), [&[0u8; 300][..]]),
+            Err(PublishError::TooLarge { .. })
+        ));
+        assert_eq!(s.next_seq(), 10, "a failed batch publishes nothing");
+    }
+
+    #[test]
+    fn linger_and_heartbeat() {
+        let mut s = SenderCore::new(SenderConfig {
+            linger_ns: 1_000,
+            heartbeat_interval_ns: 10_000,
+            ..Default::default()
+        });
+        s.publish(now(100), b"x").unwrap();
+        s.publish(now(200), b"y").unwrap();
+        assert!(s.poll_transmit().is_none());
+        assert_eq!(s.poll_timeout(), Some(1_100));
+        s.handle_timeout(now(1_100));
+        let r = Repr::parse_bytes(&s.poll_transmit().unwrap())
+            .unwrap()
+            .header;
+        assert_eq!((r.count, r.send_time_ns), (2, 1_100));
+        assert_eq!(s.poll_timeout(), Some(11_100));
+        s.handle_timeout(now(11_100));
+        let p = s.poll_transmit().unwrap();
+        let h = Repr::parse_bytes(&p).unwrap().header;
+        assert_eq!((h.kind, h.seq), (Kind::Heartbeat, 2));
+    }
+
+    #[test]
+    fn adopts_the_trees_estimate_and_ends_session() {
+        let mut s = SenderCore::new(SenderConfig::default());
+        let mut buf = [0u8; 128];
+        let n = emit_report(
+            &Header::new(Kind::DelayReport),
+            &DelayReport {
+                node: 1,
+                receivers: 16,
+                owd_ns: 80_000,
+                clock_bound_ns: 200,
+                samples: 100,
+            },
+            &mut buf,
+        )
+        .unwrap();
+        s.handle_packet(&buf[..n]).unwrap();
+        assert_eq!(s.offset_ns(100), 80_000 + 25_000 + 200);
+        s.publish(
+            Reading {
+                status: ClockStatus::Unsynchronized,
+                ..now(1_000)
+            },
+            b"z",
+        )
+        .unwrap();
+        let h = Repr::parse_bytes(&s.poll_transmit().unwrap())
+            .unwrap()
+            .header;
+        assert_eq!(h.deadline_ns, 1_000 + 105_200);
+        assert_ne!(h.flags & flags::CLOCK_DEGRADED, 0);
+        s.end_session(now(2_000));
+        let p = s.poll_transmit().unwrap();
+        let r = Repr::parse_bytes(&p).unwrap();
+        assert_eq!(
+            r.body,
+            Body::Control(Control {
+                op: ControlOp::EndOfSession,
+                arg: 1
+            })
+        );
+        assert_eq!(s.publish(now(3_000), b"late"), Err(PublishError::Ended));
+        assert!(s.handle_packet(b"junk").is_err());
+        assert_eq!(s.stats().dropped, 1);
+    }
+}

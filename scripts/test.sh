@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# The whole test suite, on a fresh machine: installs what the DPDK crates need
+# when missing (Debian: libdpdk-dev, clang, pkg-config), then checks formatting
+# and lints and runs every test, DPDK ones included.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need=()
+pkg-config --exists libdpdk 2>/dev/null || need+=(libdpdk-dev)
+command -v clang >/dev/null 2>&1 || need+=(clang)
+[ -e /usr/lib/llvm-14/lib/libclang.so ] || ls /usr/lib/x86_64-linux-gnu/libclang*.so* >/dev/null 2>&1 || need+=(libclang-dev)
+command -v pkg-config >/dev/null 2>&1 || need+=(pkg-config)
+command -v ip >/dev/null 2>&1 || need+=(iproute2)
+if [ ${#need[@]} -gt 0 ]; then
+  echo "== installing ${need[*]}"
+  if [ "$(id -u)" -ne 0 ]; then SUDO=sudo; else SUDO=; fi
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+
+echo "== cargo fmt --check"
+cargo fmt --all --check
+echo "== cargo clippy (all crates, DPDK included)"
+cargo clippy --workspace --all-targets -- -D warnings
+echo "== tests (one process per test: DPDK's EAL initializes once per process)"
+cargo nextest run --workspace --no-fail-fast "$@"
+echo "== doc tests"
+cargo test --workspace --doc
