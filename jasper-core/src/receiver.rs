@@ -50,6 +50,9 @@ pub struct ReceiverConfig {
     pub estimator: EstimatorConfig,
     /// Interval between delay reports to the parent, ns.
     pub report_interval_ns: u64,
+    /// Hold messages until their deadline. `false` releases every message
+    /// on arrival (the no-hold baseline; lateness is still recorded).
+    pub hold: bool,
 }
 
 impl Default for ReceiverConfig {
@@ -60,6 +63,7 @@ impl Default for ReceiverConfig {
             max_seq_jump: 1 << 24,
             estimator: EstimatorConfig::default(),
             report_interval_ns: 1_000_000,
+            hold: true,
         }
     }
 }
@@ -482,7 +486,7 @@ impl Receiver {
             hops: h.hops,
         };
         let slot = self.alloc(rel, msg);
-        if late {
+        if late || !self.cfg.hold {
             self.immediate.push_back(slot);
         } else {
             if self.held >= self.cfg.max_held {
@@ -781,6 +785,25 @@ mod tests {
         r.handle_packet(0, 0, &data(u64::MAX - 8, 2, 10, 1));
         assert_eq!(drain(&mut r, 10).len(), 4);
         assert_eq!(r.stats().gaps_detected, 0);
+    }
+
+    #[test]
+    fn without_hold_messages_go_out_on_arrival() {
+        let mut r = Receiver::new(
+            9,
+            ReceiverConfig {
+                hold: false,
+                ..Default::default()
+            },
+        );
+        r.handle_packet(100, 0, &data(0, 2, 5_000, 1));
+        r.handle_packet(6_000, 0, &data(2, 1, 5_000, 1));
+        let out = drain(&mut r, 100);
+        assert_eq!(out.len(), 3);
+        assert_eq!(
+            out.iter().map(|x| x.late).collect::<Vec<_>>(),
+            vec![false, false, true]
+        );
     }
 
     #[test]

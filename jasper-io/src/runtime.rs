@@ -1,0 +1,37 @@
+//! Process plumbing shared by the node binaries: a stop flag set by
+//! SIGINT/SIGTERM/SIGHUP, and noticing that the managing parent died.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+/// A flag that becomes true on SIGINT, SIGTERM or SIGHUP. Only one handler
+/// can be installed per process; later calls return a fresh flag that is
+/// never set by signals (callers share the first one instead).
+pub fn stop_on_signals() -> Arc<AtomicBool> {
+    let flag = Arc::new(AtomicBool::new(false));
+    let f = flag.clone();
+    let _ = ctrlc::set_handler(move || f.store(true, Ordering::SeqCst));
+    flag
+}
+
+/// Notices when the process that started us exits (so managed children of
+/// `jasper local` never outlive it).
+#[derive(Debug, Clone, Copy)]
+pub struct ParentWatch {
+    parent: u32,
+    enabled: bool,
+}
+
+impl ParentWatch {
+    /// Watch the current parent when `enabled`.
+    pub fn new(enabled: bool) -> Self {
+        ParentWatch {
+            parent: std::os::unix::process::parent_id(),
+            enabled,
+        }
+    }
+    /// True once the parent is gone.
+    pub fn parent_gone(&self) -> bool {
+        self.enabled && std::os::unix::process::parent_id() != self.parent
+    }
+}

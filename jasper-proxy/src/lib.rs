@@ -1,0 +1,230 @@
+//! # jasper-proxy
+//!
+//! A proxy node: receives packets in bursts, lets [`jasper_core::proxy::ProxyCore`]
+//! decide, forwards each data packet to its hedged fan-out (the backend
+//! batches all copies of a burst: one `sendmmsg` or `tx_burst` for many
+//! children and packets), reduces children's delay reports and sends the max
+//! to its parent. Runs on any [`jasper_io::PacketIo`] backend.
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use jasper_core::clock::Clock;
+use jasper_core::config::NodeConfig;
+use jasper_core::proxy::{ProxyCore, ProxyStats, Verdict};
+use jasper_core::wire::{emit_report, Header, Kind};
+use jasper_io::clock::NodeClock;
+use jasper_io::idle::Idler;
+use jasper_io::node::{peer_table, BoxedIo};
+use jasper_io::runtime::ParentWatch;
+use jasper_io::{host_now_ns, IoCounters, PacketIo};
+use serde::Serialize;
+
+/// A running proxy.
+pub struct ProxyNode {
+    core: ProxyCore,
+    io: BoxedIo,
+    clock: NodeClock,
+    peers: Vec<Option<SocketAddr>>,
+    dsts: Vec<SocketAddr>,
+    unknown_peer: u64,
+    idler: Idler,
+}
+
+impl std::fmt::Debug for ProxyNode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ProxyNode")
+            .field("node", &self.core.node())
+            .finish()
+    }
+}
+
+/// Counters of a proxy, for reports and `--stats`.
+#[derive(Debug, Clone, Serialize)]
+pub struct ProxyReport {
+    /// Node name.
+    pub name: String,
+    /// State-machine counters.
+    pub core: ProxyStats,
+    /// Packets received.
+    pub rx_packets: u64,
+    /// Packets transmitted.
+    pub tx_packets: u64,
+    /// Copies dropped at transmit.
+    pub tx_dropped: u64,
+    /// Receive errors.
+    pub rx_errors: u64,
+    /// Destinations with no address.
+    pub unknown_peer: u64,
+    /// Copies lost by fault injection.
+    pub injected_loss: u64,
+}
+
+impl ProxyNode {
+    /// Build from a validated config and an opened backend.
+    pub fn new(cfg: &NodeConfig, io: BoxedIo) -> Self {
+        ProxyNode {
+            core: ProxyCore::new(cfg.table.clone(), cfg.proxy),
+            io,
+            clock: NodeClock::from_config(&cfg.clock),
+            peers: peer_table(cfg),
+            dsts: Vec::with_capacity(64),
+            unknown_peer: 0,
+            idler: Idler::new(cfg.backend.idle, cfg.backend.max_sleep_us),
+        }
+    }
+
+    /// One duty cycle: a receive burst, forwarding, reports, flush.
+    /// Returns the packets handled.
+    pub fn poll(&mut self) -> io::Result<usize> {
+        let n = self.io.recv_burst()?;
+        for i in 0..n {
+            let (meta, buf) = self.io.rx(i);
+            let now = self.clock.at(meta.host_rx_ns);
+            if let Verdict::Forward { key } = self.core.handle_packet(now, buf) {
+                self.dsts.clear();
+                let (peers, dsts, unknown) = (&self.peers, &mut self.dsts, &mut self.unknown_peer);
+                self.core.for_each_destination(key, |d, _| {
+                    match peers.get(d as usize).copied().flatten() {
+                        Some(a) => dsts.push(a),
+                        None => *unknown += 1,
+                    }
+                });
+                self.io.forward(i, &self.dsts);
+            }
+        }
+        let now = self.clock.now_ns();
+        if let Some((parent, rep)) = self.core.poll_report(now) {
+            if let Some(addr) = self.peers.get(parent as usize).copied().flatten() {
+                let mut buf = [0u8; 96];
+                let mut h = Header::new(Kind::DelayReport);
+                h.send_time_ns = now;
+                if let Ok(len) = emit_report(&h, &rep, &mut buf) {
+                    self.io.send_to(&buf[..len], addr);
+                }
+            }
+        }
+        self.io.flush()?;
+        Ok(n)
+    }
+
+    /// Run until `stop` is set (or the managing parent exits).
+    pub fn run(&mut self, stop: &AtomicBool, watch: ParentWatch) -> io::Result<()> {
+        let mut rounds = 0u32;
+        while !stop.load(Ordering::Relaxed) {
+            let n = self.poll()?;
+            let wake = self
+                .io
+                .next_timer_ns()
+                .into_iter()
+                .chain(self.core.poll_timeout().map(|t| self.clock.host_time_of(t)))
+                .min()
+                .map(|t| t.saturating_sub(host_now_ns()));
+            self.idler.idle(n, wake);
+            rounds = rounds.wrapping_add(1);
+            if rounds % 4096 == 0 && watch.parent_gone() {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    /// Counters.
+    pub fn report(&self, name: &str) -> ProxyReport {
+        let c: IoCounters = self.io.counters();
+        ProxyReport {
+            name: name.to_string(),
+            core: self.core.stats().clone(),
+            rx_packets: c.rx_packets,
+            tx_packets: c.tx_packets,
+            tx_dropped: c.tx_dropped,
+            rx_errors: c.rx_errors,
+            unknown_peer: self.unknown_peer,
+            injected_loss: c.injected_loss,
+        }
+    }
+
+    /// The backend (for counters and addresses).
+    pub fn io(&self) -> &dyn PacketIo {
+        &*self.io
+    }
+}
+
+/// The DPDK opener when built with DPDK support.
+pub fn dpdk_opener() -> Option<jasper_io::node::DpdkOpener> {
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use jasper_core::config::{NodeRole, NodeSection, Peer};
+    use jasper_core::plan::{loopback_inventory, Plan, TreeSpec};
+    use jasper_core::wire::{DataBuilder, Repr};
+    use jasper_io::mem::MemHub;
+
+    #[test]
+    fn forwards_to_hedged_fanout_over_a_backend() {
+        let spec = TreeSpec {
+            depth: Some(2),
+            fanout: Some(2),
+            hedge: 1,
+            spray: false,
+        };
+        let plan = Plan::build(&loopback_inventory(3, 4, false, 42000), &spec).unwrap();
+        let id = plan.levels[1][0];
+        let node = &plan.nodes[id as usize];
+        let cfg = NodeConfig {
+            node: NodeSection {
+                id,
+                name: node.name.clone(),
+                role: NodeRole::Proxy,
+                listen: vec![node.addr],
+            },
+            backend: Default::default(),
+            clock: Default::default(),
+            faults: Default::default(),
+            sender: Default::default(),
+            proxy: Default::default(),
+            receiver: Default::default(),
+            table: plan.tables[id as usize].clone(),
+            peers: plan
+                .nodes
+                .iter()
+                .map(|n| Peer {
+                    id: n.id,
+                    addr: n.addr,
+                })
+                .collect(),
+        };
+        cfg.validate().unwrap();
+        let hub = MemHub::new();
+        let mut proxy = ProxyNode::new(&cfg, Box::new(hub.attach(&[node.addr], 32)));
+        let receivers: Vec<_> = plan
+            .endpoints()
+            .map(|e| (e, hub.attach(&[plan.nodes[e as usize].addr], 32)))
+            .collect();
+        let mut src = hub.attach(&[plan.nodes[1].addr], 32);
+        let mut buf = [0u8; 256];
+        let mut b = DataBuilder::new(&mut buf, 256).unwrap();
+        b.push(b"msg").unwrap();
+        let n = b.finish(&Header::new(Kind::Data));
+        src.send_to(&buf[..n], node.addr);
+        src.flush().unwrap();
+        assert_eq!(proxy.poll().unwrap(), 1);
+        let mut got = 0;
+        for (_, mut r) in receivers {
+            let k = r.recv_burst().unwrap();
+            for i in 0..k {
+                let (_, p) = r.rx(i);
+                assert_eq!(Repr::parse_bytes(p).unwrap().header.path, id as u16);
+            }
+            got += k;
+        }
+        assert_eq!(got, 4, "(H+1)·F = 2·2 copies");
+        assert_eq!(proxy.report("p").core.copies_out, 4);
+    }
+}

@@ -1,0 +1,44 @@
+//! `jasper-proxy --config node.toml`: run one proxy node.
+#![forbid(unsafe_code)]
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::Parser;
+use jasper_core::config::{NodeConfig, NodeRole};
+use jasper_io::node::open_backend;
+use jasper_io::runtime::{stop_on_signals, ParentWatch};
+use jasper_proxy::{dpdk_opener, ProxyNode};
+
+/// Run one Jasper proxy node from its TOML config (written by `jasper plan`).
+#[derive(Parser, Debug)]
+#[command(version)]
+struct Args {
+    /// Node config file.
+    #[arg(long)]
+    config: PathBuf,
+    /// Exit when the process that started this one exits.
+    #[arg(long)]
+    managed: bool,
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let text = std::fs::read_to_string(&args.config)
+        .with_context(|| format!("cannot read {}", args.config.display()))?;
+    let cfg =
+        NodeConfig::from_toml(&text).with_context(|| format!("in {}", args.config.display()))?;
+    anyhow::ensure!(
+        cfg.node.role == NodeRole::Proxy,
+        "{} is a {:?} config, not a proxy's",
+        args.config.display(),
+        cfg.node.role
+    );
+    let io = open_backend(&cfg, dpdk_opener()).map_err(anyhow::Error::msg)?;
+    let mut node = ProxyNode::new(&cfg, io);
+    println!("ready {} {:?}", cfg.node.name, node.io().local_addrs());
+    let stop = stop_on_signals();
+    node.run(&stop, ParentWatch::new(args.managed))?;
+    eprintln!("{}", serde_json::to_string(&node.report(&cfg.node.name))?);
+    Ok(())
+}
