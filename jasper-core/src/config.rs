@@ -83,6 +83,9 @@ pub struct NodeSection {
     pub role: NodeRole,
     /// Addresses to receive on (receivers: one or two endpoints).
     pub listen: Vec<SocketAddr>,
+    /// Receivers: index of the MP in the inventory.
+    #[serde(default)]
+    pub mp: Option<u32>,
 }
 
 /// How a poll loop waits when there is no work.
@@ -140,7 +143,7 @@ pub struct BackendSection {
     pub kind: BackendKind,
     /// Idle strategy of the poll loop.
     pub idle: IdleStrategy,
-    /// Longest backoff sleep, µs.
+    /// Longest single wait of the backoff strategy, µs (arrivals end it early).
     pub max_sleep_us: u64,
     /// Packets per burst.
     pub burst: usize,
@@ -155,7 +158,7 @@ impl Default for BackendSection {
         BackendSection {
             kind: BackendKind::Udp,
             idle: IdleStrategy::Backoff,
-            max_sleep_us: 50,
+            max_sleep_us: 1_000,
             burst: 32,
             socket_buffer: 4 << 20,
             dpdk: None,
@@ -255,7 +258,7 @@ impl Default for ReceiverSection {
     fn default() -> Self {
         ReceiverSection {
             core: ReceiverConfig::default(),
-            spin_ns: 50_000,
+            spin_ns: 20_000,
             mold_udp: None,
             mold_session: "JASPER".into(),
         }
@@ -527,6 +530,7 @@ mod tests {
                 name: "proxy0".into(),
                 role: NodeRole::Proxy,
                 listen: vec![p.nodes[1].addr],
+                mp: None,
             },
             backend: BackendSection::default(),
             clock: ClockSection::default(),

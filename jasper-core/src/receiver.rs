@@ -135,9 +135,10 @@ pub struct Release {
 }
 
 impl Release {
-    /// Deadline − arrival (0 when late).
+    /// How long the message was held: release − arrival on the local clock
+    /// (≈ deadline − arrival when held; 0 when late or not holding).
     pub fn holding_ns(&self) -> u64 {
-        self.deadline_ns.saturating_sub(self.arrival_ns)
+        self.release_ns.saturating_sub(self.arrival_ns)
     }
     /// Arrival − send time (synchronized clocks; may be skewed by clock error).
     pub fn owd_ns(&self) -> i64 {

@@ -145,6 +145,9 @@ impl<B: PacketIo> PacketIo for Faulty<B> {
             (a, b) => a.or(b),
         }
     }
+    fn wait_fds(&self) -> Vec<std::os::fd::RawFd> {
+        self.inner.wait_fds()
+    }
     fn capabilities(&self) -> Capabilities {
         Capabilities {
             name: "faulty",

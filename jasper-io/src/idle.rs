@@ -1,6 +1,10 @@
 //! Idle strategies for poll loops (Aeron style). On a 2-core machine a
-//! busy-spinning loop starves everything else; `backoff` is the default.
+//! busy-spinning loop starves everything else; `backoff` is the default:
+//! a short spin, a few yields, then block until a packet arrives (`ppoll` on
+//! the backend's sockets) or the next timer is due, whichever comes first.
+//! Backends without file descriptors (DPDK) sleep instead.
 
+use std::os::fd::RawFd;
 use std::time::Duration;
 
 pub use jasper_core::config::IdleStrategy;
@@ -13,11 +17,42 @@ pub struct Idler {
     idle_rounds: u32,
 }
 
-const SPIN_ROUNDS: u32 = 64;
-const YIELD_ROUNDS: u32 = 16;
+const SPIN_ROUNDS: u32 = 16;
+const YIELD_ROUNDS: u32 = 4;
+
+/// Block until one of `fds` is readable or `timeout_ns` passed.
+pub fn wait_readable(fds: &[RawFd], timeout_ns: u64) {
+    if fds.is_empty() {
+        std::thread::sleep(Duration::from_nanos(timeout_ns));
+        return;
+    }
+    let mut pfds: Vec<libc::pollfd> = fds
+        .iter()
+        .map(|&fd| libc::pollfd {
+            fd,
+            events: libc::POLLIN,
+            revents: 0,
+        })
+        .collect();
+    let ts = libc::timespec {
+        tv_sec: (timeout_ns / 1_000_000_000) as libc::time_t,
+        tv_nsec: (timeout_ns % 1_000_000_000) as libc::c_long,
+    };
+    // SAFETY: `pfds` is a live array of `pfds.len()` pollfd entries, `ts` a
+    // live timespec; a null sigmask leaves the signal mask unchanged. The
+    // kernel only writes `revents`.
+    unsafe {
+        libc::ppoll(
+            pfds.as_mut_ptr(),
+            pfds.len() as libc::nfds_t,
+            &ts,
+            std::ptr::null(),
+        );
+    }
+}
 
 impl Idler {
-    /// New idler; `max_sleep_us` bounds backoff sleeps.
+    /// New idler; `max_sleep_us` bounds one wait.
     pub fn new(strategy: IdleStrategy, max_sleep_us: u64) -> Self {
         Idler {
             strategy,
@@ -27,8 +62,9 @@ impl Idler {
     }
 
     /// Call once per loop iteration with the amount of work done.
-    /// `wake_in_ns` bounds how long it may sleep (next timer).
-    pub fn idle(&mut self, work: usize, wake_in_ns: Option<u64>) {
+    /// `wake_in_ns` bounds how long it may wait (next timer); `fds` are the
+    /// sockets whose readability ends the wait early.
+    pub fn idle(&mut self, work: usize, wake_in_ns: Option<u64>, fds: &[RawFd]) {
         if work > 0 {
             self.idle_rounds = 0;
             return;
@@ -43,16 +79,29 @@ impl Idler {
                 } else if self.idle_rounds <= SPIN_ROUNDS + YIELD_ROUNDS {
                     std::thread::yield_now();
                 } else {
-                    let exp = (self.idle_rounds - SPIN_ROUNDS - YIELD_ROUNDS).min(16);
-                    let mut ns = (1_000u64 << exp).min(self.max_sleep_ns);
-                    if let Some(w) = wake_in_ns {
-                        ns = ns.min(w);
-                    }
+                    let ns = wake_in_ns.map_or(self.max_sleep_ns, |w| w.min(self.max_sleep_ns));
                     if ns > 0 {
-                        std::thread::sleep(Duration::from_nanos(ns));
+                        wait_readable(fds, ns);
                     }
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::fd::AsRawFd;
+    use std::time::Instant;
+
+    #[test]
+    fn wait_ends_when_a_packet_arrives() {
+        let a = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let b = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        b.send_to(b"x", a.local_addr().unwrap()).unwrap();
+        let t = Instant::now();
+        wait_readable(&[a.as_raw_fd()], 5_000_000_000);
+        assert!(t.elapsed() < Duration::from_secs(4));
     }
 }

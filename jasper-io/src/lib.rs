@@ -108,6 +108,12 @@ pub trait PacketIo {
     fn next_timer_ns(&self) -> Option<u64> {
         None
     }
+    /// File descriptors that become readable when packets arrive (kernel
+    /// backends), so idle loops can block in `ppoll` instead of spinning.
+    /// Empty for polling-only backends (DPDK).
+    fn wait_fds(&self) -> Vec<std::os::fd::RawFd> {
+        Vec::new()
+    }
     /// Capabilities.
     fn capabilities(&self) -> Capabilities;
     /// Counters.
@@ -134,6 +140,9 @@ impl<T: PacketIo + ?Sized> PacketIo for Box<T> {
     }
     fn next_timer_ns(&self) -> Option<u64> {
         (**self).next_timer_ns()
+    }
+    fn wait_fds(&self) -> Vec<std::os::fd::RawFd> {
+        (**self).wait_fds()
     }
     fn capabilities(&self) -> Capabilities {
         (**self).capabilities()

@@ -440,6 +440,10 @@ impl PacketIo for UdpBackend {
         Ok(sent)
     }
 
+    fn wait_fds(&self) -> Vec<std::os::fd::RawFd> {
+        self.socks.iter().map(|s| s.as_raw_fd()).collect()
+    }
+
     fn capabilities(&self) -> Capabilities {
         Capabilities {
             zero_copy_replication: false,

@@ -114,6 +114,7 @@ impl ProxyNode {
     /// Run until `stop` is set (or the managing parent exits).
     pub fn run(&mut self, stop: &AtomicBool, watch: ParentWatch) -> io::Result<()> {
         let mut rounds = 0u32;
+        let fds = self.io.wait_fds();
         while !stop.load(Ordering::Relaxed) {
             let n = self.poll()?;
             let wake = self
@@ -123,7 +124,7 @@ impl ProxyNode {
                 .chain(self.core.poll_timeout().map(|t| self.clock.host_time_of(t)))
                 .min()
                 .map(|t| t.saturating_sub(host_now_ns()));
-            self.idler.idle(n, wake);
+            self.idler.idle(n, wake, &fds);
             rounds = rounds.wrapping_add(1);
             if rounds % 4096 == 0 && watch.parent_gone() {
                 break;
@@ -183,6 +184,7 @@ mod tests {
                 name: node.name.clone(),
                 role: NodeRole::Proxy,
                 listen: vec![node.addr],
+                mp: None,
             },
             backend: Default::default(),
             clock: Default::default(),

@@ -76,7 +76,7 @@ pub enum OpenError {
     #[error("{0}")]
     Io(String),
     /// The node config is not a sender's.
-    #[error("config for node {0:?} is not a sender config, or names no root")]
+    #[error("config for node {0:?} names no destination with an address (is it a sender config from `jasper plan`?)")]
     NotASender(String),
 }
 
@@ -85,13 +85,13 @@ pub struct Publisher {
     core: SenderCore,
     io: BoxedIo,
     clock: Box<dyn Clock + Send>,
-    root: SocketAddr,
+    dsts: Vec<SocketAddr>,
 }
 
 impl std::fmt::Debug for Publisher {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Publisher")
-            .field("root", &self.root)
+            .field("dsts", &self.dsts)
             .finish()
     }
 }
@@ -101,37 +101,28 @@ impl Publisher {
     pub fn open(cfg: PublisherConfig) -> Result<Self, OpenError> {
         let io =
             UdpBackend::bind(&[cfg.bind], 32, 4 << 20).map_err(|e| OpenError::Io(e.to_string()))?;
-        Ok(Self::with_io(
-            Box::new(io),
-            Box::new(NodeClock::from_config(&cfg.clock)),
-            cfg.root,
-            cfg.sender,
-        ))
+        let clock = Box::new(NodeClock::from_config(&cfg.clock));
+        Ok(Self::with_io(Box::new(io), clock, cfg.root, cfg.sender))
     }
 
-    /// Open from a node config written by `jasper plan` (any backend).
+    /// Open from a node config written by `jasper plan` (any backend). The
+    /// publisher sends every packet to each destination of its table: the
+    /// root proxy normally, every receiver for direct unicast.
     pub fn from_node_config(cfg: &NodeConfig, dpdk: Option<DpdkOpener>) -> Result<Self, OpenError> {
-        let root = cfg
-            .table
-            .parent
-            .or_else(|| {
-                let mut first = None;
-                cfg.table.fanout.for_each(0, |c, _| {
-                    first.get_or_insert(c);
-                });
-                first
-            })
-            .and_then(|id| cfg.peer(id));
-        let Some(root) = root else {
+        let mut dsts = Vec::new();
+        let mut missing = false;
+        cfg.table.fanout.for_each(0, |c, _| match cfg.peer(c) {
+            Some(a) => dsts.push(a),
+            None => missing = true,
+        });
+        if dsts.is_empty() || missing {
             return Err(OpenError::NotASender(cfg.node.name.clone()));
-        };
+        }
         let io = open_backend(cfg, dpdk).map_err(OpenError::Io)?;
-        Ok(Self::with_io(
-            io,
-            Box::new(NodeClock::from_config(&cfg.clock)),
-            root,
-            cfg.sender,
-        ))
+        let clock = Box::new(NodeClock::from_config(&cfg.clock));
+        let mut p = Self::with_io(io, clock, dsts[0], cfg.sender);
+        p.dsts = dsts;
+        Ok(p)
     }
 
     /// Assemble from parts (tests, custom backends and clocks).
@@ -145,13 +136,15 @@ impl Publisher {
             core: SenderCore::new(sender),
             io,
             clock,
-            root,
+            dsts: vec![root],
         }
     }
 
     fn transmit(&mut self) {
         while let Some(p) = self.core.poll_transmit() {
-            self.io.send_to(&p, self.root);
+            for d in &self.dsts {
+                self.io.send_to(&p, *d);
+            }
             self.core.recycle(p);
         }
         let _ = self.io.flush();

@@ -1,0 +1,188 @@
+//! From a plan to one node config per node (shared by `jasper plan` and `jasper local`).
+
+use std::collections::BTreeSet;
+
+use jasper_core::clock::ClockClass;
+use jasper_core::config::{
+    BackendSection, ClockSection, ClockSource, FaultSection, NodeConfig, NodeRole, NodeSection,
+    Peer, ReceiverSection,
+};
+use jasper_core::model::{rng, ClockModel, CloudModel};
+use jasper_core::plan::{Fanout, NodeId, Plan, Role, SENDER};
+use jasper_core::proxy::ProxyConfig;
+use jasper_core::sender::SenderConfig;
+
+/// How to fill the per-node sections.
+#[derive(Debug, Clone)]
+pub struct ConfigOptions {
+    /// `[backend]` for every node.
+    pub backend: BackendSection,
+    /// Emulated clocks of this class (offsets drawn per node), or the system clock.
+    pub emulated_clock: Option<ClockClass>,
+    /// Fault injection model, if any.
+    pub faults: Option<CloudModel>,
+    /// Seed for clock offsets and fault injection.
+    pub seed: u64,
+    /// `[sender]`.
+    pub sender: SenderConfig,
+    /// `[receiver]`.
+    pub receiver: ReceiverSection,
+    /// `[proxy]`.
+    pub proxy: ProxyConfig,
+    /// Direct unicast from the sender to every receiver (no proxies).
+    pub direct: bool,
+}
+
+fn clock_for(opts: &ConfigOptions, id: NodeId) -> ClockSection {
+    match opts.emulated_clock {
+        None => ClockSection::default(),
+        Some(class) => {
+            let model = ClockModel {
+                class,
+                ..ClockModel::default()
+            };
+            let mut r = rng(opts.seed.wrapping_mul(1_000_003).wrapping_add(id as u64));
+            ClockSection {
+                source: ClockSource::Emulated,
+                class,
+                offset_ns: model.draw_offset(&mut r),
+                drift_ppb: 0.0,
+                noise_ns: 0.0,
+                bound_ns: None,
+                seed: opts.seed ^ id as u64,
+            }
+        }
+    }
+}
+
+/// One config per sender, proxy and MP (an MP with two endpoints gets one
+/// config listening on both).
+pub fn node_configs(plan: &Plan, opts: &ConfigOptions) -> Vec<NodeConfig> {
+    let mut tables = plan.tables.clone();
+    if opts.direct {
+        let eps: Vec<NodeId> = plan.endpoints().collect();
+        tables[SENDER as usize].fanout = Fanout::Direct {
+            children: eps.clone(),
+        };
+        tables[SENDER as usize].report_children = eps.clone();
+        for e in eps {
+            tables[e as usize].parent = Some(SENDER);
+            tables[e as usize].upstreams = vec![SENDER];
+        }
+    }
+    let mut out = Vec::new();
+    for n in &plan.nodes {
+        let (role, listen, mp, table) = match n.role {
+            Role::Sender => (
+                NodeRole::Sender,
+                vec![n.addr],
+                None,
+                tables[n.id as usize].clone(),
+            ),
+            Role::Proxy { .. } if opts.direct => continue,
+            Role::Proxy { .. } => (
+                NodeRole::Proxy,
+                vec![n.addr],
+                None,
+                tables[n.id as usize].clone(),
+            ),
+            Role::Receiver { endpoint: 1, .. } => continue,
+            Role::Receiver { mp, .. } => {
+                let eps = plan.endpoints_of(mp);
+                let listen = eps.iter().map(|e| plan.nodes[*e as usize].addr).collect();
+                let mut t = tables[n.id as usize].clone();
+                for e in eps.iter().skip(1) {
+                    t.upstreams
+                        .extend(tables[*e as usize].upstreams.iter().copied());
+                }
+                (NodeRole::Receiver, listen, Some(mp), t)
+            }
+        };
+        let mut ids = BTreeSet::new();
+        table.fanout.for_each(0, |c, _| {
+            ids.insert(c);
+        });
+        if let Fanout::Hedged { slots, .. } = &table.fanout {
+            ids.extend(slots.iter().flatten().copied());
+        }
+        ids.extend(table.parent);
+        let peers = ids
+            .into_iter()
+            .map(|id| Peer {
+                id,
+                addr: plan.nodes[id as usize].addr,
+            })
+            .collect();
+        let faults = match &opts.faults {
+            Some(m) => FaultSection {
+                enabled: true,
+                seed: opts.seed.wrapping_add(7_919 * (n.id as u64 + 1)),
+                model: m.clone(),
+            },
+            None => FaultSection::default(),
+        };
+        out.push(NodeConfig {
+            node: NodeSection {
+                id: n.id,
+                name: n.name.clone(),
+                role,
+                listen,
+                mp,
+            },
+            backend: opts.backend.clone(),
+            clock: clock_for(opts, n.id),
+            faults,
+            sender: opts.sender,
+            proxy: opts.proxy,
+            receiver: opts.receiver.clone(),
+            table,
+            peers,
+        });
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use jasper_core::plan::{loopback_inventory, TreeSpec};
+
+    fn opts(direct: bool) -> ConfigOptions {
+        ConfigOptions {
+            backend: BackendSection::default(),
+            emulated_clock: Some(ClockClass::Huygens),
+            faults: Some(CloudModel::default()),
+            seed: 1,
+            sender: SenderConfig::default(),
+            receiver: ReceiverSection::default(),
+            proxy: ProxyConfig::default(),
+            direct,
+        }
+    }
+
+    #[test]
+    fn every_config_validates_and_round_trips() {
+        let spec = TreeSpec {
+            depth: Some(2),
+            fanout: Some(4),
+            hedge: 1,
+            spray: true,
+        };
+        let plan = Plan::build(&loopback_inventory(5, 8, true, 43000), &spec).unwrap();
+        let cfgs = node_configs(&plan, &opts(false));
+        assert_eq!(cfgs.len(), 1 + 5 + 8);
+        for c in &cfgs {
+            let back = NodeConfig::from_toml(&c.to_toml()).unwrap();
+            assert_eq!(&back, c);
+            if c.node.role == NodeRole::Receiver {
+                assert_eq!(c.node.listen.len(), 2, "receiver hedging: two endpoints");
+                assert_eq!(c.table.upstreams.len(), 4);
+            }
+        }
+        let direct = node_configs(&plan, &opts(true));
+        assert_eq!(direct.len(), 1 + 8);
+        let mut n = 0;
+        direct[0].table.fanout.for_each(0, |_, _| n += 1);
+        assert_eq!(n, 16);
+    }
+}

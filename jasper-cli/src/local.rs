@@ -1,0 +1,809 @@
+//! `jasper local`: a whole fair-multicast tree on this machine — publisher
+//! (in this process), proxies and receivers (child processes exchanging real
+//! UDP packets on loopback) — a synthetic ITCH-like feed, and the fairness report.
+
+use std::io::{BufRead, BufReader, Read};
+use std::net::{SocketAddr, UdpSocket};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use clap::{Args, ValueEnum};
+use jasper_core::clock::{Clock, ClockClass};
+use jasper_core::config::{BackendSection, IdleStrategy, NodeConfig, NodeRole, ReceiverSection};
+use jasper_core::deadline::DeadlinePolicy;
+use jasper_core::metrics::{Collector, FairnessReport};
+use jasper_core::model::CloudModel;
+use jasper_core::plan::{HostSpec, Inventory, Plan, ReceiverSpec, TreeSpec};
+use jasper_core::proxy::ProxyConfig;
+use jasper_core::sender::SenderConfig;
+use jasper_io::clock::NodeClock;
+use jasper_sender::Publisher;
+use serde_json::{json, Value};
+
+use crate::configs::{node_configs, ConfigOptions};
+
+/// Clock choice for a local run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ClockChoice {
+    /// Emulated Huygens-class clocks (σ 50 ns, bound ±200 ns).
+    Huygens,
+    /// Emulated PTP-class clocks (bound ±5 µs).
+    Ptp,
+    /// Emulated NTP-class clocks (bound ±500 µs).
+    Ntp,
+    /// The host clock as is (bound from the kernel; usually unsynchronized here).
+    System,
+}
+
+/// Link delay model for a local run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum DelayModel {
+    /// The reference cloud model (20 µs base, lognormal jitter, slow episodes), injected per link.
+    Cloud,
+    /// No injected delay: loopback as is.
+    None,
+}
+
+/// Flags of `jasper local`.
+#[derive(Debug, Clone, Args)]
+pub struct LocalArgs {
+    /// Receivers (MPs).
+    #[arg(long, default_value_t = 16)]
+    pub receivers: usize,
+    /// Messages per second (5000 is the rate of the Jasper paper's runs).
+    #[arg(long, default_value_t = 5_000)]
+    pub rate: u64,
+    /// Seconds of feed.
+    #[arg(long, default_value_t = 5.0)]
+    pub duration: f64,
+    /// Message size in bytes (ITCH add-order is 36).
+    #[arg(long, default_value_t = 36)]
+    pub msg_size: usize,
+    /// Write the report as JSON.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+    /// Write an SVG plot of the OWD and DWS distributions.
+    #[arg(long)]
+    pub plot: Option<PathBuf>,
+    /// Also run direct unicast and the tree without hold-and-release, and compare.
+    #[arg(long)]
+    pub compare: bool,
+    /// Proxy levels (default 2).
+    #[arg(long)]
+    pub depth: Option<u32>,
+    /// Children per proxy (default: ≈ √receivers).
+    #[arg(long)]
+    pub fanout: Option<u32>,
+    /// Sibling hedging H.
+    #[arg(long, default_value_t = 1)]
+    pub hedge: u32,
+    /// Round-robin packet spraying.
+    #[arg(long)]
+    pub spray: bool,
+    /// Feed every MP through two receiver endpoints.
+    #[arg(long)]
+    pub receiver_hedging: bool,
+    /// Clock class.
+    #[arg(long, value_enum, default_value_t = ClockChoice::Huygens)]
+    pub clock: ClockChoice,
+    /// Link delay model.
+    #[arg(long, value_enum, default_value_t = DelayModel::Cloud)]
+    pub delay_model: DelayModel,
+    /// Loss probability per packet per hop (the model's 1e-5 is off by default).
+    #[arg(long, default_value_t = 0.0)]
+    pub loss: f64,
+    /// Logical receivers per receiver process (one process spinning before
+    /// deadlines is what a 2-core machine affords).
+    #[arg(long, default_value_t = 64)]
+    pub receivers_per_process: usize,
+    /// First UDP port (0 = pick free ports).
+    #[arg(long, default_value_t = 0)]
+    pub base_port: u16,
+    /// Poll-loop idle strategy of every node.
+    #[arg(long, value_enum, default_value_t = IdleArg::Backoff)]
+    pub idle: IdleArg,
+    /// Seed (clock offsets, injected delays).
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Keep the run directory (configs, results) instead of deleting it.
+    #[arg(long)]
+    pub keep: bool,
+}
+
+/// Idle strategy flag.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum IdleArg {
+    /// Busy-spin.
+    Spin,
+    /// Yield.
+    Yield,
+    /// Spin, yield, then sleep.
+    Backoff,
+}
+
+/// Which scheme a run uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Variant {
+    /// Tree + hedging + hold-and-release.
+    Jasper,
+    /// Tree + hedging, released on arrival.
+    TreeNoHold,
+    /// Direct unicast from the sender, released on arrival.
+    Direct,
+}
+
+impl Variant {
+    fn name(self) -> &'static str {
+        match self {
+            Variant::Jasper => "jasper",
+            Variant::TreeNoHold => "tree-no-hold",
+            Variant::Direct => "direct-unicast",
+        }
+    }
+}
+
+/// What one run measured.
+#[derive(Debug)]
+pub struct RunResult {
+    variant: Variant,
+    report: FairnessReport,
+    throughput: f64,
+    seconds: f64,
+    interrupted: bool,
+    collector: Collector,
+    nodes: Vec<Value>,
+    description: String,
+}
+
+fn free_ports(n: usize) -> anyhow::Result<Vec<u16>> {
+    let socks: Vec<UdpSocket> = (0..n)
+        .map(|_| UdpSocket::bind("127.0.0.1:0"))
+        .collect::<Result<_, _>>()
+        .context("cannot bind loopback UDP sockets")?;
+    Ok(socks
+        .iter()
+        .map(|s| s.local_addr().map(|a| a.port()).unwrap_or(0))
+        .collect())
+}
+
+fn ports(args: &LocalArgs, n: usize) -> anyhow::Result<Vec<u16>> {
+    if args.base_port == 0 {
+        return free_ports(n);
+    }
+    let mut out = Vec::new();
+    for i in 0..n {
+        let p = args
+            .base_port
+            .checked_add(i as u16)
+            .context("--base-port too high for this many nodes")?;
+        if let Err(e) = UdpSocket::bind(("127.0.0.1", p)) {
+            bail!("UDP port {p} on 127.0.0.1 is busy ({e}); choose another --base-port, or omit it to pick free ports");
+        }
+        out.push(p);
+    }
+    Ok(out)
+}
+
+fn tree_spec(args: &LocalArgs) -> TreeSpec {
+    let endpoints = args.receivers * if args.receiver_hedging { 2 } else { 1 };
+    let depth = args.depth.unwrap_or(2);
+    let fanout = args
+        .fanout
+        .unwrap_or_else(|| ((endpoints as f64).powf(1.0 / depth as f64).ceil() as u32).max(2));
+    TreeSpec {
+        depth: Some(depth),
+        fanout: Some(fanout),
+        hedge: args.hedge,
+        spray: args.spray,
+    }
+}
+
+fn inventory(args: &LocalArgs, spec: &TreeSpec) -> anyhow::Result<Inventory> {
+    let proxies = jasper_core::plan::proxies_needed(args.receivers, args.receiver_hedging, spec);
+    let n = 1 + proxies + args.receivers * if args.receiver_hedging { 2 } else { 1 };
+    let ports = ports(args, n)?;
+    let mut it = ports
+        .into_iter()
+        .map(|p| SocketAddr::from(([127, 0, 0, 1], p)));
+    let mut next = || it.next().expect("enough ports");
+    let sender = HostSpec {
+        name: "sender".into(),
+        addr: next(),
+    };
+    let proxies = (0..proxies)
+        .map(|i| HostSpec {
+            name: format!("proxy{i}"),
+            addr: next(),
+        })
+        .collect();
+    let mut receivers: Vec<ReceiverSpec> = (0..args.receivers)
+        .map(|i| ReceiverSpec {
+            name: format!("mp{i}"),
+            addr: next(),
+            hedge_addr: None,
+        })
+        .collect();
+    if args.receiver_hedging {
+        for r in &mut receivers {
+            r.hedge_addr = Some(next());
+        }
+    }
+    Ok(Inventory {
+        sender,
+        proxies,
+        receivers,
+    })
+}
+
+struct Managed {
+    name: String,
+    child: Child,
+    stderr: Arc<Mutex<String>>,
+}
+
+fn spawn(
+    exe: &Path,
+    args: &[String],
+    name: &str,
+    ready: &mpsc::Sender<(String, usize)>,
+    expect: usize,
+) -> anyhow::Result<Managed> {
+    let mut child = Command::new(exe)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        // Own process group: a Ctrl-C in the terminal reaches only the
+        // orchestrator, which then stops the children in order.
+        .process_group(0)
+        .spawn()
+        .with_context(|| format!("cannot start {}", exe.display()))?;
+    let stdout = child.stdout.take().context("child stdout")?;
+    let tx = ready.clone();
+    let n = name.to_string();
+    std::thread::spawn(move || {
+        let mut seen = 0;
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if line.starts_with("ready") {
+                seen += 1;
+                if seen == expect {
+                    let _ = tx.send((n.clone(), seen));
+                }
+            }
+        }
+    });
+    let stderr = Arc::new(Mutex::new(String::new()));
+    let mut err = child.stderr.take().context("child stderr")?;
+    let buf = stderr.clone();
+    std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = err.read_to_string(&mut s);
+        if let Ok(mut b) = buf.lock() {
+            *b = s;
+        }
+    });
+    Ok(Managed {
+        name: name.to_string(),
+        child,
+        stderr,
+    })
+}
+
+fn terminate(m: &mut Managed) {
+    if let Ok(None) = m.child.try_wait() {
+        let _ = Command::new("kill")
+            .args(["-TERM", &m.child.id().to_string()])
+            .status();
+    }
+}
+
+fn wait_all(children: &mut [Managed], timeout: Duration) -> bool {
+    let until = Instant::now() + timeout;
+    loop {
+        if children
+            .iter_mut()
+            .all(|c| matches!(c.child.try_wait(), Ok(Some(_))))
+        {
+            return true;
+        }
+        if Instant::now() > until {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// A synthetic ITCH 5.0-like "add order" feed (big-endian fields).
+struct Feed {
+    size: usize,
+    order_ref: u64,
+    x: u64,
+}
+
+impl Feed {
+    fn fill(&mut self, buf: &mut Vec<u8>, ts_ns: u64) {
+        buf.clear();
+        self.order_ref += 1;
+        self.x ^= self.x << 13;
+        self.x ^= self.x >> 7;
+        self.x ^= self.x << 17;
+        let midnight = ts_ns % 86_400_000_000_000;
+        buf.push(b'A');
+        buf.extend_from_slice(&((self.x % 8000) as u16 + 1).to_be_bytes()); // stock locate
+        buf.extend_from_slice(&0u16.to_be_bytes()); // tracking number
+        buf.extend_from_slice(&midnight.to_be_bytes()[2..]); // 6-byte timestamp
+        buf.extend_from_slice(&self.order_ref.to_be_bytes());
+        buf.push(if self.x & 1 == 0 { b'B' } else { b'S' });
+        buf.extend_from_slice(&(((self.x >> 8) % 1000) as u32 * 100).to_be_bytes()); // shares
+        buf.extend_from_slice(b"JASPR   ");
+        buf.extend_from_slice(&(((self.x >> 20) % 1_000_000) as u32).to_be_bytes()); // price
+        buf.resize(self.size, 0);
+    }
+}
+
+fn run_once(args: &LocalArgs, variant: Variant, stop: &AtomicBool) -> anyhow::Result<RunResult> {
+    anyhow::ensure!(args.receivers >= 1, "--receivers must be at least 1");
+    anyhow::ensure!(args.rate >= 1, "--rate must be at least 1");
+    anyhow::ensure!(
+        args.duration > 0.0 && args.duration.is_finite(),
+        "--duration must be a positive number of seconds"
+    );
+    anyhow::ensure!(
+        (11..=1400).contains(&args.msg_size),
+        "--msg-size must be within 11..=1400 bytes"
+    );
+    anyhow::ensure!(
+        (0.0..=1.0).contains(&args.loss),
+        "--loss is a probability in [0, 1]"
+    );
+    let spec = tree_spec(args);
+    let inv = inventory(args, &spec)?;
+    let plan =
+        Plan::build(&inv, &spec).map_err(|e| anyhow::anyhow!("cannot plan the tree: {e}"))?;
+    let model = match args.delay_model {
+        DelayModel::Cloud => Some(CloudModel {
+            loss: args.loss,
+            ..CloudModel::default()
+        }),
+        DelayModel::None if args.loss > 0.0 => Some(CloudModel {
+            loss: args.loss,
+            ..CloudModel::zero()
+        }),
+        DelayModel::None => None,
+    };
+    let idle = match args.idle {
+        IdleArg::Spin => IdleStrategy::Spin,
+        IdleArg::Yield => IdleStrategy::Yield,
+        IdleArg::Backoff => IdleStrategy::Backoff,
+    };
+    let hold = variant == Variant::Jasper;
+    let opts = ConfigOptions {
+        backend: BackendSection {
+            idle,
+            ..BackendSection::default()
+        },
+        emulated_clock: match args.clock {
+            ClockChoice::Huygens => Some(ClockClass::Huygens),
+            ClockChoice::Ptp => Some(ClockClass::Ptp),
+            ClockChoice::Ntp => Some(ClockClass::Ntp),
+            ClockChoice::System => None,
+        },
+        faults: model,
+        seed: args.seed,
+        sender: SenderConfig {
+            deadline: DeadlinePolicy::default(),
+            ..SenderConfig::default()
+        },
+        receiver: ReceiverSection {
+            core: jasper_core::receiver::ReceiverConfig {
+                hold,
+                ..Default::default()
+            },
+            ..ReceiverSection::default()
+        },
+        proxy: ProxyConfig::default(),
+        direct: variant == Variant::Direct,
+    };
+    let cfgs = node_configs(&plan, &opts);
+    let description = format!(
+        "{}: {} receivers{}, {} — {} proxies (depth {}, fanout {}, hedge {}, spray {}), kernel UDP on loopback, clock {:?}, delay model {:?}, loss {}",
+        variant.name(),
+        args.receivers,
+        if args.receiver_hedging { " (2 endpoints each)" } else { "" },
+        if variant == Variant::Direct { "direct unicast from the sender" } else { "tree" },
+        if variant == Variant::Direct { 0 } else { plan.proxies().count() },
+        plan.depth,
+        plan.fanout,
+        plan.hedge,
+        plan.spray,
+        args.clock,
+        args.delay_model,
+        args.loss
+    );
+    let clock_bound = cfgs
+        .iter()
+        .map(|c| NodeClock::from_config(&c.clock).error_bound_ns())
+        .max()
+        .unwrap_or(0);
+
+    let dir = std::env::temp_dir().join(format!(
+        "jasper-run-{}-{}",
+        std::process::id(),
+        variant.name()
+    ));
+    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let mut paths = Vec::new();
+    for c in &cfgs {
+        let p = dir.join(format!("{}.toml", c.node.name));
+        std::fs::write(&p, c.to_toml()).with_context(|| format!("cannot write {}", p.display()))?;
+        paths.push((c, p));
+    }
+    let exe = std::env::current_exe().context("cannot find the jasper executable")?;
+    let (ready_tx, ready_rx) = mpsc::channel();
+    let mut proxies = Vec::new();
+    let mut receivers = Vec::new();
+    let mut expected = 0;
+    for (c, p) in paths.iter().filter(|(c, _)| c.node.role == NodeRole::Proxy) {
+        proxies.push(spawn(
+            &exe,
+            &[
+                "node".into(),
+                "--managed".into(),
+                "--config".into(),
+                p.display().to_string(),
+            ],
+            &c.node.name,
+            &ready_tx,
+            1,
+        )?);
+        expected += 1;
+    }
+    let rcfgs: Vec<&(&NodeConfig, PathBuf)> = paths
+        .iter()
+        .filter(|(c, _)| c.node.role == NodeRole::Receiver)
+        .collect();
+    let mut results = Vec::new();
+    for (g, group) in rcfgs.chunks(args.receivers_per_process.max(1)).enumerate() {
+        let res = dir.join(format!("results-{g}.bin"));
+        let mut a = vec![
+            "receivers".to_string(),
+            "--managed".into(),
+            "--results".into(),
+            res.display().to_string(),
+            "--mps".into(),
+            plan.mps.to_string(),
+        ];
+        for (_, p) in group {
+            a.push("--config".into());
+            a.push(p.display().to_string());
+        }
+        receivers.push(spawn(
+            &exe,
+            &a,
+            &format!("receivers{g}"),
+            &ready_tx,
+            group.len(),
+        )?);
+        results.push(res);
+        expected += 1;
+    }
+    let mut ready = 0;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while ready < expected {
+        match ready_rx.recv_timeout(Duration::from_millis(50)) {
+            Ok(_) => ready += 1,
+            Err(_) => {
+                let mut failed = None;
+                for m in proxies.iter_mut().chain(receivers.iter_mut()) {
+                    if let Ok(Some(status)) = m.child.try_wait() {
+                        std::thread::sleep(Duration::from_millis(50));
+                        let err = m.stderr.lock().map(|s| s.clone()).unwrap_or_default();
+                        failed = Some(format!(
+                            "{} exited during start-up ({status}): {}",
+                            m.name,
+                            err.trim()
+                        ));
+                        break;
+                    }
+                }
+                let timed_out = Instant::now() > deadline;
+                if failed.is_some() || timed_out {
+                    for m in proxies.iter_mut().chain(receivers.iter_mut()) {
+                        terminate(m);
+                    }
+                    bail!(failed.unwrap_or_else(|| "nodes did not become ready within 20 s".into()));
+                }
+            }
+        }
+    }
+
+    // The publisher runs here.
+    let sender_cfg = cfgs
+        .iter()
+        .find(|c| c.node.role == NodeRole::Sender)
+        .context("no sender in the plan")?;
+    let mut publisher = Publisher::from_node_config(sender_cfg, None)
+        .map_err(|e| anyhow::anyhow!("publisher: {e}"))?;
+    let total = (args.rate as f64 * args.duration).round().max(1.0) as u64;
+    let bar = indicatif::ProgressBar::new(total);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{prefix:>14} [{elapsed_precise}] {wide_bar} {pos}/{len} msgs",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    bar.set_prefix(variant.name());
+    let mut feed = Feed {
+        size: args.msg_size,
+        order_ref: 0,
+        x: 0x9E37_79B9_7F4A_7C15 ^ args.seed,
+    };
+    let mut msgs: Vec<Vec<u8>> = (0..256)
+        .map(|_| Vec::with_capacity(args.msg_size))
+        .collect();
+    let start = Instant::now();
+    let mut published = 0u64;
+    let mut interrupted = false;
+    let mut last_bar = Instant::now();
+    while published < total {
+        if stop.load(Ordering::Relaxed) {
+            interrupted = true;
+            break;
+        }
+        let elapsed = start.elapsed().as_secs_f64();
+        let due = ((elapsed * args.rate as f64) as u64 + 1).min(total);
+        let k = due.saturating_sub(published).min(msgs.len() as u64) as usize;
+        if k > 0 {
+            let now = jasper_io::host_now_ns();
+            for m in msgs.iter_mut().take(k) {
+                feed.fill(m, now);
+            }
+            let refs: Vec<&[u8]> = msgs[..k].iter().map(|m| m.as_slice()).collect();
+            publisher
+                .publish_batch(&refs)
+                .map_err(|e| anyhow::anyhow!("publish: {e}"))?;
+            published += k as u64;
+        }
+        publisher.service();
+        if last_bar.elapsed() > Duration::from_millis(50) {
+            bar.set_position(published);
+            last_bar = Instant::now();
+        }
+        if k == 0 {
+            // Sleep until the next message is due or a delayed packet must
+            // leave, whichever is first.
+            let next = (published + 1) as f64 / args.rate as f64;
+            let mut wait = next - start.elapsed().as_secs_f64();
+            if let Some(t) = publisher.next_timer_ns() {
+                wait = wait.min(t.saturating_sub(jasper_io::host_now_ns()) as f64 / 1e9);
+            }
+            if wait > 20e-6 {
+                std::thread::sleep(Duration::from_secs_f64(wait - 10e-6));
+            } else {
+                std::thread::yield_now();
+            }
+        }
+    }
+    let seconds = start.elapsed().as_secs_f64();
+    bar.set_position(published);
+    bar.finish_and_clear();
+    publisher.end_session();
+
+    // Drain: receivers exit on their own once the end of session arrived and
+    // everything held was released; keep the publisher's delayed packets flowing.
+    let drain_until = Instant::now() + Duration::from_millis(3_000);
+    while Instant::now() < drain_until {
+        publisher.service();
+        if receivers
+            .iter_mut()
+            .all(|c| matches!(c.child.try_wait(), Ok(Some(_))))
+        {
+            break;
+        }
+        std::thread::sleep(Duration::from_micros(200));
+    }
+    for m in receivers.iter_mut() {
+        terminate(m);
+    }
+    if !wait_all(&mut receivers, Duration::from_secs(10)) {
+        for m in receivers.iter_mut() {
+            let _ = m.child.kill();
+        }
+    }
+    for m in proxies.iter_mut() {
+        terminate(m);
+    }
+    if !wait_all(&mut proxies, Duration::from_secs(5)) {
+        for m in proxies.iter_mut() {
+            let _ = m.child.kill();
+        }
+    }
+    std::thread::sleep(Duration::from_millis(20));
+
+    let mut collector = Collector::new(plan.mps as usize, published as usize);
+    for (r, m) in results.iter().zip(receivers.iter()) {
+        let bytes = std::fs::read(r).with_context(|| {
+            format!(
+                "{} wrote no results ({}): {}",
+                m.name,
+                r.display(),
+                m.stderr
+                    .lock()
+                    .map(|s| s.clone())
+                    .unwrap_or_default()
+                    .trim()
+            )
+        })?;
+        let c = Collector::from_bytes(&bytes)
+            .with_context(|| format!("malformed results in {}", r.display()))?;
+        collector.merge(&c);
+    }
+    let mut nodes = Vec::new();
+    for m in proxies.iter().chain(receivers.iter()) {
+        let text = m.stderr.lock().map(|s| s.clone()).unwrap_or_default();
+        for line in text.lines() {
+            if let Ok(v) = serde_json::from_str::<Value>(line) {
+                nodes.push(v);
+            } else if !line.trim().is_empty() {
+                eprintln!("{}: {line}", m.name);
+            }
+        }
+    }
+    nodes.push(json!({
+        "name": "sender",
+        "core": serde_json::to_value(publisher.stats())?,
+        "tx_packets": publisher.io_counters().tx_packets,
+        "tx_dropped": publisher.io_counters().tx_dropped,
+    }));
+    if !args.keep {
+        let _ = std::fs::remove_dir_all(&dir);
+    } else {
+        eprintln!("run directory kept: {}", dir.display());
+    }
+    let report = collector.report(published, clock_bound);
+    Ok(RunResult {
+        variant,
+        throughput: published as f64 / seconds.max(1e-9),
+        seconds,
+        interrupted,
+        report,
+        collector,
+        nodes,
+        description,
+    })
+}
+
+fn sum(nodes: &[Value], path: &[&str]) -> u64 {
+    nodes
+        .iter()
+        .filter_map(|n| {
+            let mut v = n;
+            for p in path {
+                v = v.get(p)?;
+            }
+            v.as_u64()
+        })
+        .sum()
+}
+
+fn print_run(r: &RunResult) {
+    println!("== {}", r.description);
+    println!(
+        "published {} msgs in {:.2} s → {:.0} msgs/s{}",
+        r.report.messages_published,
+        r.seconds,
+        r.throughput,
+        if r.interrupted {
+            "  (interrupted: partial run)"
+        } else {
+            ""
+        }
+    );
+    print!("{}", r.report.render());
+    println!(
+        "  proxies: packets in {}  copies out {}  tx drops {}  malformed {}   receivers: duplicates suppressed {}  late {}  gaps {}  rx packets {}",
+        sum(&r.nodes, &["core", "packets_in"]),
+        sum(&r.nodes, &["core", "copies_out"]),
+        sum(&r.nodes, &["tx_dropped"]),
+        sum(&r.nodes, &["core", "dropped_malformed"]) + sum(&r.nodes, &["core", "malformed"]),
+        sum(&r.nodes, &["core", "duplicates"]),
+        sum(&r.nodes, &["core", "late"]),
+        sum(&r.nodes, &["core", "gaps_detected"]).saturating_sub(sum(&r.nodes, &["core", "gaps_filled"])),
+        sum(&r.nodes, &["rx_packets"]),
+    );
+}
+
+fn to_json(r: &RunResult) -> anyhow::Result<Value> {
+    let mut v = serde_json::to_value(&r.report)?;
+    let o = v.as_object_mut().context("report object")?;
+    o.insert("throughput_msgs_per_s".into(), json!(r.throughput));
+    o.insert("scheme".into(), json!(r.variant.name()));
+    o.insert("seconds".into(), json!(r.seconds));
+    o.insert("interrupted".into(), json!(r.interrupted));
+    o.insert("description".into(), json!(r.description));
+    o.insert("nodes".into(), json!(r.nodes));
+    Ok(v)
+}
+
+/// Entry point of `jasper local`.
+pub fn main(args: LocalArgs) -> anyhow::Result<()> {
+    let stop = jasper_io::runtime::stop_on_signals();
+    let variants: &[Variant] = if args.compare {
+        &[Variant::Jasper, Variant::TreeNoHold, Variant::Direct]
+    } else {
+        &[Variant::Jasper]
+    };
+    let mut runs = Vec::new();
+    for v in variants {
+        if stop.load(Ordering::Relaxed) {
+            break;
+        }
+        let r = run_once(&args, *v, &stop)?;
+        print_run(&r);
+        runs.push(r);
+    }
+    if runs.len() > 1 {
+        println!("\n== side by side (µs)");
+        println!(
+            "{:<16} {:>10} {:>10} {:>10} {:>10} {:>10} {:>8} {:>9} {:>8}",
+            "scheme",
+            "OML p50",
+            "OML p99",
+            "DWS p50",
+            "DWS p99",
+            "DWS max",
+            "P(F)",
+            "late",
+            "missing"
+        );
+        for r in &runs {
+            let x = &r.report;
+            println!(
+                "{:<16} {:>10.1} {:>10.1} {:>10.1} {:>10.1} {:>10.1} {:>7.1}% {:>8.3}% {:>8}",
+                r.variant.name(),
+                x.oml_ns_p50 as f64 / 1e3,
+                x.oml_ns_p99 as f64 / 1e3,
+                x.dws_ns_p50 as f64 / 1e3,
+                x.dws_ns_p99 as f64 / 1e3,
+                x.dws_ns_max as f64 / 1e3,
+                x.p_f * 100.0,
+                x.late_fraction * 100.0,
+                x.missing_total
+            );
+        }
+    }
+    if let Some(path) = &args.json {
+        let first = runs.first().context("no run completed")?;
+        let mut v = to_json(first)?;
+        if runs.len() > 1 {
+            let mut cmp = serde_json::Map::new();
+            for r in &runs {
+                cmp.insert(r.variant.name().into(), to_json(r)?);
+            }
+            v.as_object_mut()
+                .context("object")?
+                .insert("compare".into(), Value::Object(cmp));
+        }
+        std::fs::write(path, serde_json::to_string_pretty(&v)?)
+            .with_context(|| format!("cannot write {}", path.display()))?;
+        println!("report written to {}", path.display());
+    }
+    if let Some(path) = &args.plot {
+        let series: Vec<(&str, &Collector, u64)> = runs
+            .iter()
+            .map(|r| (r.variant.name(), &r.collector, r.report.messages_published))
+            .collect();
+        crate::plot::cdf_svg(path, &series)?;
+        println!("plot written to {}", path.display());
+    }
+    if runs.iter().any(|r| r.interrupted) {
+        println!("interrupted: the report covers the messages published before Ctrl-C");
+    }
+    Ok(())
+}

@@ -1,0 +1,79 @@
+//! SVG plots of the OWD and DWS distributions (CDFs).
+
+use std::path::Path;
+
+use anyhow::Context;
+use jasper_core::metrics::Collector;
+use plotters::prelude::*;
+
+fn cdf_of_sorted(v: &[u64]) -> Vec<(f64, f64)> {
+    let n = v.len().max(1) as f64;
+    let step = (v.len() / 2000).max(1);
+    v.iter()
+        .enumerate()
+        .step_by(step)
+        .map(|(i, x)| (*x as f64 / 1e3, (i + 1) as f64 / n))
+        .collect()
+}
+
+/// Two panels: OWD CDF and DWS CDF, one line per scheme.
+pub fn cdf_svg(path: &Path, series: &[(&str, &Collector, u64)]) -> anyhow::Result<()> {
+    let root = SVGBackend::new(path, (1000, 420)).into_drawing_area();
+    root.fill(&WHITE).context("plot background")?;
+    let (left, right) = root.split_horizontally(500);
+    let colors = [RED, BLUE, GREEN, MAGENTA, CYAN];
+    let owd: Vec<Vec<(f64, f64)>> = series
+        .iter()
+        .map(|(_, c, _)| {
+            let h = c.owd_histogram();
+            h.iter_quantiles(1)
+                .map(|q| (q.value_iterated_to() as f64 / 1e3, q.quantile_iterated_to()))
+                .collect()
+        })
+        .collect();
+    let dws: Vec<Vec<(f64, f64)>> = series
+        .iter()
+        .map(|(_, c, m)| {
+            let mut v = c.dws_values(*m);
+            v.sort_unstable();
+            cdf_of_sorted(&v)
+        })
+        .collect();
+    for (area, data, title) in [(&left, &owd, "OWD (µs)"), (&right, &dws, "DWS (µs)")] {
+        let xmax = data
+            .iter()
+            .flat_map(|d| d.iter().filter(|p| p.1 <= 0.999).map(|p| p.0))
+            .fold(1.0f64, f64::max)
+            * 1.1;
+        let mut chart = ChartBuilder::on(area)
+            .caption(format!("CDF of {title}"), ("sans-serif", 18))
+            .margin(10)
+            .x_label_area_size(30)
+            .y_label_area_size(40)
+            .build_cartesian_2d(0f64..xmax, 0f64..1.0)
+            .context("plot axes")?;
+        chart
+            .configure_mesh()
+            .x_desc(title)
+            .y_desc("fraction")
+            .draw()
+            .context("plot mesh")?;
+        for (i, d) in data.iter().enumerate() {
+            let color = colors[i % colors.len()];
+            chart
+                .draw_series(LineSeries::new(d.iter().copied(), color.stroke_width(2)))
+                .context("plot series")?
+                .label(series[i].0)
+                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 15, y)], color));
+        }
+        chart
+            .configure_series_labels()
+            .background_style(WHITE.mix(0.8))
+            .border_style(BLACK)
+            .draw()
+            .context("legend")?;
+    }
+    root.present()
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(())
+}

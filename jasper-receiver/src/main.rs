@@ -1,0 +1,74 @@
+//! `jasper-receiver --config mp.toml`: run one MP's receiver.
+#![forbid(unsafe_code)]
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::Parser;
+use jasper_core::config::{NodeConfig, NodeRole};
+use jasper_io::runtime::{stop_on_signals, ParentWatch};
+use jasper_receiver::{run, ReceiverNode};
+
+/// Run Jasper receivers (one per config file; several MPs may share a process).
+/// Released messages go to the MoldUDP64 address of each config
+/// (`[receiver] mold_udp`) and, with `--print`, to stdout.
+#[derive(Parser, Debug)]
+#[command(version)]
+struct Args {
+    /// Receiver config files.
+    #[arg(long, required = true)]
+    config: Vec<PathBuf>,
+    /// Print one line per released message.
+    #[arg(long)]
+    print: bool,
+    /// Exit when the process that started this one exits.
+    #[arg(long)]
+    managed: bool,
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    jasper_io::runtime::precise_sleep();
+    let mut nodes = Vec::new();
+    for path in &args.config {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read {}", path.display()))?;
+        let cfg = NodeConfig::from_toml(&text).with_context(|| format!("in {}", path.display()))?;
+        anyhow::ensure!(
+            cfg.node.role == NodeRole::Receiver,
+            "{} is a {:?} config, not a receiver's",
+            path.display(),
+            cfg.node.role
+        );
+        nodes.push(ReceiverNode::open(&cfg, None).map_err(anyhow::Error::msg)?);
+    }
+    for n in &nodes {
+        println!("ready {} {:?}", n.name(), n.local_addrs());
+    }
+    let stop = stop_on_signals();
+    let print = args.print;
+    let names: Vec<String> = nodes.iter().map(|n| n.name().to_string()).collect();
+    run(
+        &mut nodes,
+        &stop,
+        ParentWatch::new(args.managed),
+        |i, rel, payload, host| {
+            if print {
+                println!(
+                    "{} seq={} bytes={} deadline={} released_host={} late={} path={}",
+                    names[i],
+                    rel.seq,
+                    payload.len(),
+                    rel.deadline_ns,
+                    host,
+                    rel.late,
+                    rel.path
+                );
+            }
+        },
+    );
+    for n in &nodes {
+        eprintln!("{}", serde_json::to_string(&n.report())?);
+    }
+    Ok(())
+}
