@@ -26,7 +26,7 @@ use jasper_io::clock::NodeClock;
 use jasper_sender::Publisher;
 use serde_json::{json, Value};
 
-use crate::configs::{node_configs, ConfigOptions};
+use jasper_core::plan_configs::{node_configs, ConfigOptions};
 
 /// Clock choice for a local run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

@@ -5,7 +5,6 @@
 //! - `jasper node` / `jasper receivers`: run nodes from configs (what `local` starts).
 #![forbid(unsafe_code)]
 
-mod configs;
 mod local;
 mod plot;
 
@@ -112,7 +111,7 @@ fn plan_cmd(a: PlanArgs) -> anyhow::Result<()> {
     if let Some(dir) = a.out {
         std::fs::create_dir_all(&dir)
             .with_context(|| format!("cannot create {}", dir.display()))?;
-        let opts = configs::ConfigOptions {
+        let opts = jasper_core::plan_configs::ConfigOptions {
             backend: BackendSection::default(),
             emulated_clock: None,
             faults: None,
@@ -122,7 +121,7 @@ fn plan_cmd(a: PlanArgs) -> anyhow::Result<()> {
             proxy: ProxyConfig::default(),
             direct: false,
         };
-        for mut c in configs::node_configs(&plan, &opts) {
+        for mut c in jasper_core::plan_configs::node_configs(&plan, &opts) {
             if matches!(a.backend, BackendArg::Dpdk) && c.node.role != NodeRole::Sender {
                 let ip = match c.node.listen[0].ip() {
                     std::net::IpAddr::V4(v4) => v4,

@@ -17,6 +17,7 @@
 //! | [`metrics`] | OWD, OML, DWS, P(F), holding, late, loss, duplicates (HdrHistogram, mergeable) |
 //! | [`model`] | the reference cloud model (delays, loss, clocks), seeded |
 //! | [`config`] | per-node TOML, validated, actionable errors |
+//! | [`plan_configs`] | plan → one validated config per node |
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
@@ -26,6 +27,7 @@ pub mod deadline;
 pub mod metrics;
 pub mod model;
 pub mod plan;
+pub mod plan_configs;
 pub mod proxy;
 pub mod receiver;
 pub mod sender;

@@ -233,10 +233,19 @@ impl StreamState {
     }
 }
 
+/// A held packet: all its messages share one deadline, so the hold queue
+/// keeps packets (one copy, one heap entry) and releases their new messages
+/// in sequence order.
 #[derive(Debug)]
 struct Held {
+    /// Template: `seq` is the packet's first sequence.
     rel: Release,
-    payload: Vec<u8>,
+    /// The length-prefixed messages.
+    body: Vec<u8>,
+    /// Bit i set = message i is new (not a duplicate) and must be released.
+    keep: Vec<u64>,
+    /// Number of bits set in `keep`.
+    kept: usize,
 }
 
 type Key = (u64, u32, u64);
@@ -258,6 +267,7 @@ pub struct Receiver {
     clock_bound_ns: u64,
     events: VecDeque<Event>,
     stats: ReceiverStats,
+    scratch: Vec<u64>,
 }
 
 impl Receiver {
@@ -280,6 +290,7 @@ impl Receiver {
             clock_bound_ns: 0,
             events: VecDeque::new(),
             stats: ReceiverStats::default(),
+            scratch: Vec::new(),
         }
     }
 
@@ -336,21 +347,29 @@ impl Receiver {
                     self.stats.seq_jump += 1;
                     return;
                 }
-                let mut any_new = false;
-                for (i, msg) in repr.messages().enumerate() {
-                    let seq = h.seq + i as u64;
-                    if self.accept(now_ns, si, seq, &h, msg) {
-                        any_new = true;
+                let mut keep = std::mem::take(&mut self.scratch);
+                keep.clear();
+                keep.resize((h.count as usize).div_ceil(64), 0);
+                let mut kept = 0;
+                for i in 0..h.count as u64 {
+                    if self.accept(si, h.seq + i) {
+                        keep[(i / 64) as usize] |= 1 << (i % 64);
+                        kept += 1;
                     }
                 }
-                if any_new {
+                if kept > 0 {
                     if now_ns >= h.send_time_ns {
                         self.estimator.record(now_ns, now_ns - h.send_time_ns);
                     } else {
                         self.stats.negative_owd += 1;
                     }
                     self.path_win(h.path);
+                    let Body::Messages(body) = repr.body else {
+                        unreachable!("data packets parse to messages")
+                    };
+                    self.hold(now_ns, &h, body, &keep, kept);
                 }
+                self.scratch = keep;
             }
             (Kind::Heartbeat, _) => {
                 self.stats.heartbeats += 1;
@@ -444,8 +463,8 @@ impl Receiver {
         }
     }
 
-    /// Returns true when `seq` is new.
-    fn accept(&mut self, now_ns: u64, si: usize, seq: u64, h: &wire::Header, msg: &[u8]) -> bool {
+    /// Duplicate suppression and gap tracking for one sequence; true when new.
+    fn accept(&mut self, si: usize, seq: u64) -> bool {
         let s = &mut self.streams[si];
         if seq < s.base {
             self.stats.stale += 1;
@@ -470,13 +489,17 @@ impl Receiver {
         }
         s.next_expected = s.next_expected.max(seq.saturating_add(1));
         self.stats.accepted += 1;
+        true
+    }
 
-        let key: Key = (h.deadline_ns, h.stream, seq);
+    /// Queue the new messages of a packet for release.
+    fn hold(&mut self, now_ns: u64, h: &wire::Header, body: &[u8], keep: &[u64], kept: usize) {
+        let key: Key = (h.deadline_ns, h.stream, h.seq);
         let late = now_ns >= h.deadline_ns || self.last_released.is_some_and(|l| key < l);
         let rel = Release {
             stream: h.stream,
             session: h.session,
-            seq,
+            seq: h.seq,
             send_time_ns: h.send_time_ns,
             deadline_ns: h.deadline_ns,
             arrival_ns: now_ns,
@@ -486,40 +509,72 @@ impl Receiver {
             path: h.path,
             hops: h.hops,
         };
-        let slot = self.alloc(rel, msg);
-        if late || !self.cfg.hold {
-            self.immediate.push_back(slot);
-        } else {
-            if self.held >= self.cfg.max_held {
-                if let Some(Reverse((_, early))) = self.heap.pop() {
-                    self.slab[early as usize].rel.early = true;
-                    self.immediate.push_back(early);
-                    self.held -= 1;
-                }
-            }
-            self.heap.push(Reverse((key, slot)));
-            self.held += 1;
-        }
-        true
-    }
-
-    fn alloc(&mut self, rel: Release, msg: &[u8]) -> u32 {
-        match self.free.pop() {
+        let slot = match self.free.pop() {
             Some(i) => {
-                let h = &mut self.slab[i as usize];
-                h.rel = rel;
-                h.payload.clear();
-                h.payload.extend_from_slice(msg);
+                let e = &mut self.slab[i as usize];
+                e.rel = rel;
+                e.body.clear();
+                e.body.extend_from_slice(body);
+                e.keep.clear();
+                e.keep.extend_from_slice(keep);
+                e.kept = kept;
                 i
             }
             None => {
                 self.slab.push(Held {
                     rel,
-                    payload: msg.to_vec(),
+                    body: body.to_vec(),
+                    keep: keep.to_vec(),
+                    kept,
                 });
                 (self.slab.len() - 1) as u32
             }
+        };
+        if late || !self.cfg.hold {
+            self.immediate.push_back(slot);
+            return;
         }
+        while self.held + kept > self.cfg.max_held {
+            let Some(Reverse((_, early))) = self.heap.pop() else {
+                break;
+            };
+            let e = &mut self.slab[early as usize];
+            e.rel.early = true;
+            self.held -= e.kept;
+            self.immediate.push_back(early);
+        }
+        self.heap.push(Reverse((key, slot)));
+        self.held += kept;
+    }
+
+    /// Hand the kept messages of one held packet to `f`; returns how many.
+    fn release_slot(
+        &mut self,
+        slot: u32,
+        now_ns: u64,
+        f: &mut impl FnMut(&Release, &[u8]),
+    ) -> usize {
+        let e = &mut self.slab[slot as usize];
+        e.rel.release_ns = now_ns;
+        let mut rel = e.rel;
+        let mut rest = e.body.as_slice();
+        let mut i = 0usize;
+        let mut n = 0;
+        while rest.len() >= wire::MSG_LEN_PREFIX {
+            let len = u16::from_be_bytes([rest[0], rest[1]]) as usize;
+            let Some(msg) = rest.get(wire::MSG_LEN_PREFIX..wire::MSG_LEN_PREFIX + len) else {
+                break;
+            };
+            if e.keep[i / 64] & (1 << (i % 64)) != 0 {
+                rel.seq = e.rel.seq + i as u64;
+                f(&rel, msg);
+                n += 1;
+            }
+            rest = &rest[wire::MSG_LEN_PREFIX + len..];
+            i += 1;
+        }
+        self.free.push(slot);
+        n
     }
 
     /// When the driver must next call `poll_release` / `poll_report`.
@@ -547,30 +602,25 @@ impl Receiver {
     pub fn poll_release(&mut self, now_ns: u64, mut f: impl FnMut(&Release, &[u8])) -> usize {
         let mut n = 0;
         while let Some(slot) = self.immediate.pop_front() {
-            let h = &mut self.slab[slot as usize];
-            h.rel.release_ns = now_ns;
-            self.stats.late += h.rel.late as u64;
-            self.stats.released_early += h.rel.early as u64;
-            if h.rel.early {
-                let k = (h.rel.deadline_ns, h.rel.stream, h.rel.seq);
+            let e = &self.slab[slot as usize];
+            let (late, early) = (e.rel.late, e.rel.early);
+            if early {
+                let k = (e.rel.deadline_ns, e.rel.stream, e.rel.seq);
                 self.last_released = Some(self.last_released.map_or(k, |l| l.max(k)));
             }
-            f(&h.rel, &h.payload);
-            self.free.push(slot);
-            n += 1;
+            let k = self.release_slot(slot, now_ns, &mut f);
+            self.stats.late += if late { k as u64 } else { 0 };
+            self.stats.released_early += if early { k as u64 } else { 0 };
+            n += k;
         }
         while let Some(Reverse((key, slot))) = self.heap.peek().copied() {
             if key.0 > now_ns {
                 break;
             }
             self.heap.pop();
-            self.held -= 1;
-            let h = &mut self.slab[slot as usize];
-            h.rel.release_ns = now_ns;
+            self.held -= self.slab[slot as usize].kept;
             self.last_released = Some(self.last_released.map_or(key, |l| l.max(key)));
-            f(&h.rel, &h.payload);
-            self.free.push(slot);
-            n += 1;
+            n += self.release_slot(slot, now_ns, &mut f);
         }
         self.stats.released += n as u64;
         n

@@ -1,16 +1,16 @@
-//! From a plan to one node config per node (shared by `jasper plan` and `jasper local`).
+//! From a plan to one node config per node (used by `jasper plan`, `jasper local`, benchmarks).
 
 use std::collections::BTreeSet;
 
-use jasper_core::clock::ClockClass;
-use jasper_core::config::{
+use crate::clock::ClockClass;
+use crate::config::{
     BackendSection, ClockSection, ClockSource, FaultSection, NodeConfig, NodeRole, NodeSection,
     Peer, ReceiverSection,
 };
-use jasper_core::model::{rng, ClockModel, CloudModel};
-use jasper_core::plan::{Fanout, NodeId, Plan, Role, SENDER};
-use jasper_core::proxy::ProxyConfig;
-use jasper_core::sender::SenderConfig;
+use crate::model::{rng, ClockModel, CloudModel};
+use crate::plan::{Fanout, NodeId, Plan, Role, SENDER};
+use crate::proxy::ProxyConfig;
+use crate::sender::SenderConfig;
 
 /// How to fill the per-node sections.
 #[derive(Debug, Clone)]
@@ -145,7 +145,7 @@ pub fn node_configs(plan: &Plan, opts: &ConfigOptions) -> Vec<NodeConfig> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use jasper_core::plan::{loopback_inventory, TreeSpec};
+    use crate::plan::{loopback_inventory, TreeSpec};
 
     fn opts(direct: bool) -> ConfigOptions {
         ConfigOptions {
