@@ -220,7 +220,7 @@ fn receivers_cmd(
     Ok(())
 }
 
-fn main() -> anyhow::Result<()> {
+fn real_main() -> anyhow::Result<()> {
     jasper_io::runtime::precise_sleep();
     match Cli::parse().cmd {
         Cmd::Local(a) => local::main(a),
@@ -232,5 +232,12 @@ fn main() -> anyhow::Result<()> {
             mps,
             managed,
         } => receivers_cmd(config, results, mps, managed),
+    }
+}
+
+fn main() {
+    if let Err(e) = real_main() {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
     }
 }

@@ -22,7 +22,7 @@ struct Args {
     managed: bool,
 }
 
-fn main() -> anyhow::Result<()> {
+fn real_main() -> anyhow::Result<()> {
     let args = Args::parse();
     jasper_io::runtime::precise_sleep();
     let text = std::fs::read_to_string(&args.config)
@@ -42,4 +42,11 @@ fn main() -> anyhow::Result<()> {
     node.run(&stop, ParentWatch::new(args.managed))?;
     eprintln!("{}", serde_json::to_string(&node.report(&cfg.node.name))?);
     Ok(())
+}
+
+fn main() {
+    if let Err(e) = real_main() {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
 }

@@ -26,7 +26,7 @@ struct Args {
     managed: bool,
 }
 
-fn main() -> anyhow::Result<()> {
+fn real_main() -> anyhow::Result<()> {
     let args = Args::parse();
     jasper_io::runtime::precise_sleep();
     let mut nodes = Vec::new();
@@ -71,4 +71,11 @@ fn main() -> anyhow::Result<()> {
         eprintln!("{}", serde_json::to_string(&n.report())?);
     }
     Ok(())
+}
+
+fn main() {
+    if let Err(e) = real_main() {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
 }
