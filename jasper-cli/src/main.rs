@@ -2,11 +2,13 @@
 //!
 //! - `jasper local`: a whole fair-multicast tree on this machine and its fairness report.
 //! - `jasper plan`: print a tree for an inventory and write one config per node.
+//! - `jasper sim`: the simulator (schemes side by side, sweeps).
 //! - `jasper node` / `jasper receivers`: run nodes from configs (what `local` starts).
 #![forbid(unsafe_code)]
 
 mod local;
 mod plot;
+mod sim;
 
 use std::path::PathBuf;
 
@@ -36,6 +38,8 @@ enum Cmd {
     Local(local::LocalArgs),
     /// Print the tree for an inventory and write one config file per node.
     Plan(PlanArgs),
+    /// Simulate the schemes at scale under the reference cloud model (deterministic, seeded).
+    Sim(sim::SimArgs),
     /// Run one proxy from its config (as `jasper-proxy`).
     Node {
         /// Node config.
@@ -225,6 +229,7 @@ fn real_main() -> anyhow::Result<()> {
     match Cli::parse().cmd {
         Cmd::Local(a) => local::main(a),
         Cmd::Plan(a) => plan_cmd(a),
+        Cmd::Sim(a) => sim::main(a),
         Cmd::Node { config, managed } => node_cmd(config, managed),
         Cmd::Receivers {
             config,

@@ -443,11 +443,11 @@ impl NodeConfig {
                 "use e.g. 97.0",
             );
         }
-        if r.estimator.window_ns == 0 || r.estimator.slots == 0 {
+        if r.estimator.window_ns == 0 || r.estimator.max_samples == 0 {
             return bad(
                 "receiver.core.estimator",
-                "window_ns and slots must be > 0",
-                "use e.g. window_ns = 10000000, slots = 10",
+                "window_ns and max_samples must be > 0",
+                "use e.g. window_ns = 10000000, max_samples = 65536",
             );
         }
         if !r.dedup_window.is_power_of_two() || r.dedup_window < 64 {

@@ -15,7 +15,8 @@
 //! - [`StepTuner`]: the CloudEx-style alternative (offset moved in fixed steps
 //!   toward a target late ratio), used as a baseline by the simulator.
 
-use hdrhistogram::Histogram;
+use std::collections::VecDeque;
+
 use serde::{Deserialize, Serialize};
 
 use crate::plan::NodeId;
@@ -27,106 +28,77 @@ use crate::wire::DelayReport;
 pub struct EstimatorConfig {
     /// Sliding window, ns.
     pub window_ns: u64,
-    /// Slots the window is split into (time resolution of expiry).
-    pub slots: u32,
     /// Percentile in (0, 100].
     pub percentile: f64,
+    /// Most samples kept in the window (oldest dropped beyond it).
+    pub max_samples: usize,
 }
 
 impl Default for EstimatorConfig {
     fn default() -> Self {
         EstimatorConfig {
             window_ns: 10_000_000,
-            slots: 10,
             percentile: 97.0,
+            max_samples: 65_536,
         }
     }
 }
 
-const HIST_MAX_NS: u64 = 3_600_000_000_000;
-
-fn new_hist() -> Histogram<u64> {
-    Histogram::new_with_bounds(1, HIST_MAX_NS, 2).expect("static bounds are valid")
-}
-
-/// Sliding-window percentile of one-way delay.
+/// Sliding-window percentile of one-way delay: the samples of the window in
+/// a bounded ring (one sample per received packet), the exact percentile by
+/// selection when asked (once per report interval). Memory is proportional
+/// to the packet rate × window, capped by `max_samples`.
 #[derive(Debug, Clone)]
 pub struct OwdEstimator {
     cfg: EstimatorConfig,
-    slot_ns: u64,
-    slots: Vec<Histogram<u64>>,
-    total: Histogram<u64>,
-    current: usize,
-    current_start_ns: u64,
-    started: bool,
+    samples: VecDeque<(u64, u64)>,
+    scratch: Vec<u64>,
+    dropped: u64,
 }
 
 impl OwdEstimator {
     /// New estimator. `cfg` is assumed validated (see [`crate::config`]).
     pub fn new(cfg: EstimatorConfig) -> Self {
-        let slots = cfg.slots.max(1) as usize;
         OwdEstimator {
             cfg,
-            slot_ns: (cfg.window_ns / slots as u64).max(1),
-            slots: (0..slots).map(|_| new_hist()).collect(),
-            total: new_hist(),
-            current: 0,
-            current_start_ns: 0,
-            started: false,
+            samples: VecDeque::new(),
+            scratch: Vec::new(),
+            dropped: 0,
         }
     }
 
-    fn rotate(&mut self, now_ns: u64) {
-        if !self.started {
-            self.started = true;
-            self.current_start_ns = now_ns;
-            return;
+    fn expire(&mut self, now_ns: u64) {
+        let horizon = now_ns.saturating_sub(self.cfg.window_ns);
+        while self.samples.front().is_some_and(|(t, _)| *t < horizon) {
+            self.samples.pop_front();
         }
-        if now_ns < self.current_start_ns + self.slot_ns {
-            return;
-        }
-        let steps = (now_ns - self.current_start_ns) / self.slot_ns;
-        if steps >= self.slots.len() as u64 {
-            for s in &mut self.slots {
-                s.reset();
-            }
-            self.total.reset();
-            self.current_start_ns = now_ns;
-            return;
-        }
-        for _ in 0..steps {
-            self.current = (self.current + 1) % self.slots.len();
-            let old = &mut self.slots[self.current];
-            if !old.is_empty() {
-                // Counts in `old` were all added to `total`, so this cannot underflow.
-                let _ = self.total.subtract(&*old);
-                old.reset();
-            }
-        }
-        self.current_start_ns += steps * self.slot_ns;
     }
 
     /// Record a sample taken at `now_ns`.
     pub fn record(&mut self, now_ns: u64, owd_ns: u64) {
-        self.rotate(now_ns);
-        let v = owd_ns.clamp(1, HIST_MAX_NS);
-        let _ = self.slots[self.current].record(v);
-        let _ = self.total.record(v);
+        if self.samples.len() >= self.cfg.max_samples.max(1) {
+            self.samples.pop_front();
+            self.dropped += 1;
+        }
+        self.samples.push_back((now_ns, owd_ns));
     }
 
     /// The percentile over the window ending at `now_ns`; `None` when empty.
     pub fn estimate(&mut self, now_ns: u64) -> Option<u64> {
-        self.rotate(now_ns);
-        if self.total.is_empty() {
-            None
-        } else {
-            Some(self.total.value_at_percentile(self.cfg.percentile))
+        self.expire(now_ns);
+        if self.samples.is_empty() {
+            return None;
         }
+        self.scratch.clear();
+        self.scratch.extend(self.samples.iter().map(|(_, v)| *v));
+        let n = self.scratch.len();
+        let rank = ((self.cfg.percentile / 100.0 * n as f64).ceil() as usize).clamp(1, n) - 1;
+        Some(*self.scratch.select_nth_unstable(rank).1)
     }
 
-    /// Samples in the current window.
+    /// Samples in the current window (as of the last call).
     pub fn samples(&self) -> u64 {
-        self.total.len()
+        self.samples.len() as u64
     }
 }
 
@@ -235,6 +207,11 @@ impl DeadlineState {
             last_deadline_ns: 0,
         }
     }
+    /// Replace the rule (e.g. a tuner moving the offset); the monotonicity
+    /// of deadlines is kept across the change.
+    pub fn set_policy(&mut self, policy: DeadlinePolicy) {
+        self.policy = policy;
+    }
     /// Take the tree's reduced estimate (from the root proxy's report).
     pub fn handle_report(&mut self, report: DelayReport) {
         if report.samples > 0 {
@@ -323,23 +300,21 @@ mod tests {
     #[test]
     fn percentile_of_window() {
         let mut e = OwdEstimator::new(EstimatorConfig {
-            window_ns: 10_000_000,
-            slots: 10,
             percentile: 90.0,
+            ..Default::default()
         });
         for i in 0..1000u64 {
             e.record(i * 1000, (i % 100 + 1) * 1000);
         }
         let est = e.estimate(1_000_000).unwrap();
-        assert!((89_000..=92_000).contains(&est), "{est}");
+        assert_eq!(est, 90_000);
     }
 
     #[test]
     fn old_samples_expire() {
         let mut e = OwdEstimator::new(EstimatorConfig {
-            window_ns: 10_000_000,
-            slots: 10,
             percentile: 99.0,
+            ..Default::default()
         });
         for i in 0..100 {
             e.record(i * 10_000, 500_000);
@@ -357,17 +332,22 @@ mod tests {
     #[test]
     fn partial_expiry_keeps_recent_slots() {
         let mut e = OwdEstimator::new(EstimatorConfig {
-            window_ns: 10_000_000,
-            slots: 10,
             percentile: 100.0,
+            max_samples: 3,
+            ..Default::default()
         });
         e.record(0, 900_000);
         e.record(5_000_000, 100_000);
-        assert!(e.estimate(9_000_000).unwrap() >= 890_000);
-        // At 10.5 ms the first slot (0..1 ms) expired, the 5 ms one did not.
-        let v = e.estimate(10_500_000).unwrap();
-        assert!((99_000..=101_000).contains(&v), "{v}");
+        assert_eq!(e.estimate(9_000_000), Some(900_000));
+        // At 10.5 ms the sample from 0 ms expired, the 5 ms one did not.
+        assert_eq!(e.estimate(10_500_000), Some(100_000));
         assert_eq!(e.samples(), 1);
+        // The ring is bounded.
+        for i in 0..10 {
+            e.record(11_000_000 + i, i);
+        }
+        assert_eq!(e.samples(), 3);
+        assert_eq!(e.estimate(11_000_010), Some(9));
     }
 
     #[test]

@@ -24,6 +24,7 @@
 pub mod clock;
 pub mod config;
 pub mod deadline;
+pub mod dedup;
 pub mod metrics;
 pub mod model;
 pub mod plan;

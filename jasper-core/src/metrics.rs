@@ -29,7 +29,7 @@ pub fn histogram() -> Histogram<u64> {
 /// Record a value, clamped into the histogram's range.
 #[inline]
 pub fn record(h: &mut Histogram<u64>, v: u64) {
-    let _ = h.record(v.clamp(1, MAX_NS));
+    let _ = h.record(v.min(MAX_NS));
 }
 
 /// Summary of one distribution.
@@ -289,6 +289,14 @@ impl Collector {
     /// The OWD histogram (for plots).
     pub fn owd_histogram(&self) -> &Histogram<u64> {
         &self.owd
+    }
+
+    /// DWS of message `msg` (`None` when nobody got it).
+    pub fn dws_at(&self, msg: u64) -> Option<u64> {
+        self.msgs
+            .get(msg as usize)
+            .filter(|a| a.got > 0)
+            .map(|a| a.max_handed - a.min_handed)
     }
 
     /// DWS values per message (for plots), in message order.

@@ -14,7 +14,10 @@
 
 use serde::{Deserialize, Serialize};
 
+use std::collections::VecDeque;
+
 use crate::deadline::Reducer;
+use crate::dedup::{Seen, SeqWindow};
 use crate::plan::{ForwardingTable, NodeId};
 use crate::wire::{Body, DelayReport, Kind, Packet, Repr};
 
@@ -28,6 +31,8 @@ pub struct ProxyConfig {
     pub stale_after_ns: u64,
     /// Packets that already went through this many proxies are dropped (loop guard).
     pub max_hops: u8,
+    /// Hedged-copy suppression window per stream, in packets' first sequences.
+    pub dedup_window: u64,
 }
 
 impl Default for ProxyConfig {
@@ -36,6 +41,7 @@ impl Default for ProxyConfig {
             report_interval_ns: 1_000_000,
             stale_after_ns: 100_000_000,
             max_hops: 32,
+            dedup_window: 1 << 16,
         }
     }
 }
@@ -61,6 +67,8 @@ pub struct ProxyStats {
     pub dropped_stranger: u64,
     /// Dropped: a kind proxies do not handle (retransmit requests).
     pub dropped_unsupported: u64,
+    /// Hedged copies dropped because an earlier copy was already forwarded.
+    pub dropped_duplicate: u64,
 }
 
 /// What to do with a packet.
@@ -86,6 +94,10 @@ pub struct ProxyCore {
     reducer: Reducer,
     next_report_ns: Option<u64>,
     stats: ProxyStats,
+    /// (stream, session, first sequences forwarded).
+    seen_data: Vec<(u32, u32, SeqWindow)>,
+    /// Recently forwarded heartbeats and control packets (kind, stream, seq, send time).
+    seen_other: VecDeque<(u8, u32, u64, u64)>,
 }
 
 impl ProxyCore {
@@ -99,6 +111,8 @@ impl ProxyCore {
             reducer,
             next_report_ns: None,
             stats: ProxyStats::default(),
+            seen_data: Vec::new(),
+            seen_other: VecDeque::new(),
         }
     }
 
@@ -136,6 +150,11 @@ impl ProxyCore {
                     self.stats.dropped_hop_limit += 1;
                     return Verdict::Dropped("hop_limit");
                 }
+                // Every node keeps only the first of its hedged copies.
+                if !self.first_copy(kind, p.stream(), p.session(), p.seq(), p.send_time_ns()) {
+                    self.stats.dropped_duplicate += 1;
+                    return Verdict::Dropped("duplicate");
+                }
                 p.set_path(self.path_tag);
                 p.set_hops(p.hops() + 1);
                 let key = p.seq();
@@ -166,6 +185,46 @@ impl ProxyCore {
                 Verdict::Dropped("unsupported")
             }
         }
+    }
+
+    fn first_copy(
+        &mut self,
+        kind: Kind,
+        stream: u32,
+        session: u32,
+        seq: u64,
+        send_time: u64,
+    ) -> bool {
+        if matches!(kind, Kind::Data | Kind::RetransmitData) {
+            let i = match self.seen_data.iter().position(|(s, _, _)| *s == stream) {
+                Some(i) if self.seen_data[i].1 >= session => i,
+                Some(i) => {
+                    self.seen_data[i] = (stream, session, SeqWindow::new(self.cfg.dedup_window, 0));
+                    i
+                }
+                None => {
+                    self.seen_data.push((
+                        stream,
+                        session,
+                        SeqWindow::new(self.cfg.dedup_window, 0),
+                    ));
+                    self.seen_data.len() - 1
+                }
+            };
+            if self.seen_data[i].1 > session {
+                return false;
+            }
+            return self.seen_data[i].2.insert(seq) == Seen::New;
+        }
+        let id = (kind as u8, stream, seq, send_time);
+        if self.seen_other.contains(&id) {
+            return false;
+        }
+        if self.seen_other.len() >= 64 {
+            self.seen_other.pop_front();
+        }
+        self.seen_other.push_back(id);
+        true
     }
 
     fn copies(&self, key: u64) -> usize {
@@ -236,6 +295,51 @@ mod tests {
         assert_eq!(dsts.len(), 8, "(H+1)·F copies");
         assert_eq!(dsts.iter().filter(|d| d.1).count(), 4);
         assert_eq!(core.stats().copies_out, 8);
+    }
+
+    #[test]
+    fn forwards_only_the_first_hedged_copy() {
+        let p = plan();
+        let px = p.levels[1][0];
+        let mut core = ProxyCore::new(p.tables[px as usize].clone(), ProxyConfig::default());
+        let mut buf = [0u8; 256];
+        let mut b = DataBuilder::new(&mut buf, 256).unwrap();
+        b.push(b"m").unwrap();
+        let mut h = Header::new(Kind::Data);
+        h.seq = 9;
+        let n = b.finish(&h);
+        let copy = buf;
+        assert!(matches!(
+            core.handle_packet(0, &mut buf[..n]),
+            Verdict::Forward { .. }
+        ));
+        let mut again = copy;
+        assert_eq!(
+            core.handle_packet(0, &mut again[..n]),
+            Verdict::Dropped("duplicate")
+        );
+        // Heartbeats: identical copies dropped, the next one forwarded.
+        let mut hb = Header::new(Kind::Heartbeat);
+        hb.seq = 10;
+        hb.send_time_ns = 5;
+        let mut x = [0u8; 64];
+        let m = crate::wire::emit_empty(&hb, &mut x).unwrap();
+        let y = x;
+        assert!(matches!(
+            core.handle_packet(0, &mut x[..m]),
+            Verdict::Forward { .. }
+        ));
+        assert_eq!(
+            core.handle_packet(0, &mut { y }[..m]),
+            Verdict::Dropped("duplicate")
+        );
+        hb.send_time_ns = 6;
+        let m = crate::wire::emit_empty(&hb, &mut x).unwrap();
+        assert!(matches!(
+            core.handle_packet(0, &mut x[..m]),
+            Verdict::Forward { .. }
+        ));
+        assert_eq!(core.stats().dropped_duplicate, 2);
     }
 
     #[test]

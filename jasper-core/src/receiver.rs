@@ -32,6 +32,7 @@ use std::collections::{BinaryHeap, VecDeque};
 use serde::{Deserialize, Serialize};
 
 use crate::deadline::{EstimatorConfig, OwdEstimator};
+use crate::dedup::{Seen, SeqWindow};
 use crate::plan::NodeId;
 use crate::wire::{self, Body, ControlOp, DelayReport, Kind, Repr};
 
@@ -178,10 +179,8 @@ pub enum Event {
 struct StreamState {
     stream: u32,
     session: u32,
-    /// Every sequence below `base` is decided (released, held or given up).
-    base: u64,
-    /// Bit `s % window` set = sequence `s` seen, for `base <= s < base + window`.
-    bits: Vec<u64>,
+    /// Sequences seen (bounded window); below its base = decided.
+    seen: SeqWindow,
     /// One past the highest sequence known to exist.
     next_expected: u64,
     /// End of session already reported.
@@ -193,43 +192,10 @@ impl StreamState {
         StreamState {
             stream,
             session,
-            base: start,
-            bits: vec![0; (window / 64).max(1) as usize],
+            seen: SeqWindow::new(window, start),
             next_expected: start,
             ended: false,
         }
-    }
-    fn window(&self) -> u64 {
-        self.bits.len() as u64 * 64
-    }
-    fn bit(&self, seq: u64) -> bool {
-        let i = seq % self.window();
-        self.bits[(i / 64) as usize] & (1 << (i % 64)) != 0
-    }
-    fn set(&mut self, seq: u64, on: bool) {
-        let i = seq % self.window();
-        let w = &mut self.bits[(i / 64) as usize];
-        if on {
-            *w |= 1 << (i % 64);
-        } else {
-            *w &= !(1 << (i % 64));
-        }
-    }
-    /// Slide so that `seq` fits in the window.
-    fn slide_to(&mut self, seq: u64) {
-        let w = self.window();
-        if seq - self.base < w {
-            return;
-        }
-        let new_base = seq - (w - 1);
-        if new_base - self.base >= w {
-            self.bits.iter_mut().for_each(|b| *b = 0);
-        } else {
-            for s in self.base..new_base {
-                self.set(s, false);
-            }
-        }
-        self.base = new_base;
     }
 }
 
@@ -466,16 +432,17 @@ impl Receiver {
     /// Duplicate suppression and gap tracking for one sequence; true when new.
     fn accept(&mut self, si: usize, seq: u64) -> bool {
         let s = &mut self.streams[si];
-        if seq < s.base {
-            self.stats.stale += 1;
-            return false;
+        match s.seen.insert(seq) {
+            Seen::Stale => {
+                self.stats.stale += 1;
+                return false;
+            }
+            Seen::Duplicate => {
+                self.stats.duplicates += 1;
+                return false;
+            }
+            Seen::New => {}
         }
-        s.slide_to(seq);
-        if s.bit(seq) {
-            self.stats.duplicates += 1;
-            return false;
-        }
-        s.set(seq, true);
         if seq > s.next_expected {
             let count = seq - s.next_expected;
             self.events.push_back(Event::Gap {

@@ -140,6 +140,10 @@ impl SenderCore {
     pub fn offset_ns(&self, own_bound_ns: u64) -> u64 {
         self.deadline.offset_ns(own_bound_ns)
     }
+    /// Replace the deadline rule (keeps deadlines monotone).
+    pub fn set_deadline_policy(&mut self, policy: DeadlinePolicy) {
+        self.deadline.set_policy(policy);
+    }
     /// The tree's latest reduced estimate.
     pub fn estimate(&self) -> Option<wire::DelayReport> {
         self.deadline.estimate()

@@ -61,6 +61,7 @@ pub struct ReceiverNode {
     spin_ns: u64,
     idle: (IdleStrategy, u64),
     ended: bool,
+    ended_at: Option<std::time::Instant>,
     gaps: Vec<Event>,
 }
 
@@ -120,6 +121,7 @@ impl ReceiverNode {
             spin_ns: cfg.receiver.spin_ns,
             idle: (cfg.backend.idle, cfg.backend.max_sleep_us),
             ended: false,
+            ended_at: None,
             gaps: Vec::new(),
         })
     }
@@ -146,6 +148,7 @@ impl ReceiverNode {
             match e {
                 Event::EndOfSession { next_seq, .. } => {
                     self.ended = true;
+                    self.ended_at = Some(std::time::Instant::now());
                     if let Some(m) = &mut self.mold {
                         m.end_of_session(next_seq);
                     }
@@ -198,9 +201,16 @@ impl ReceiverNode {
             .map(|d| self.clock.host_time_of(d))
     }
 
-    /// The session ended and nothing is held.
+    /// The session ended, nothing is held, and every sequence arrived — or
+    /// 200 ms passed since the end-of-session notice (which can overtake
+    /// the last data packets) for the missing ones to show up.
     pub fn finished(&self) -> bool {
-        self.ended && self.core.held() == 0
+        let st = self.core.stats();
+        let complete = st.gaps_detected == st.gaps_filled;
+        let grace_over = self
+            .ended_at
+            .is_some_and(|t| t.elapsed() >= std::time::Duration::from_millis(200));
+        self.ended && self.core.held() == 0 && (complete || grace_over)
     }
 
     /// Gaps seen (first 1024).

@@ -1,0 +1,44 @@
+//! Simulator speed: simulated events per second of wall time, per scheme, at
+//! N = 1000 and N = 10,000 receivers under the reference cloud model
+//! (target ≥ 1M events/s).
+//!
+//! Run: `cargo bench -p jasper-benches --bench sim_events` (args: receiver counts).
+
+use jasper_sim::{run, Scheme, SimParams};
+
+fn main() {
+    let args: Vec<usize> = std::env::args()
+        .skip(1)
+        .filter_map(|a| a.parse().ok())
+        .collect();
+    let sizes = if args.is_empty() {
+        vec![1000, 10_000]
+    } else {
+        args
+    };
+    println!(
+        "{:>8} {:<10} {:>12} {:>10} {:>12} {:>8} {:>10}",
+        "N", "scheme", "events", "wall s", "events/s", "P(F)", "OML p50"
+    );
+    for n in sizes {
+        let p = SimParams {
+            receivers: n,
+            messages: if n >= 10_000 { 300 } else { 1000 },
+            ..SimParams::default()
+        };
+        for s in [Scheme::Ours, Scheme::JasperV1] {
+            let r = run(s, &p).expect("run");
+            assert!(r.violations.is_empty(), "{:?}", r.violations);
+            println!(
+                "{:>8} {:<10} {:>12} {:>10.2} {:>11.2}M {:>7.2}% {:>8.1}µs",
+                n,
+                s.name(),
+                r.events,
+                r.wall_s,
+                r.events_per_s() / 1e6,
+                r.report.p_f * 100.0,
+                r.report.oml_ns_p50 as f64 / 1e3
+            );
+        }
+    }
+}

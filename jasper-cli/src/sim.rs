@@ -1,0 +1,282 @@
+//! `jasper sim`: the simulator's front end — the schemes side by side, JSON,
+//! CDF plot, and sweeps over N, depth, fanout and H.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::Args;
+use jasper_core::clock::ClockClass;
+use jasper_core::model::CloudModel;
+use jasper_sim::{run, Scheme, SchemeResult, SimParams};
+use serde_json::{json, Value};
+
+/// Flags of `jasper sim`.
+#[derive(Debug, Clone, Args)]
+pub struct SimArgs {
+    /// Receivers (MPs).
+    #[arg(long, default_value_t = 1000)]
+    pub receivers: usize,
+    /// Messages published.
+    #[arg(long, default_value_t = 1000)]
+    pub messages: u64,
+    /// Messages per second (the paper's 5000).
+    #[arg(long, default_value_t = 5000.0)]
+    pub rate: f64,
+    /// Seed; one seed reproduces a run exactly.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// direct | cloudex | jasper-v1 | ours | all
+    #[arg(long, default_value = "all")]
+    pub scheme: String,
+    /// Proxy levels (tree schemes; default round(log10 N)).
+    #[arg(long)]
+    pub depth: Option<u32>,
+    /// Children per proxy (default ≈ 10).
+    #[arg(long)]
+    pub fanout: Option<u32>,
+    /// Sibling hedging H (default 2).
+    #[arg(long)]
+    pub hedge: Option<u32>,
+    /// Round-robin spraying on/off (default: off for jasper-v1, on for ours).
+    #[arg(long)]
+    pub spray: Option<bool>,
+    /// Cloud model TOML (keys in docs/MODEL.md; default the reference model).
+    #[arg(long)]
+    pub model: Option<PathBuf>,
+    /// Clock class (overrides the model's).
+    #[arg(long)]
+    pub clock: Option<String>,
+    /// Write the results as JSON (one object per scheme under `schemes`).
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+    /// Write an SVG plot of the OWD and DWS CDFs.
+    #[arg(long)]
+    pub plot: Option<PathBuf>,
+    /// Sweep a parameter: `n=100,1000`, `depth=2,3`, `fanout=5,10`, `hedge=0,1,2` (repeatable; the product is run).
+    #[arg(long)]
+    pub sweep: Vec<String>,
+}
+
+fn scheme_json(r: &SchemeResult) -> Value {
+    let x = &r.report;
+    json!({
+        "p_f": x.p_f,
+        "oml_ns_p50": x.oml_ns_p50,
+        "oml_ns_p99": x.oml_ns_p99,
+        "dws_ns_p50": x.dws_ns_p50,
+        "dws_ns_p99": x.dws_ns_p99,
+        "dws_ns_max": x.dws_ns_max,
+        "late_fraction": x.late_fraction,
+        "holding_ns_mean": x.holding_ns.mean,
+        "owd_ns_mean": x.owd_ns.mean,
+        "owd_ns_std": x.owd_ns.std,
+        "missing": x.missing_total,
+        "duplicates": x.duplicates_total,
+        "clock_bound_ns": x.clock_bound_ns,
+        "fairness_threshold_ns": x.fairness_threshold_ns,
+        "events": r.events,
+        "events_per_s": r.events_per_s(),
+        "invariant_violations": r.violations,
+        "description": r.description,
+    })
+}
+
+fn print_table(results: &[SchemeResult]) {
+    println!(
+        "{:<10} {:>9} {:>10} {:>10} {:>10} {:>10} {:>10} {:>9} {:>10} {:>8} {:>10}",
+        "scheme",
+        "P(F)",
+        "OML p50",
+        "OML p99",
+        "DWS p50",
+        "DWS p99",
+        "hold mean",
+        "late",
+        "OWD mean",
+        "missing",
+        "events/s"
+    );
+    for r in results {
+        let x = &r.report;
+        println!(
+            "{:<10} {:>8.2}% {:>8.1}µs {:>8.1}µs {:>8.2}µs {:>8.1}µs {:>8.1}µs {:>8.3}% {:>8.1}µs {:>8} {:>9.2}M",
+            r.scheme.name(),
+            x.p_f * 100.0,
+            x.oml_ns_p50 as f64 / 1e3,
+            x.oml_ns_p99 as f64 / 1e3,
+            x.dws_ns_p50 as f64 / 1e3,
+            x.dws_ns_p99 as f64 / 1e3,
+            x.holding_ns.mean / 1e3,
+            x.late_fraction * 100.0,
+            x.owd_ns.mean / 1e3,
+            x.missing_total,
+            r.events_per_s() / 1e6
+        );
+    }
+    for r in results {
+        if !r.violations.is_empty() {
+            println!(
+                "INVARIANT VIOLATIONS in {} (seed reproduces): {}",
+                r.scheme.name(),
+                r.violations.join("; ")
+            );
+        }
+    }
+}
+
+fn run_all(schemes: &[Scheme], p: &SimParams) -> anyhow::Result<Vec<SchemeResult>> {
+    let mut out = Vec::new();
+    for s in schemes {
+        out.push(run(*s, p).map_err(|e| anyhow::anyhow!("{}: {e} (seed {})", s.name(), p.seed))?);
+    }
+    Ok(out)
+}
+
+/// Entry point of `jasper sim`.
+pub fn main(a: SimArgs) -> anyhow::Result<()> {
+    let schemes: Vec<Scheme> = if a.scheme == "all" {
+        Scheme::ALL.to_vec()
+    } else {
+        vec![Scheme::parse(&a.scheme).with_context(|| {
+            format!(
+                "unknown scheme {:?}: use direct, cloudex, jasper-v1, ours or all",
+                a.scheme
+            )
+        })?]
+    };
+    let mut model = match &a.model {
+        Some(p) => jasper_sim::model_file::load(p).map_err(anyhow::Error::msg)?,
+        None => CloudModel::default(),
+    };
+    if let Some(c) = &a.clock {
+        model.clock.class = ClockClass::parse(c)
+            .with_context(|| format!("unknown clock class {c:?}: use huygens, ptp or ntp"))?;
+    }
+    anyhow::ensure!(
+        a.receivers >= 1 && a.messages >= 1 && a.rate > 0.0,
+        "--receivers, --messages and --rate must be positive"
+    );
+    let base = SimParams {
+        receivers: a.receivers,
+        messages: a.messages,
+        rate: a.rate,
+        seed: a.seed,
+        depth: a.depth,
+        fanout: a.fanout,
+        hedge: a.hedge,
+        spray: a.spray,
+        model,
+        faults: Default::default(),
+    };
+    if !a.sweep.is_empty() {
+        return sweep(&a, &schemes, &base);
+    }
+    println!(
+        "simulating {} receivers, {} messages at {} msg/s, seed {} (model: {})",
+        a.receivers,
+        a.messages,
+        a.rate,
+        a.seed,
+        a.model
+            .as_ref()
+            .map_or("reference cloud model".into(), |p| p.display().to_string())
+    );
+    let results = run_all(&schemes, &base)?;
+    for r in &results {
+        println!("  {}", r.description);
+    }
+    print_table(&results);
+    println!(
+        "P(F) = share of messages whose DWS ≤ {} ns (2 × the {} ns clock bound)",
+        results[0].report.fairness_threshold_ns, results[0].report.clock_bound_ns
+    );
+    if let Some(path) = &a.json {
+        let mut schemes = serde_json::Map::new();
+        for r in &results {
+            schemes.insert(r.scheme.name().into(), scheme_json(r));
+        }
+        let v = json!({
+            "receivers": a.receivers, "messages": a.messages, "rate": a.rate, "seed": a.seed,
+            "schemes": schemes,
+        });
+        std::fs::write(path, serde_json::to_string_pretty(&v)?)
+            .with_context(|| format!("cannot write {}", path.display()))?;
+        println!("results written to {}", path.display());
+    }
+    if let Some(path) = &a.plot {
+        let series: Vec<_> = results
+            .iter()
+            .map(|r| (r.scheme.name(), &r.collector, r.report.messages_published))
+            .collect();
+        crate::plot::cdf_svg(path, &series)?;
+        println!("plot written to {}", path.display());
+    }
+    if results.iter().any(|r| !r.violations.is_empty()) {
+        anyhow::bail!("invariant violations (seed {})", a.seed);
+    }
+    Ok(())
+}
+
+fn sweep(a: &SimArgs, schemes: &[Scheme], base: &SimParams) -> anyhow::Result<()> {
+    let mut axes: Vec<(String, Vec<u64>)> = Vec::new();
+    for s in &a.sweep {
+        let (k, vs) = s.split_once('=').with_context(|| {
+            format!("--sweep {s:?}: write KEY=V1,V2 (keys n, depth, fanout, hedge)")
+        })?;
+        anyhow::ensure!(
+            ["n", "depth", "fanout", "hedge"].contains(&k),
+            "--sweep key {k:?}: use n, depth, fanout or hedge"
+        );
+        let vals = vs
+            .split(',')
+            .map(|v| v.trim().parse::<u64>())
+            .collect::<Result<Vec<_>, _>>()
+            .with_context(|| format!("--sweep {s:?}: values must be integers"))?;
+        axes.push((k.to_string(), vals));
+    }
+    let mut combos: Vec<Vec<(String, u64)>> = vec![Vec::new()];
+    for (k, vals) in &axes {
+        combos = combos
+            .into_iter()
+            .flat_map(|c| {
+                vals.iter()
+                    .map(move |v| [c.clone(), vec![(k.clone(), *v)]].concat())
+            })
+            .collect();
+    }
+    let mut rows = Vec::new();
+    for c in combos {
+        let mut p = base.clone();
+        for (k, v) in &c {
+            match k.as_str() {
+                "n" => p.receivers = *v as usize,
+                "depth" => p.depth = Some(*v as u32),
+                "fanout" => p.fanout = Some(*v as u32),
+                _ => p.hedge = Some(*v as u32),
+            }
+        }
+        let label = c
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join(" ");
+        println!("== {label}");
+        match run_all(schemes, &p) {
+            Ok(results) => {
+                print_table(&results);
+                let mut o = serde_json::Map::new();
+                for r in &results {
+                    o.insert(r.scheme.name().into(), scheme_json(r));
+                }
+                rows.push(json!({"params": label, "schemes": o}));
+            }
+            Err(e) => println!("   skipped: {e}"),
+        }
+    }
+    if let Some(path) = &a.json {
+        std::fs::write(path, serde_json::to_string_pretty(&json!({"sweep": rows}))?)
+            .with_context(|| format!("cannot write {}", path.display()))?;
+        println!("results written to {}", path.display());
+    }
+    Ok(())
+}
