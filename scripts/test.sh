@@ -21,8 +21,8 @@ fi
 echo "== cargo fmt --check"
 cargo fmt --all --check
 echo "== cargo clippy (all crates, DPDK included)"
-cargo clippy --workspace --all-targets -- -D warnings
+cargo clippy --workspace --all-targets --all-features -- -D warnings
 echo "== tests (one process per test: DPDK's EAL initializes once per process)"
-cargo nextest run --workspace --no-fail-fast "$@"
+cargo nextest run --workspace --all-features --no-fail-fast "$@"
 echo "== doc tests"
-cargo test --workspace --doc
+cargo test --workspace --all-features --doc

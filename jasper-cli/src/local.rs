@@ -320,14 +320,14 @@ fn wait_all(children: &mut [Managed], timeout: Duration) -> bool {
 }
 
 /// A synthetic ITCH 5.0-like "add order" feed (big-endian fields).
-struct Feed {
-    size: usize,
-    order_ref: u64,
-    x: u64,
+pub(crate) struct Feed {
+    pub(crate) size: usize,
+    pub(crate) order_ref: u64,
+    pub(crate) x: u64,
 }
 
 impl Feed {
-    fn fill(&mut self, buf: &mut Vec<u8>, ts_ns: u64) {
+    pub(crate) fn fill(&mut self, buf: &mut Vec<u8>, ts_ns: u64) {
         buf.clear();
         self.order_ref += 1;
         self.x ^= self.x << 13;

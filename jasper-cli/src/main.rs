@@ -40,6 +40,21 @@ enum Cmd {
     Plan(PlanArgs),
     /// Simulate the schemes at scale under the reference cloud model (deterministic, seeded).
     Sim(sim::SimArgs),
+    /// Publish a synthetic ITCH-like feed from a sender config (test a deployed tree).
+    Publish {
+        /// Sender config written by `jasper plan`.
+        #[arg(long)]
+        config: PathBuf,
+        /// Messages to publish.
+        #[arg(long, default_value_t = 10_000)]
+        count: u64,
+        /// Messages per second.
+        #[arg(long, default_value_t = 5_000)]
+        rate: u64,
+        /// Heartbeats only for this long first (lets proxies resolve ARP).
+        #[arg(long, default_value_t = 0)]
+        warmup_ms: u64,
+    },
     /// Run one proxy from its config (as `jasper-proxy`).
     Node {
         /// Node config.
@@ -177,6 +192,48 @@ fn node_cmd(config: PathBuf, managed: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
+fn publish_cmd(config: PathBuf, count: u64, rate: u64, warmup_ms: u64) -> anyhow::Result<()> {
+    use std::time::{Duration, Instant};
+    let cfg = load(&config, NodeRole::Sender)?;
+    anyhow::ensure!(rate > 0, "--rate must be positive");
+    let mut p = jasper_sender::Publisher::from_node_config(&cfg, jasper_proxy::dpdk_opener())
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let warm = Instant::now();
+    while warm.elapsed() < Duration::from_millis(warmup_ms) {
+        p.service();
+        std::thread::sleep(Duration::from_micros(200));
+    }
+    let mut feed = local::Feed {
+        size: 36,
+        order_ref: 0,
+        x: 0x9E37_79B9_7F4A_7C15,
+    };
+    let mut msg = Vec::with_capacity(36);
+    let start = Instant::now();
+    for i in 0..count {
+        let due = Duration::from_secs_f64(i as f64 / rate as f64);
+        while start.elapsed() < due {
+            p.service();
+            std::hint::spin_loop();
+        }
+        feed.fill(&mut msg, jasper_io::host_now_ns());
+        p.publish(&msg)
+            .map_err(|e| anyhow::anyhow!("publish: {e}"))?;
+    }
+    p.end_session();
+    let drain = Instant::now();
+    while drain.elapsed() < Duration::from_millis(100) {
+        p.service();
+        std::thread::sleep(Duration::from_micros(200));
+    }
+    println!(
+        "published {count} messages in {:.3} s; {}",
+        start.elapsed().as_secs_f64(),
+        serde_json::to_string(p.stats())?
+    );
+    Ok(())
+}
+
 fn receivers_cmd(
     config: Vec<PathBuf>,
     results: PathBuf,
@@ -231,6 +288,12 @@ fn real_main() -> anyhow::Result<()> {
         Cmd::Plan(a) => plan_cmd(a),
         Cmd::Sim(a) => sim::main(a),
         Cmd::Node { config, managed } => node_cmd(config, managed),
+        Cmd::Publish {
+            config,
+            count,
+            rate,
+            warmup_ms,
+        } => publish_cmd(config, count, rate, warmup_ms),
         Cmd::Receivers {
             config,
             results,

@@ -154,9 +154,16 @@ impl ProxyNode {
     }
 }
 
-/// The DPDK opener when built with DPDK support.
+/// The DPDK opener when built with `--features dpdk`.
 pub fn dpdk_opener() -> Option<jasper_io::node::DpdkOpener> {
-    None
+    #[cfg(feature = "dpdk")]
+    {
+        Some(jasper_dpdk::open_backend)
+    }
+    #[cfg(not(feature = "dpdk"))]
+    {
+        None
+    }
 }
 
 #[cfg(test)]

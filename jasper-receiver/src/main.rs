@@ -40,7 +40,11 @@ fn real_main() -> anyhow::Result<()> {
             path.display(),
             cfg.node.role
         );
-        nodes.push(ReceiverNode::open(&cfg, None).map_err(anyhow::Error::msg)?);
+        #[cfg(feature = "dpdk")]
+        let dpdk: Option<jasper_io::node::DpdkOpener> = Some(jasper_dpdk::open_backend);
+        #[cfg(not(feature = "dpdk"))]
+        let dpdk: Option<jasper_io::node::DpdkOpener> = None;
+        nodes.push(ReceiverNode::open(&cfg, dpdk).map_err(anyhow::Error::msg)?);
     }
     for n in &nodes {
         println!("ready {} {:?}", n.name(), n.local_addrs());

@@ -1,0 +1,338 @@
+//! The DPDK backend of the packet I/O trait.
+
+use std::collections::HashMap;
+use std::io;
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::ptr::NonNull;
+use std::time::{Duration, Instant};
+
+use jasper_ffi as ffi;
+use jasper_io::{host_now_ns, Capabilities, IoCounters, PacketIo, RxMeta};
+
+use crate::eal::{Eal, Port};
+use crate::mbuf::{Mbuf, Mempool};
+use crate::net::{self, Frame, Route, HDR_LEN};
+use crate::DpdkError;
+
+const MAX_BURST: usize = 64;
+const TX_RETRIES: u32 = 32;
+
+/// DPDK-specific counters.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DpdkCounters {
+    /// UDP frames for another address or port.
+    pub rx_not_for_us: u64,
+    /// Frames that are neither IPv4/UDP nor ARP, or malformed.
+    pub rx_other: u64,
+    /// Multi-segment frames (not supported on receive).
+    pub rx_multiseg: u64,
+    /// ARP frames received.
+    pub arp_rx: u64,
+    /// ARP replies sent.
+    pub arp_replies: u64,
+    /// ARP requests sent.
+    pub arp_requests: u64,
+    /// Copies dropped because the next hop's MAC is unknown (yet).
+    pub arp_miss: u64,
+    /// Mbuf allocation failures.
+    pub alloc_fail: u64,
+}
+
+struct RxPkt {
+    mbuf: Mbuf,
+    meta: RxMeta,
+    off: usize,
+    len: usize,
+}
+
+/// DPDK port as a packet I/O backend (IPv4/UDP, one queue).
+///
+/// Field order is drop order: mbufs first, then the port, then the pool.
+pub struct DpdkBackend {
+    rx: Vec<RxPkt>,
+    tx: Vec<Mbuf>,
+    port: Port,
+    pool: Mempool,
+    ip: Ipv4Addr,
+    udp_port: u16,
+    mac: [u8; 6],
+    arp: HashMap<Ipv4Addr, [u8; 6]>,
+    arp_asked: HashMap<Ipv4Addr, Instant>,
+    ip_id: u16,
+    burst: usize,
+    io: IoCounters,
+    dpdk: DpdkCounters,
+}
+
+impl std::fmt::Debug for DpdkBackend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DpdkBackend")
+            .field("port", &self.port.id())
+            .field("ip", &self.ip)
+            .field("udp_port", &self.udp_port)
+            .finish()
+    }
+}
+
+impl DpdkBackend {
+    /// Start `port` with a pool of `mbufs`, serving `ip:udp_port`.
+    pub fn open(
+        eal: &Eal,
+        port: u16,
+        ip: Ipv4Addr,
+        udp_port: u16,
+        mbufs: u32,
+        burst: usize,
+        static_arp: &[(Ipv4Addr, [u8; 6])],
+    ) -> Result<Self, DpdkError> {
+        let pool = Mempool::new(eal, &format!("jasper_p{port}"), mbufs)?;
+        let p = Port::start(eal, port, &pool)?;
+        Ok(DpdkBackend {
+            rx: Vec::with_capacity(MAX_BURST),
+            tx: Vec::with_capacity(4 * MAX_BURST),
+            mac: p.mac(),
+            port: p,
+            pool,
+            ip,
+            udp_port,
+            arp: static_arp.iter().copied().collect(),
+            arp_asked: HashMap::new(),
+            ip_id: 0,
+            burst: burst.clamp(1, MAX_BURST),
+            io: IoCounters::default(),
+            dpdk: DpdkCounters::default(),
+        })
+    }
+
+    /// DPDK-specific counters.
+    pub fn dpdk_counters(&self) -> DpdkCounters {
+        self.dpdk
+    }
+    /// Mbufs currently allocated from this backend's pool.
+    pub fn mbufs_in_use(&self) -> u32 {
+        self.pool.in_use()
+    }
+    /// This port's MAC.
+    pub fn mac(&self) -> [u8; 6] {
+        self.mac
+    }
+    /// Add or replace an ARP entry.
+    pub fn add_arp(&mut self, ip: Ipv4Addr, mac: [u8; 6]) {
+        self.arp.insert(ip, mac);
+    }
+
+    fn arp_request(&mut self, ip: Ipv4Addr) {
+        if self
+            .arp_asked
+            .get(&ip)
+            .is_some_and(|t| t.elapsed() < Duration::from_millis(100))
+        {
+            return;
+        }
+        self.arp_asked.insert(ip, Instant::now());
+        let Some(mut m) = self.pool.alloc() else {
+            self.dpdk.alloc_fail += 1;
+            return;
+        };
+        if let Some(f) = m.append(42) {
+            net::write_arp(f, 1, self.mac, self.ip, None, ip);
+            self.tx.push(m);
+            self.dpdk.arp_requests += 1;
+        }
+    }
+
+    fn route(&mut self, dst: SocketAddr) -> Option<Route> {
+        let SocketAddr::V4(d) = dst else {
+            self.io.tx_dropped += 1;
+            return None;
+        };
+        match self.arp.get(d.ip()) {
+            Some(mac) => Some(Route {
+                src_mac: self.mac,
+                dst_mac: *mac,
+                src_ip: self.ip,
+                dst_ip: *d.ip(),
+                src_port: self.udp_port,
+                dst_port: d.port(),
+            }),
+            None => {
+                self.dpdk.arp_miss += 1;
+                self.io.tx_dropped += 1;
+                self.arp_request(*d.ip());
+                None
+            }
+        }
+    }
+
+    fn next_id(&mut self) -> u16 {
+        self.ip_id = self.ip_id.wrapping_add(1);
+        self.ip_id
+    }
+}
+
+impl PacketIo for DpdkBackend {
+    fn recv_burst(&mut self) -> io::Result<usize> {
+        self.rx.clear();
+        let mut arr: [*mut ffi::rte_mbuf; MAX_BURST] = [std::ptr::null_mut(); MAX_BURST];
+        // SAFETY: the port is started; `arr` has room for `burst` pointers.
+        let n =
+            unsafe { ffi::jasper_rx_burst(self.port.id(), 0, arr.as_mut_ptr(), self.burst as u16) }
+                as usize;
+        let now = host_now_ns();
+        for p in arr.iter().take(n) {
+            let Some(nn) = NonNull::new(*p) else { continue };
+            // SAFETY: rx_burst handed us ownership of this mbuf.
+            let mbuf = unsafe { Mbuf::from_raw(nn) };
+            if mbuf.segments() > 1 {
+                self.dpdk.rx_multiseg += 1;
+                continue;
+            }
+            self.io.rx_packets += 1;
+            self.io.rx_bytes += mbuf.pkt_len() as u64;
+            match net::parse(mbuf.data()) {
+                Frame::Udp(u) if u.dst_ip == self.ip && u.dst_port == self.udp_port => {
+                    self.arp.entry(u.src_ip).or_insert(u.src_mac);
+                    self.rx.push(RxPkt {
+                        meta: RxMeta {
+                            src: SocketAddr::V4(SocketAddrV4::new(u.src_ip, u.src_port)),
+                            endpoint: 0,
+                            host_rx_ns: now,
+                            hw_or_kernel_ts: false,
+                        },
+                        off: u.payload_off,
+                        len: u.payload_len,
+                        mbuf,
+                    });
+                }
+                Frame::Udp(_) => self.dpdk.rx_not_for_us += 1,
+                Frame::Arp { op, sha, spa, tpa } => {
+                    self.dpdk.arp_rx += 1;
+                    self.arp.insert(spa, sha);
+                    if op == 1 && tpa == self.ip {
+                        match self.pool.alloc() {
+                            Some(mut m) => {
+                                if let Some(f) = m.append(42) {
+                                    net::write_arp(f, 2, self.mac, self.ip, Some(sha), spa);
+                                    self.tx.push(m);
+                                    self.dpdk.arp_replies += 1;
+                                }
+                            }
+                            None => self.dpdk.alloc_fail += 1,
+                        }
+                    }
+                }
+                Frame::Other(_) => self.dpdk.rx_other += 1,
+            }
+        }
+        Ok(self.rx.len())
+    }
+
+    fn rx(&mut self, i: usize) -> (RxMeta, &mut [u8]) {
+        let p = &mut self.rx[i];
+        let (off, len) = (p.off, p.len);
+        (p.meta, &mut p.mbuf.data_mut()[off..off + len])
+    }
+
+    fn forward(&mut self, i: usize, dsts: &[SocketAddr]) {
+        let (off, len) = (self.rx[i].off, self.rx[i].len);
+        let sum = net::sum16(&self.rx[i].mbuf.data()[off..off + len]);
+        for d in dsts {
+            let Some(route) = self.route(*d) else {
+                continue;
+            };
+            let id = self.next_id();
+            let (Some(mut hdr), Some(mut body)) = (
+                self.pool.alloc(),
+                self.rx[i].mbuf.clone_indirect(&self.pool),
+            ) else {
+                self.dpdk.alloc_fail += 1;
+                self.io.tx_dropped += 1;
+                continue;
+            };
+            let Some(h) = hdr.append(HDR_LEN as u16) else {
+                self.io.tx_dropped += 1;
+                continue;
+            };
+            net::write_headers(h, &route, id, len, sum);
+            body.adj(off as u16);
+            body.truncate(len);
+            match hdr.chain(body) {
+                Ok(m) => self.tx.push(m),
+                Err(_) => self.io.tx_dropped += 1,
+            }
+        }
+    }
+
+    fn send_to(&mut self, bytes: &[u8], dst: SocketAddr) {
+        let Some(route) = self.route(dst) else { return };
+        let id = self.next_id();
+        let Some(mut m) = self.pool.alloc() else {
+            self.dpdk.alloc_fail += 1;
+            self.io.tx_dropped += 1;
+            return;
+        };
+        let Some(f) = m.append((HDR_LEN + bytes.len()).min(u16::MAX as usize) as u16) else {
+            self.io.tx_dropped += 1;
+            return;
+        };
+        net::write_headers(f, &route, id, bytes.len(), net::sum16(bytes));
+        f[HDR_LEN..].copy_from_slice(bytes);
+        self.tx.push(m);
+    }
+
+    fn flush(&mut self) -> io::Result<usize> {
+        let mut sent_total = 0;
+        while !self.tx.is_empty() {
+            let k = self.tx.len().min(MAX_BURST);
+            let mut arr: [*mut ffi::rte_mbuf; MAX_BURST] = [std::ptr::null_mut(); MAX_BURST];
+            let mut bytes = 0u64;
+            for (slot, m) in arr.iter_mut().zip(self.tx.drain(..k)) {
+                bytes += m.pkt_len() as u64;
+                *slot = m.into_raw();
+            }
+            let mut sent = 0usize;
+            let mut tries = 0;
+            while sent < k && tries < TX_RETRIES {
+                // SAFETY: arr[sent..k] are mbufs we own; tx_burst takes
+                // ownership of the ones it accepts.
+                sent += unsafe {
+                    ffi::jasper_tx_burst(
+                        self.port.id(),
+                        0,
+                        arr[sent..].as_mut_ptr(),
+                        (k - sent) as u16,
+                    )
+                } as usize;
+                tries += 1;
+            }
+            for p in &arr[sent..k] {
+                if let Some(nn) = NonNull::new(*p) {
+                    // SAFETY: not accepted by tx_burst, so still ours: free it.
+                    drop(unsafe { Mbuf::from_raw(nn) });
+                }
+            }
+            self.io.tx_packets += sent as u64;
+            self.io.tx_dropped += (k - sent) as u64;
+            self.io.tx_bytes += bytes;
+            sent_total += sent;
+        }
+        Ok(sent_total)
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            zero_copy_replication: true,
+            rx_timestamps: false,
+            max_burst: self.burst,
+            name: "dpdk",
+        }
+    }
+
+    fn counters(&self) -> IoCounters {
+        self.io
+    }
+
+    fn local_addrs(&self) -> Vec<SocketAddr> {
+        vec![SocketAddr::V4(SocketAddrV4::new(self.ip, self.udp_port))]
+    }
+}
