@@ -51,8 +51,13 @@ struct RxPkt {
 pub struct DpdkBackend {
     rx: Vec<RxPkt>,
     tx: Vec<Mbuf>,
+    hdrs: Vec<Mbuf>,
     port: Port,
     pool: Mempool,
+    /// Small mbufs for the per-copy Ethernet/IPv4/UDP headers.
+    hdr_pool: Mempool,
+    /// Data-less mbufs for the indirect clones of received payloads.
+    clone_pool: Mempool,
     ip: Ipv4Addr,
     udp_port: u16,
     mac: [u8; 6],
@@ -60,6 +65,7 @@ pub struct DpdkBackend {
     arp_asked: HashMap<Ipv4Addr, Instant>,
     ip_id: u16,
     burst: usize,
+    sent_since_flush: usize,
     io: IoCounters,
     dpdk: DpdkCounters,
 }
@@ -86,9 +92,15 @@ impl DpdkBackend {
         static_arp: &[(Ipv4Addr, [u8; 6])],
     ) -> Result<Self, DpdkError> {
         let pool = Mempool::new(eal, &format!("jasper_p{port}"), mbufs)?;
+        let room = (ffi::RTE_PKTMBUF_HEADROOM as usize + 64) as u16;
+        let hdr_pool = Mempool::with_data_room(eal, &format!("jasper_h{port}"), mbufs * 2, room)?;
+        let clone_pool = Mempool::with_data_room(eal, &format!("jasper_c{port}"), mbufs * 2, 0)?;
         let p = Port::start(eal, port, &pool)?;
         Ok(DpdkBackend {
             rx: Vec::with_capacity(MAX_BURST),
+            hdrs: Vec::with_capacity(MAX_BURST),
+            hdr_pool,
+            clone_pool,
             tx: Vec::with_capacity(4 * MAX_BURST),
             mac: p.mac(),
             port: p,
@@ -99,6 +111,7 @@ impl DpdkBackend {
             arp_asked: HashMap::new(),
             ip_id: 0,
             burst: burst.clamp(1, MAX_BURST),
+            sent_since_flush: 0,
             io: IoCounters::default(),
             dpdk: DpdkCounters::default(),
         })
@@ -108,14 +121,44 @@ impl DpdkBackend {
     pub fn dpdk_counters(&self) -> DpdkCounters {
         self.dpdk
     }
-    /// Mbufs currently allocated from this backend's pool.
+    /// Mbufs currently allocated from this backend's pools.
     pub fn mbufs_in_use(&self) -> u32 {
-        self.pool.in_use()
+        self.pool.in_use() + self.hdr_pool.in_use() + self.clone_pool.in_use()
     }
     /// This port's MAC.
     pub fn mac(&self) -> [u8; 6] {
         self.mac
     }
+    /// Test and benchmark hook: copy `frame` into an mbuf and classify it as
+    /// if the port had received it (appended to the current burst when it is
+    /// a UDP packet for us). Returns the packet's index for [`PacketIo::rx`].
+    pub fn inject(&mut self, frame: &[u8]) -> Option<usize> {
+        let mut m = self.pool.alloc()?;
+        m.append(frame.len() as u16)?.copy_from_slice(frame);
+        match net::parse(m.data()) {
+            Frame::Udp(u) if u.dst_ip == self.ip && u.dst_port == self.udp_port => {
+                self.rx.push(RxPkt {
+                    meta: RxMeta {
+                        src: SocketAddr::V4(SocketAddrV4::new(u.src_ip, u.src_port)),
+                        endpoint: 0,
+                        host_rx_ns: host_now_ns(),
+                        hw_or_kernel_ts: false,
+                    },
+                    off: u.payload_off,
+                    len: u.payload_len,
+                    mbuf: m,
+                });
+                Some(self.rx.len() - 1)
+            }
+            _ => None,
+        }
+    }
+
+    /// Release the current burst's mbufs without receiving (pairs with `inject`).
+    pub fn release_rx(&mut self) {
+        self.rx.clear();
+    }
+
     /// Add or replace an ARP entry.
     pub fn add_arp(&mut self, ip: Ipv4Addr, mac: [u8; 6]) {
         self.arp.insert(ip, mac);
@@ -167,6 +210,80 @@ impl DpdkBackend {
     fn next_id(&mut self) -> u16 {
         self.ip_id = self.ip_id.wrapping_add(1);
         self.ip_id
+    }
+}
+
+impl DpdkBackend {
+    /// One copy: header mbuf + indirect clone of the payload, chained.
+    fn forward_one(
+        &mut self,
+        i: usize,
+        d: SocketAddr,
+        mut hdr: Mbuf,
+        off: usize,
+        len: usize,
+        sum: u32,
+    ) {
+        let Some(route) = self.route(d) else { return };
+        let id = self.next_id();
+        let Some(mut body) = self.rx[i].mbuf.clone_indirect(&self.clone_pool) else {
+            self.dpdk.alloc_fail += 1;
+            self.io.tx_dropped += 1;
+            return;
+        };
+        let Some(h) = hdr.append(HDR_LEN as u16) else {
+            self.io.tx_dropped += 1;
+            return;
+        };
+        net::write_headers(h, &route, id, len, sum);
+        body.adj(off as u16);
+        body.truncate(len);
+        match hdr.chain(body) {
+            Ok(m) => self.tx.push(m),
+            Err(_) => self.io.tx_dropped += 1,
+        }
+        // Transmit as soon as a burst is ready: few mbufs in flight keeps
+        // the mempool's per-core cache warm.
+        if self.tx.len() >= MAX_BURST {
+            self.tx_burst();
+        }
+    }
+
+    /// Send one burst of queued mbufs (bounded retries, drops counted).
+    fn tx_burst(&mut self) -> usize {
+        let k = self.tx.len().min(MAX_BURST);
+        let mut arr: [*mut ffi::rte_mbuf; MAX_BURST] = [std::ptr::null_mut(); MAX_BURST];
+        let mut bytes = 0u64;
+        for (slot, m) in arr.iter_mut().zip(self.tx.drain(..k)) {
+            bytes += m.pkt_len() as u64;
+            *slot = m.into_raw();
+        }
+        let mut sent = 0usize;
+        let mut tries = 0;
+        while sent < k && tries < TX_RETRIES {
+            // SAFETY: arr[sent..k] are mbufs we own; tx_burst takes
+            // ownership of the ones it accepts.
+            sent += unsafe {
+                ffi::jasper_tx_burst(
+                    self.port.id(),
+                    0,
+                    arr[sent..].as_mut_ptr(),
+                    (k - sent) as u16,
+                )
+            } as usize;
+            tries += 1;
+        }
+        for p in &arr[sent..k] {
+            if let Some(nn) = NonNull::new(*p) {
+                // SAFETY: not accepted by tx_burst, so still ours: free it.
+                drop(unsafe { Mbuf::from_raw(nn) });
+            }
+        }
+        self.io.tx_packets += sent as u64;
+        self.io.tx_dropped += (k - sent) as u64;
+        self.io.tx_bytes += bytes;
+        self.sent_since_flush += sent;
+        sent
     }
 }
 
@@ -236,31 +353,19 @@ impl PacketIo for DpdkBackend {
     fn forward(&mut self, i: usize, dsts: &[SocketAddr]) {
         let (off, len) = (self.rx[i].off, self.rx[i].len);
         let sum = net::sum16(&self.rx[i].mbuf.data()[off..off + len]);
-        for d in dsts {
-            let Some(route) = self.route(*d) else {
-                continue;
-            };
-            let id = self.next_id();
-            let (Some(mut hdr), Some(mut body)) = (
-                self.pool.alloc(),
-                self.rx[i].mbuf.clone_indirect(&self.pool),
-            ) else {
+        let mut hdrs = std::mem::take(&mut self.hdrs);
+        for chunk in dsts.chunks(MAX_BURST) {
+            hdrs.clear();
+            if !self.hdr_pool.alloc_bulk(&mut hdrs, chunk.len()) {
                 self.dpdk.alloc_fail += 1;
-                self.io.tx_dropped += 1;
+                self.io.tx_dropped += chunk.len() as u64;
                 continue;
-            };
-            let Some(h) = hdr.append(HDR_LEN as u16) else {
-                self.io.tx_dropped += 1;
-                continue;
-            };
-            net::write_headers(h, &route, id, len, sum);
-            body.adj(off as u16);
-            body.truncate(len);
-            match hdr.chain(body) {
-                Ok(m) => self.tx.push(m),
-                Err(_) => self.io.tx_dropped += 1,
+            }
+            for (d, hdr) in chunk.iter().zip(hdrs.drain(..)) {
+                self.forward_one(i, *d, hdr, off, len, sum);
             }
         }
+        self.hdrs = hdrs;
     }
 
     fn send_to(&mut self, bytes: &[u8], dst: SocketAddr) {
@@ -281,42 +386,10 @@ impl PacketIo for DpdkBackend {
     }
 
     fn flush(&mut self) -> io::Result<usize> {
-        let mut sent_total = 0;
         while !self.tx.is_empty() {
-            let k = self.tx.len().min(MAX_BURST);
-            let mut arr: [*mut ffi::rte_mbuf; MAX_BURST] = [std::ptr::null_mut(); MAX_BURST];
-            let mut bytes = 0u64;
-            for (slot, m) in arr.iter_mut().zip(self.tx.drain(..k)) {
-                bytes += m.pkt_len() as u64;
-                *slot = m.into_raw();
-            }
-            let mut sent = 0usize;
-            let mut tries = 0;
-            while sent < k && tries < TX_RETRIES {
-                // SAFETY: arr[sent..k] are mbufs we own; tx_burst takes
-                // ownership of the ones it accepts.
-                sent += unsafe {
-                    ffi::jasper_tx_burst(
-                        self.port.id(),
-                        0,
-                        arr[sent..].as_mut_ptr(),
-                        (k - sent) as u16,
-                    )
-                } as usize;
-                tries += 1;
-            }
-            for p in &arr[sent..k] {
-                if let Some(nn) = NonNull::new(*p) {
-                    // SAFETY: not accepted by tx_burst, so still ours: free it.
-                    drop(unsafe { Mbuf::from_raw(nn) });
-                }
-            }
-            self.io.tx_packets += sent as u64;
-            self.io.tx_dropped += (k - sent) as u64;
-            self.io.tx_bytes += bytes;
-            sent_total += sent;
+            self.tx_burst();
         }
-        Ok(sent_total)
+        Ok(std::mem::take(&mut self.sent_since_flush))
     }
 
     fn capabilities(&self) -> Capabilities {

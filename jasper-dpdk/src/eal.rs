@@ -102,20 +102,26 @@ impl Port {
                 ),
             });
         }
+        let mut info = ffi::rte_eth_dev_info::default();
+        // SAFETY: the EAL is initialized and `id` exists; `info` is a valid
+        // out-parameter.
+        let rc = unsafe { ffi::rte_eth_dev_info_get(id, &mut info) };
+        if rc < 0 {
+            return Err(rte_error("rte_eth_dev_info_get", rc));
+        }
         let mut conf = ffi::rte_eth_conf::default();
-        // RTE_ETH_TX_OFFLOAD_MULTI_SEGS is RTE_BIT64(15), a macro bindgen cannot evaluate.
-        conf.txmode.offloads = 1u64 << 15;
+        // RTE_ETH_TX_OFFLOAD_MULTI_SEGS is RTE_BIT64(15), a macro bindgen
+        // cannot evaluate. Request it where advertised; the software PMDs
+        // (ring, null, pcap, af_packet) handle chains without advertising it.
+        let multi_segs = 1u64 << 15;
+        if info.tx_offload_capa & multi_segs != 0 {
+            conf.txmode.offloads = multi_segs;
+        }
         // SAFETY: the EAL is initialized (`eal`), `conf` is a valid config
         // that lives through the call.
         let rc = unsafe { ffi::rte_eth_dev_configure(id, 1, 1, &conf) };
         if rc < 0 {
-            // Some virtual PMDs refuse the offload flag: retry without it.
-            conf.txmode.offloads = 0;
-            // SAFETY: as above.
-            let rc = unsafe { ffi::rte_eth_dev_configure(id, 1, 1, &conf) };
-            if rc < 0 {
-                return Err(rte_error("rte_eth_dev_configure", rc));
-            }
+            return Err(rte_error("rte_eth_dev_configure", rc));
         }
         // SAFETY: port configured above.
         let socket = unsafe { ffi::rte_eth_dev_socket_id(id) };

@@ -22,7 +22,18 @@ unsafe impl Sync for Mempool {}
 
 impl Mempool {
     /// Create a pool of `n` mbufs with the default data room (2 KiB + headroom).
-    pub fn new(_eal: &Eal, name: &str, n: u32) -> Result<Mempool, DpdkError> {
+    pub fn new(eal: &Eal, name: &str, n: u32) -> Result<Mempool, DpdkError> {
+        Self::with_data_room(eal, name, n, ffi::RTE_MBUF_DEFAULT_BUF_SIZE as u16)
+    }
+
+    /// Create a pool of `n` mbufs with `data_room` bytes each (headroom
+    /// included): small rooms for header mbufs, 0 for indirect clones.
+    pub fn with_data_room(
+        _eal: &Eal,
+        name: &str,
+        n: u32,
+        data_room: u16,
+    ) -> Result<Mempool, DpdkError> {
         let cname = CString::new(name).map_err(|_| DpdkError {
             op: "rte_pktmbuf_pool_create",
             code: libc::EINVAL,
@@ -35,7 +46,7 @@ impl Mempool {
                 n.max(63),
                 256.min(n / 4),
                 0,
-                ffi::RTE_MBUF_DEFAULT_BUF_SIZE as u16,
+                data_room,
                 ffi::rte_socket_id() as i32,
             )
         };
@@ -57,6 +68,23 @@ impl Mempool {
         // SAFETY: valid pool pointer.
         unsafe { ffi::rte_mempool_in_use_count(self.ptr.as_ptr()) }
     }
+    /// Allocate `out.len()` mbufs at once (all or none).
+    pub fn alloc_bulk(&self, out: &mut Vec<Mbuf>, n: usize) -> bool {
+        let mut raw: [*mut ffi::rte_mbuf; 64] = [std::ptr::null_mut(); 64];
+        let n = n.min(64);
+        // SAFETY: valid pool; `raw` has room for n pointers, all filled on success.
+        if unsafe { ffi::jasper_pktmbuf_alloc_bulk(self.ptr.as_ptr(), raw.as_mut_ptr(), n as u32) }
+            != 0
+        {
+            return false;
+        }
+        for p in &raw[..n] {
+            // SAFETY: freshly allocated, non-null on success, owned by us.
+            out.push(Mbuf(unsafe { NonNull::new_unchecked(*p) }));
+        }
+        true
+    }
+
     /// Allocate one mbuf.
     pub fn alloc(&self) -> Option<Mbuf> {
         // SAFETY: valid pool pointer; a null return means exhausted.

@@ -1,0 +1,288 @@
+//! One proxy's forwarding rate at fanout 10 with H = 0 (10 copies per packet)
+//! and H = 2 (30 copies), DPDK backend vs kernel UDP backend, measured back
+//! to back in one run, plus the raw `tx_burst` rate of the same vdev (the
+//! limit on this machine).
+//!
+//! - DPDK: input frames are injected into the backend (the NIC's DMA is not
+//!   part of the proxy's work), the real proxy state machine routes them, the
+//!   backend replicates zero-copy (header mbuf + clone) and transmits in
+//!   bursts to a `net_null` port.
+//! - Kernel: a socket sends the input packets to the proxy's socket; the proxy
+//!   receives them with `recvmmsg` and replicates with `sendmmsg` to 10 or 30
+//!   loopback sockets.
+//!
+//! Run: `cargo bench -p jasper-benches --features dpdk --bench dpdk_forwarding`
+
+use std::net::{SocketAddr, UdpSocket};
+use std::time::{Duration, Instant};
+
+use jasper_core::plan::{loopback_inventory, Plan, TreeSpec};
+use jasper_core::proxy::{ProxyConfig, ProxyCore, Verdict};
+use jasper_core::wire::{DataBuilder, Header, Kind};
+use jasper_dpdk::{DpdkBackend, Eal, Mempool, Port};
+use jasper_io::udp::UdpBackend;
+use jasper_io::PacketIo;
+
+const MSGS_PER_PACKET: u16 = 20;
+const SECONDS: f64 = 2.0;
+
+fn proxy(hedge: u32) -> (ProxyCore, Vec<u32>) {
+    // Level 2 of a depth-2 tree with fanout 10: each proxy has 10 children
+    // and sends to H+1 sibling groups.
+    let spec = TreeSpec {
+        depth: Some(2),
+        fanout: Some(10),
+        hedge,
+        spray: false,
+    };
+    let plan = Plan::build(&loopback_inventory(11, 100, false, 20000), &spec).unwrap();
+    let me = plan.levels[1][0];
+    let core = ProxyCore::new(
+        plan.tables[me as usize].clone(),
+        ProxyConfig {
+            dedup_window: 1 << 20,
+            ..ProxyConfig::default()
+        },
+    );
+    let mut dsts = Vec::new();
+    core.for_each_destination(0, |d, _| dsts.push(d));
+    (core, dsts)
+}
+
+fn payload(seq: u64) -> Vec<u8> {
+    let mut buf = vec![0u8; 1500];
+    let mut b = DataBuilder::new(&mut buf, 1472).unwrap();
+    for _ in 0..MSGS_PER_PACKET {
+        b.push(&[0x41; 32]).unwrap();
+    }
+    let mut h = Header::new(Kind::Data);
+    h.seq = seq;
+    let n = b.finish(&h);
+    buf.truncate(n);
+    buf
+}
+
+fn set_seq(p: &mut [u8], seq: u64) {
+    // Sequence field of the Jasper header.
+    p[16..24].copy_from_slice(&seq.to_be_bytes());
+}
+
+struct Rate {
+    packets_in: u64,
+    copies_out: u64,
+    seconds: f64,
+}
+
+fn ip(d: u32) -> std::net::Ipv4Addr {
+    std::net::Ipv4Addr::new(10, 1, (d >> 8) as u8, d as u8)
+}
+
+/// One backend for every row (a closed vdev port cannot be restarted).
+fn dpdk_backend(eal: &'static Eal) -> DpdkBackend {
+    let (_, dsts) = proxy(2);
+    let arp: Vec<_> = dsts
+        .iter()
+        .map(|d| (ip(*d), [2, 0, 0, 0, (*d >> 8) as u8, *d as u8]))
+        .collect();
+    DpdkBackend::open(eal, 0, [10, 0, 0, 10].into(), 7000, 16383, 32, &arp).unwrap()
+}
+
+fn dpdk_rate(io: &mut DpdkBackend, hedge: u32) -> Rate {
+    let (mut core, dsts) = proxy(hedge);
+    let mut by_id = vec![SocketAddr::from(([0, 0, 0, 0], 0)); 256];
+    for d in &dsts {
+        by_id[*d as usize] = SocketAddr::from((ip(*d), 7000));
+    }
+    let p = payload(0);
+    let frame = |p: &[u8]| {
+        let r = jasper_dpdk::net::Route {
+            src_mac: [2, 0, 0, 0, 0, 1],
+            dst_mac: io_mac(),
+            src_ip: [10, 0, 0, 1].into(),
+            dst_ip: [10, 0, 0, 10].into(),
+            src_port: 7000,
+            dst_port: 7000,
+        };
+        let mut f = vec![0u8; jasper_dpdk::net::HDR_LEN + p.len()];
+        jasper_dpdk::net::write_headers(&mut f, &r, 1, p.len(), jasper_dpdk::net::sum16(p));
+        f[jasper_dpdk::net::HDR_LEN..].copy_from_slice(p);
+        f
+    };
+    // One prepared frame; only the sequence changes (the injected frame's
+    // UDP checksum is not re-checked on receive).
+    let mut f = frame(&p);
+    let seq_at = jasper_dpdk::net::HDR_LEN + 16;
+    let start = Instant::now();
+    let (mut seq, mut copies) = (0u64, 0u64);
+    let mut sel = Vec::with_capacity(32);
+    while start.elapsed().as_secs_f64() < SECONDS {
+        for _ in 0..32 {
+            f[seq_at..seq_at + 8].copy_from_slice(&seq.to_be_bytes());
+            seq += 1;
+            io.inject(&f);
+        }
+        for i in 0..32 {
+            let (_, buf) = io.rx(i);
+            if let Verdict::Forward { key } = core.handle_packet(0, buf) {
+                sel.clear();
+                core.for_each_destination(key, |d, _| sel.push(by_id[d as usize]));
+                io.forward(i, &sel);
+            }
+        }
+        copies += io.flush().unwrap() as u64;
+        io.release_rx();
+    }
+    let seconds = start.elapsed().as_secs_f64();
+    assert_eq!(io.mbufs_in_use(), 0, "no mbuf leak");
+    Rate {
+        packets_in: seq,
+        copies_out: copies,
+        seconds,
+    }
+}
+
+/// The injected frames' destination MAC (not checked by the backend).
+fn io_mac() -> [u8; 6] {
+    [2, 0, 0, 0, 0, 10]
+}
+
+fn kernel_rate(hedge: u32) -> Rate {
+    let (mut core, dsts) = proxy(hedge);
+    let sinks: Vec<UdpSocket> = dsts
+        .iter()
+        .map(|_| UdpSocket::bind("127.0.0.1:0").unwrap())
+        .collect();
+    let mut by_id = vec![SocketAddr::from(([0, 0, 0, 0], 0)); 256];
+    for (d, s) in dsts.iter().zip(&sinks) {
+        by_id[*d as usize] = s.local_addr().unwrap();
+    }
+    let mut io = UdpBackend::bind(&["127.0.0.1:0".parse().unwrap()], 32, 8 << 20).unwrap();
+    let me = io.local_addrs()[0];
+    let mut src = UdpBackend::bind(&["127.0.0.1:0".parse().unwrap()], 32, 8 << 20).unwrap();
+    let mut p = payload(0);
+    let start = Instant::now();
+    let (mut seq, mut copies, mut inp) = (0u64, 0u64, 0u64);
+    let mut sel = Vec::with_capacity(32);
+    let mut drain = [0u8; 2048];
+    while start.elapsed().as_secs_f64() < SECONDS {
+        for _ in 0..32 {
+            set_seq(&mut p, seq);
+            seq += 1;
+            src.send_to(&p, me);
+        }
+        src.flush().unwrap();
+        let n = io.recv_burst().unwrap();
+        inp += n as u64;
+        for i in 0..n {
+            let (_, buf) = io.rx(i);
+            if let Verdict::Forward { key } = core.handle_packet(0, buf) {
+                sel.clear();
+                core.for_each_destination(key, |d, _| sel.push(by_id[d as usize]));
+                io.forward(i, &sel);
+            }
+        }
+        copies += io.flush().unwrap() as u64;
+        // Keep the sinks' buffers from filling (the kernel would drop).
+        for s in &sinks {
+            s.set_nonblocking(true).unwrap();
+            while s.recv(&mut drain).is_ok() {}
+        }
+    }
+    Rate {
+        packets_in: inp,
+        copies_out: copies,
+        seconds: start.elapsed().as_secs_f64(),
+    }
+}
+
+fn raw_tx_rate(eal: &'static Eal) -> f64 {
+    let pool = Mempool::new(eal, "raw_tx", 8191).unwrap();
+    let port = Port::start(eal, 1, &pool).unwrap();
+    let len = jasper_dpdk::net::HDR_LEN + payload(0).len();
+    let start = Instant::now();
+    let mut sent = 0u64;
+    while start.elapsed() < Duration::from_secs_f64(SECONDS) {
+        let mut arr: [*mut jasper_ffi::rte_mbuf; 32] = [std::ptr::null_mut(); 32];
+        let mut k = 0;
+        for slot in arr.iter_mut() {
+            let Some(mut m) = pool.alloc() else { break };
+            m.append(len as u16);
+            *slot = m.into_raw();
+            k += 1;
+        }
+        // SAFETY: arr[..k] are valid mbufs we own; tx_burst takes the ones it sends.
+        let n = unsafe { jasper_ffi::jasper_tx_burst(port.id(), 0, arr.as_mut_ptr(), k as u16) }
+            as usize;
+        for p in &arr[n..k] {
+            // SAFETY: not sent, still ours.
+            drop(unsafe { jasper_dpdk::Mbuf::from_raw(std::ptr::NonNull::new(*p).unwrap()) });
+        }
+        sent += n as u64;
+    }
+    sent as f64 / start.elapsed().as_secs_f64()
+}
+
+fn main() {
+    let prefix = format!("jasper-bench-{}", std::process::id());
+    let args: Vec<String> = [
+        "--no-huge",
+        "-m",
+        "512",
+        "--no-pci",
+        "--no-shconf",
+        "--no-telemetry",
+        "--log-level=error",
+        "--file-prefix",
+        &prefix,
+        "-l",
+        "0",
+        "--vdev=net_null0",
+        "--vdev=net_null1",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let eal = Eal::init(&args).expect("EAL");
+    println!("one proxy, fanout 10, {MSGS_PER_PACKET} × 32-byte messages per packet ({} bytes), {SECONDS} s per row", payload(0).len());
+    println!(
+        "{:<8} {:>3} {:>16} {:>16} {:>16} {:>12}",
+        "backend", "H", "packets in/s", "copies out/s", "msgs out/s", "ns/copy"
+    );
+    let mut rows = Vec::new();
+    let mut io = dpdk_backend(eal);
+    for hedge in [0, 2] {
+        let d = dpdk_rate(&mut io, hedge);
+        let k = kernel_rate(hedge);
+        for (name, r) in [("dpdk", &d), ("kernel", &k)] {
+            let out = r.copies_out as f64 / r.seconds;
+            println!(
+                "{:<8} {:>3} {:>16.0} {:>16.0} {:>16.0} {:>12.1}",
+                name,
+                hedge,
+                r.packets_in as f64 / r.seconds,
+                out,
+                out * MSGS_PER_PACKET as f64,
+                1e9 / out
+            );
+        }
+        rows.push((
+            hedge,
+            d.copies_out as f64 / d.seconds,
+            k.copies_out as f64 / k.seconds,
+        ));
+    }
+    let raw = raw_tx_rate(eal);
+    println!(
+        "raw tx_burst on net_null (alloc + send {}-byte frames): {:.0} packets/s ({:.1} ns/packet)",
+        jasper_dpdk::net::HDR_LEN + payload(0).len(),
+        raw,
+        1e9 / raw
+    );
+    for (h, d, k) in rows {
+        println!(
+            "H={h}: DPDK/kernel = {:.1}×, DPDK/raw vdev = {:.0}%",
+            d / k,
+            100.0 * d / raw
+        );
+    }
+}
