@@ -57,7 +57,7 @@ pub enum Scheme {
     /// p97 of a 10 ms window + 25 µs (Jasper v1).
     JasperV1,
     /// Ours: the Jasper-v1 tree with round-robin spraying, deadline = p99 of a
-    /// 10 ms window + 10 µs + the clock bound.
+    /// 10 ms window + 25 µs + the clock bound.
     Ours,
 }
 
@@ -382,7 +382,12 @@ impl Sim {
             .collect();
         let bound = clock_model.bound_ns();
         let sender_cfg = SenderConfig {
-            heartbeat_interval_ns: 1_000_000,
+            // Direct unicast pays N copies per heartbeat: heartbeat rarely.
+            heartbeat_interval_ns: if scheme.uses_tree() {
+                1_000_000
+            } else {
+                100_000_000
+            },
             deadline: match scheme {
                 Scheme::Direct => DeadlinePolicy::default(),
                 Scheme::Cloudex => fixed_offset(100_000),
@@ -395,7 +400,7 @@ impl Sim {
                 },
                 Scheme::Ours => DeadlinePolicy {
                     initial_offset_ns: 500_000,
-                    margin_ns: 10_000,
+                    margin_ns: 25_000,
                     add_clock_bound: true,
                     floor_ns: 0,
                     ceiling_ns: 5_000_000,
