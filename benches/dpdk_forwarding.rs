@@ -223,25 +223,11 @@ fn raw_tx_rate(eal: &'static Eal) -> f64 {
 }
 
 fn main() {
-    let prefix = format!("jasper-bench-{}", std::process::id());
-    let args: Vec<String> = [
-        "--no-huge",
-        "-m",
-        "512",
-        "--no-pci",
-        "--no-shconf",
-        "--no-telemetry",
-        "--log-level=error",
-        "--file-prefix",
-        &prefix,
-        "-l",
-        "0",
-        "--vdev=net_null0",
-        "--vdev=net_null1",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
+    let args = jasper_dpdk::vdev_eal_args(
+        &format!("jasper-bench-{}", std::process::id()),
+        0,
+        &["net_null0", "net_null1"],
+    );
     let eal = Eal::init(&args).expect("EAL");
     println!("one proxy, fanout 10, {MSGS_PER_PACKET} × 32-byte messages per packet ({} bytes), {SECONDS} s per row", payload(0).len());
     println!(

@@ -124,23 +124,11 @@ fn run_tree(tag: &str, spec: TreeSpec, proxies: usize, mps: usize) {
             let i: usize = c.node.name.trim_start_matches("dpdk").parse().unwrap();
             c.backend.kind = BackendKind::Dpdk;
             c.backend.dpdk = Some(DpdkSection {
-                eal_args: [
-                    "--no-huge",
-                    "-m",
-                    "256",
-                    "--no-pci",
-                    "--no-shconf",
-                    "--no-telemetry",
-                    "--log-level=error",
-                    "--file-prefix",
+                eal_args: jasper_dpdk::vdev_eal_args(
                     &format!("jn{tag}{i}{id}"),
-                    "-l",
-                    "0",
-                    &format!("--vdev=net_af_packet0,iface={}", links[2 + i].1),
-                ]
-                .iter()
-                .map(|x| x.to_string())
-                .collect(),
+                    0,
+                    &[&format!("net_af_packet0,iface={}", links[2 + i].1)],
+                ),
                 port: 0,
                 ip: format!("10.77.0.{}", 10 + i).parse().unwrap(),
                 static_arp: vec![],

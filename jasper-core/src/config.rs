@@ -307,6 +307,25 @@ pub struct NodeConfig {
 }
 
 impl NodeConfig {
+    /// A config with every optional section at its default.
+    pub fn with_defaults(
+        node: NodeSection,
+        table: ForwardingTable,
+        peers: Vec<Peer>,
+    ) -> NodeConfig {
+        NodeConfig {
+            node,
+            backend: BackendSection::default(),
+            clock: ClockSection::default(),
+            faults: FaultSection::default(),
+            sender: SenderConfig::default(),
+            proxy: ProxyConfig::default(),
+            receiver: ReceiverSection::default(),
+            table,
+            peers,
+        }
+    }
+
     /// Parse and validate.
     pub fn from_toml(text: &str) -> Result<NodeConfig, ConfigError> {
         let cfg: NodeConfig = toml::from_str(text).map_err(|e| ConfigError {

@@ -57,6 +57,30 @@ pub(crate) fn last_error(op: &'static str) -> DpdkError {
     rte_error(op, unsafe { jasper_ffi::jasper_errno() })
 }
 
+/// EAL arguments for running without a NIC or hugepages (tests, benchmarks,
+/// the virtual devices of `docs`): no hugepages, no PCI scan, no shared
+/// config, a unique file prefix, one core, and the given `--vdev`s.
+pub fn vdev_eal_args(prefix: &str, lcore: u32, vdevs: &[&str]) -> Vec<String> {
+    let mut a: Vec<String> = [
+        "--no-huge",
+        "-m",
+        "512",
+        "--no-pci",
+        "--no-shconf",
+        "--no-telemetry",
+        "--log-level=error",
+        "--file-prefix",
+        prefix,
+        "-l",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    a.push(lcore.to_string());
+    a.extend(vdevs.iter().map(|v| format!("--vdev={v}")));
+    a
+}
+
 /// Open the DPDK backend for a node config (`backend.kind = "dpdk"`);
 /// usable as a [`jasper_io::node::DpdkOpener`].
 pub fn open_backend(cfg: &NodeConfig) -> Result<BoxedIo, String> {

@@ -5,24 +5,7 @@ use std::path::Path;
 
 /// EAL arguments for an in-process test: no hugepages, no PCI, a unique prefix.
 pub fn eal_args(vdev: &str) -> Vec<String> {
-    let prefix = format!("jasper-test-{}", std::process::id());
-    [
-        "--no-huge",
-        "-m",
-        "256",
-        "--no-pci",
-        "--no-shconf",
-        "--no-telemetry",
-        "--log-level=error",
-        "--file-prefix",
-        &prefix,
-        "-l",
-        "0",
-        vdev,
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect()
+    jasper_dpdk::vdev_eal_args(&format!("jasper-test-{}", std::process::id()), 0, &[vdev])
 }
 
 /// Write a pcap (Ethernet link type).

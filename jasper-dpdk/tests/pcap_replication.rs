@@ -70,7 +70,7 @@ fn replicates_to_every_child_with_correct_headers() {
     common::write_pcap(&inp, &[arp_req, data, other_port, vec![0xde, 0xad]]);
 
     let vdev = format!(
-        "--vdev=net_pcap0,rx_pcap={},tx_pcap={}",
+        "net_pcap0,rx_pcap={},tx_pcap={}",
         inp.display(),
         out.display()
     );

@@ -185,30 +185,23 @@ mod tests {
         let plan = Plan::build(&loopback_inventory(3, 4, false, 42000), &spec).unwrap();
         let id = plan.levels[1][0];
         let node = &plan.nodes[id as usize];
-        let cfg = NodeConfig {
-            node: NodeSection {
+        let cfg = NodeConfig::with_defaults(
+            NodeSection {
                 id,
                 name: node.name.clone(),
                 role: NodeRole::Proxy,
                 listen: vec![node.addr],
                 mp: None,
             },
-            backend: Default::default(),
-            clock: Default::default(),
-            faults: Default::default(),
-            sender: Default::default(),
-            proxy: Default::default(),
-            receiver: Default::default(),
-            table: plan.tables[id as usize].clone(),
-            peers: plan
-                .nodes
+            plan.tables[id as usize].clone(),
+            plan.nodes
                 .iter()
                 .map(|n| Peer {
                     id: n.id,
                     addr: n.addr,
                 })
                 .collect(),
-        };
+        );
         cfg.validate().unwrap();
         let hub = MemHub::new();
         let mut proxy = ProxyNode::new(&cfg, Box::new(hub.attach(&[node.addr], 32)));

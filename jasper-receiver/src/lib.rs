@@ -310,32 +310,26 @@ mod tests {
     fn releases_at_the_deadline_over_a_backend() {
         let me: SocketAddr = "10.1.0.2:1".parse().unwrap();
         let parent: SocketAddr = "10.1.0.1:1".parse().unwrap();
-        let cfg = NodeConfig {
-            node: NodeSection {
+        let cfg = NodeConfig::with_defaults(
+            NodeSection {
                 id: 5,
                 name: "mp".into(),
                 role: NodeRole::Receiver,
                 listen: vec![me],
                 mp: Some(0),
             },
-            backend: Default::default(),
-            clock: Default::default(),
-            faults: Default::default(),
-            sender: Default::default(),
-            proxy: Default::default(),
-            receiver: Default::default(),
-            table: ForwardingTable {
+            ForwardingTable {
                 node: 5,
                 parent: Some(1),
                 upstreams: vec![1],
                 report_children: vec![],
                 fanout: Fanout::None,
             },
-            peers: vec![Peer {
+            vec![Peer {
                 id: 1,
                 addr: parent,
             }],
-        };
+        );
         let mut cfg = cfg;
         cfg.receiver.core.report_interval_ns = 100_000;
         cfg.validate().unwrap();
