@@ -692,6 +692,16 @@ fn sum(nodes: &[Value], path: &[&str]) -> u64 {
         .sum()
 }
 
+fn clock_states(nodes: &[Value]) -> String {
+    let mut states: Vec<&str> = nodes
+        .iter()
+        .filter_map(|n| n["clock_status"].as_str())
+        .collect();
+    states.sort_unstable();
+    states.dedup();
+    states.join(", ")
+}
+
 fn print_run(r: &RunResult) {
     println!("== {}", r.description);
     println!(
@@ -706,6 +716,12 @@ fn print_run(r: &RunResult) {
         }
     );
     print!("{}", r.report.render());
+    let clocks = clock_states(&r.nodes);
+    if clocks != "synchronized" {
+        println!(
+            "  clocks: {clocks} — fairness cannot be claimed while a clock is not synchronized"
+        );
+    }
     println!(
         "  proxies: packets in {}  copies out {}  tx drops {}  malformed {}   receivers: duplicates suppressed {}  late {}  gaps {}  rx packets {}",
         sum(&r.nodes, &["core", "packets_in"]),

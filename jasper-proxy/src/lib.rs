@@ -61,6 +61,10 @@ pub struct ProxyReport {
     pub unknown_peer: u64,
     /// Copies lost by fault injection.
     pub injected_loss: u64,
+    /// Clock status at the time of the report (synchronized / degraded / unsynchronized).
+    pub clock_status: &'static str,
+    /// Clock error bound, ns.
+    pub clock_bound_ns: u64,
 }
 
 impl ProxyNode {
@@ -145,7 +149,14 @@ impl ProxyNode {
             rx_errors: c.rx_errors,
             unknown_peer: self.unknown_peer,
             injected_loss: c.injected_loss,
+            clock_status: self.clock.status().name(),
+            clock_bound_ns: self.clock.error_bound_ns(),
         }
+    }
+
+    /// The node's clock (status and bound are shown at start-up and in reports).
+    pub fn clock(&self) -> &NodeClock {
+        &self.clock
     }
 
     /// The backend (for counters and addresses).

@@ -88,6 +88,10 @@ pub struct ReceiverReport {
     pub tx_dropped: u64,
     /// MoldUDP64 packets emitted.
     pub mold_packets: u64,
+    /// Clock status at the time of the report (synchronized / degraded / unsynchronized).
+    pub clock_status: &'static str,
+    /// Clock error bound, ns.
+    pub clock_bound_ns: u64,
 }
 
 impl ReceiverNode {
@@ -228,7 +232,14 @@ impl ReceiverNode {
             rx_errors: c.rx_errors,
             tx_dropped: c.tx_dropped,
             mold_packets: self.mold.as_ref().map_or(0, |m| m.packets()),
+            clock_status: self.clock.status().name(),
+            clock_bound_ns: self.clock.error_bound_ns(),
         }
+    }
+
+    /// The clock's status.
+    pub fn clock_status(&self) -> jasper_core::clock::ClockStatus {
+        self.clock.status()
     }
 
     /// The clock's error bound.
