@@ -209,6 +209,7 @@ enum Ev {
     Publish,
     Wake(NodeId),
     Tune,
+    ClockStep(NodeId, i64),
 }
 
 /// Invariants checked beside the nodes.
@@ -606,6 +607,9 @@ impl Sim {
 
     fn run(&mut self) {
         self.at(self.now, Ev::Publish);
+        for (node, at, step) in self.params.faults.clock_steps.clone() {
+            self.at(self.start + at, Ev::ClockStep(node, step));
+        }
         if self.tuner.is_some() {
             self.at(self.now + 1_000_000, Ev::Tune);
         }
@@ -626,6 +630,13 @@ impl Sim {
                     if self.armed[id as usize] == Some(t) {
                         self.armed[id as usize] = None;
                         self.wake(id);
+                    }
+                }
+                Ev::ClockStep(node, step) => {
+                    // The offset jumps; the clock keeps its promise (bound).
+                    if let Some(c) = self.clocks.get_mut(node as usize) {
+                        let b = c.bound as i64;
+                        c.offset = (c.offset + step).clamp(-b, b);
                     }
                 }
                 Ev::Tune => {
@@ -783,15 +794,6 @@ impl Sim {
         }
     }
 
-    fn clock_steps(&mut self) {
-        for (node, _, step) in self.params.faults.clock_steps.clone() {
-            if let Some(c) = self.clocks.get_mut(node as usize) {
-                let b = c.bound as i64;
-                c.offset = (c.offset + step).clamp(-b, b);
-            }
-        }
-    }
-
     fn finish(mut self, wall: Instant) -> SchemeResult {
         let messages = self.params.messages;
         let report = self.collector.report(messages, self.checker.bound);
@@ -890,11 +892,6 @@ fn fixed_offset(off: u64) -> DeadlinePolicy {
 pub fn run(scheme: Scheme, params: &SimParams) -> Result<SchemeResult, String> {
     let wall = Instant::now();
     let mut sim = Sim::new(scheme, params.clone())?;
-    if !params.faults.clock_steps.is_empty() {
-        // Steps are applied up front at their node (the sim keeps offsets
-        // within the bound, which is the clock's promise).
-        sim.clock_steps();
-    }
     sim.run();
     Ok(sim.finish(wall))
 }
@@ -930,6 +927,14 @@ pub fn random_scenario(seed: u64) -> SimParams {
         faults
             .crashes
             .push((r.random_range(1..4), r.random_range(0..20_000_000)));
+    }
+    if r.random_bool(0.3) {
+        // A node's clock steps by up to its bound mid-run.
+        let node = r.random_range(1..(receivers as u32 + 4));
+        let b = model.clock.bound_ns() as i64;
+        faults
+            .clock_steps
+            .push((node, r.random_range(0..20_000_000), r.random_range(-b..=b)));
     }
     // Level 2 has ceil(R / F) ≈ √R proxies; H must leave room for siblings.
     let fanout = ((receivers as f64).sqrt().ceil() as u32).max(2);
