@@ -266,7 +266,9 @@ struct Sim {
     plan: Plan,
     now: u64,
     start: u64,
-    heap: BinaryHeap<Reverse<(u64, u64, u32)>>,
+    /// Pending events: `time << 64 | sequence << 24 | slot` (one integer
+    /// compare per heap step; sequence < 2^40, slot < 2^24).
+    heap: BinaryHeap<Reverse<u128>>,
     evs: Vec<Option<Ev>>,
     free: Vec<u32>,
     ctr: u64,
@@ -520,7 +522,10 @@ impl Sim {
                 (self.evs.len() - 1) as u32
             }
         };
-        self.heap.push(Reverse((t, self.ctr, slot)));
+        debug_assert!(slot < 1 << 24 && self.ctr < 1 << 40);
+        self.heap.push(Reverse(
+            (t as u128) << 64 | (self.ctr as u128) << 24 | slot as u128,
+        ));
     }
 
     fn wake_at(&mut self, id: NodeId, t: u64) {
@@ -613,7 +618,8 @@ impl Sim {
         if self.tuner.is_some() {
             self.at(self.now + 1_000_000, Ev::Tune);
         }
-        while let Some(Reverse((t, _, slot))) = self.heap.pop() {
+        while let Some(Reverse(key)) = self.heap.pop() {
+            let (t, slot) = ((key >> 64) as u64, (key & 0xFF_FFFF) as u32);
             if t > self.end_ns {
                 break;
             }
@@ -709,8 +715,14 @@ impl Sim {
                 }
             }
             Node::Receiver(r) => {
+                let accepted = r.stats().accepted;
                 r.handle_packet(local, self.clocks[to as usize].bound, &pkt);
-                self.wake(to);
+                // A data copy that added nothing (a hedged duplicate) changes
+                // no timer: skip the wake-up (most deliveries at H = 2).
+                let is_data = pkt.get(5) == Some(&(jasper_core::wire::Kind::Data as u8));
+                if !is_data || r.stats().accepted != accepted {
+                    self.wake(to);
+                }
             }
         }
     }
