@@ -31,6 +31,8 @@ pub struct Faulty<B> {
     ctr: u64,
     loss: u64,
     dups: u64,
+    /// The packet being forwarded (reused: no allocation per copy).
+    scratch: Vec<u8>,
 }
 
 impl<B: PacketIo> Faulty<B> {
@@ -47,6 +49,7 @@ impl<B: PacketIo> Faulty<B> {
             ctr: 0,
             loss: 0,
             dups: 0,
+            scratch: Vec::new(),
         }
     }
 
@@ -73,7 +76,8 @@ impl<B: PacketIo> Faulty<B> {
         self.heap.push(Reverse((due, self.ctr, slot)));
     }
 
-    /// Decide the fate of one copy; returns `Some(bytes-needed)` handling.
+    /// Decide the fate of one copy: `Some(())` when it passes straight
+    /// through (no delay), `None` when it was lost or queued for later.
     fn route(&mut self, now: u64, bytes: &[u8], dst: SocketAddr) -> Option<()> {
         let fate = self
             .links
@@ -112,12 +116,15 @@ impl<B: PacketIo> PacketIo for Faulty<B> {
     }
     fn forward(&mut self, i: usize, dsts: &[SocketAddr]) {
         let now = host_now_ns();
+        let mut bytes = std::mem::take(&mut self.scratch);
+        bytes.clear();
+        bytes.extend_from_slice(self.inner.rx(i).1);
         for d in dsts {
-            let bytes = self.inner.rx(i).1.to_vec();
             if self.route(now, &bytes, *d).is_some() {
                 self.inner.forward(i, std::slice::from_ref(d));
             }
         }
+        self.scratch = bytes;
     }
     fn send_to(&mut self, bytes: &[u8], dst: SocketAddr) {
         let now = host_now_ns();
