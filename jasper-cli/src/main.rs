@@ -185,6 +185,7 @@ fn node_cmd(config: PathBuf, managed: bool) -> anyhow::Result<()> {
     let cfg = load(&config, NodeRole::Proxy)?;
     let io = open_backend(&cfg, jasper_proxy::dpdk_opener()).map_err(anyhow::Error::msg)?;
     let mut node = jasper_proxy::ProxyNode::new(&cfg, io);
+    jasper_io::runtime::warn_if_unsynchronized(&cfg.node.name, node.clock());
     println!("ready {}", cfg.node.name);
     let stop = stop_on_signals();
     node.run(&stop, ParentWatch::new(managed))?;
@@ -251,6 +252,7 @@ fn receivers_cmd(
         );
     }
     for n in &nodes {
+        jasper_io::runtime::warn_if_unsynchronized(n.name(), n.clock());
         println!("ready {}", n.name());
     }
     let stop = stop_on_signals();

@@ -45,3 +45,17 @@ pub fn precise_sleep() -> bool {
     // created afterwards).
     unsafe { libc::prctl(libc::PR_SET_TIMERSLACK, 1_000 as libc::c_ulong, 0, 0, 0) == 0 }
 }
+
+/// Say so on stderr when a node's clock is not synchronized: deadlines are in
+/// synchronized time, so fairness cannot be claimed. The node still runs and
+/// its reports carry the status.
+pub fn warn_if_unsynchronized(name: &str, clock: &dyn jasper_core::clock::Clock) {
+    let status = clock.status();
+    if status != jasper_core::clock::ClockStatus::Synchronized {
+        eprintln!(
+            "warning: {name}: clock is {} (error bound {} ns): releases are not fair until it synchronizes (chrony/PTP; see deploy/prepare-host.sh)",
+            status.name(),
+            clock.error_bound_ns()
+        );
+    }
+}

@@ -37,14 +37,7 @@ fn real_main() -> anyhow::Result<()> {
     );
     let io = open_backend(&cfg, dpdk_opener()).map_err(anyhow::Error::msg)?;
     let mut node = ProxyNode::new(&cfg, io);
-    {
-        use jasper_core::clock::Clock;
-        warn_clock(
-            &cfg.node.name,
-            node.clock().status(),
-            node.clock().error_bound_ns(),
-        );
-    }
+    jasper_io::runtime::warn_if_unsynchronized(&cfg.node.name, node.clock());
     println!("ready {} {:?}", cfg.node.name, node.io().local_addrs());
     let stop = stop_on_signals();
     node.run(&stop, ParentWatch::new(args.managed))?;
@@ -56,17 +49,5 @@ fn main() {
     if let Err(e) = real_main() {
         eprintln!("error: {e:#}");
         std::process::exit(1);
-    }
-}
-
-/// Say so on stderr when the node's clock is not synchronized: deadlines are
-/// in synchronized time, so fairness cannot be claimed (the node still runs;
-/// its reports carry the status).
-fn warn_clock(name: &str, status: jasper_core::clock::ClockStatus, bound_ns: u64) {
-    if status != jasper_core::clock::ClockStatus::Synchronized {
-        eprintln!(
-            "warning: {name}: clock is {} (error bound {bound_ns} ns): releases are not fair until it synchronizes (chrony/PTP; see deploy/prepare-host.sh)",
-            status.name()
-        );
     }
 }

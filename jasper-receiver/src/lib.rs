@@ -237,9 +237,9 @@ impl ReceiverNode {
         }
     }
 
-    /// The clock's status.
-    pub fn clock_status(&self) -> jasper_core::clock::ClockStatus {
-        self.clock.status()
+    /// The node's clock.
+    pub fn clock(&self) -> &NodeClock {
+        &self.clock
     }
 
     /// The clock's error bound.

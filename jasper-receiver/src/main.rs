@@ -47,7 +47,7 @@ fn real_main() -> anyhow::Result<()> {
         nodes.push(ReceiverNode::open(&cfg, dpdk).map_err(anyhow::Error::msg)?);
     }
     for n in &nodes {
-        warn_clock(n.name(), n.clock_status(), n.clock_bound_ns());
+        jasper_io::runtime::warn_if_unsynchronized(n.name(), n.clock());
         println!("ready {} {:?}", n.name(), n.local_addrs());
     }
     let stop = stop_on_signals();
@@ -82,17 +82,5 @@ fn main() {
     if let Err(e) = real_main() {
         eprintln!("error: {e:#}");
         std::process::exit(1);
-    }
-}
-
-/// Say so on stderr when the node's clock is not synchronized: deadlines are
-/// in synchronized time, so fairness cannot be claimed (the node still runs;
-/// its reports carry the status).
-fn warn_clock(name: &str, status: jasper_core::clock::ClockStatus, bound_ns: u64) {
-    if status != jasper_core::clock::ClockStatus::Synchronized {
-        eprintln!(
-            "warning: {name}: clock is {} (error bound {bound_ns} ns): releases are not fair until it synchronizes (chrony/PTP; see deploy/prepare-host.sh)",
-            status.name()
-        );
     }
 }
