@@ -184,3 +184,46 @@ fn plan_writes_configs_from_an_inventory() {
     let _ = std::fs::remove_dir_all(dir);
     let _ = std::fs::remove_file(inv);
 }
+
+#[test]
+fn receiver_hedging_feeds_and_reports_through_both_endpoints() {
+    // 4 MPs × 2 endpoints over 3 level-2 proxies: one proxy serves hedge
+    // endpoints only, and must still get delay reports from them.
+    let json = tmp("hedged.json");
+    let out = jasper()
+        .args([
+            "local",
+            "--receivers",
+            "4",
+            "--receiver-hedging",
+            "--rate",
+            "1000",
+            "--duration",
+            "0.5",
+            "--json",
+        ])
+        .arg(&json)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    assert_eq!(v["missing_total"], 0, "{stdout}");
+    assert_eq!(v["duplicates_total"], 0);
+    let proxies: Vec<&serde_json::Value> = v["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|n| n["name"].as_str().unwrap_or("").starts_with("proxy"))
+        .collect();
+    assert_eq!(proxies.len(), 4);
+    for p in proxies {
+        assert!(p["core"]["reports_in"].as_u64().unwrap() > 0, "{p}");
+        assert_eq!(p["core"]["dropped_stranger"], 0, "{p}");
+    }
+    let _ = std::fs::remove_file(json);
+}

@@ -86,6 +86,20 @@ pub struct NodeSection {
     /// Receivers: index of the MP in the inventory.
     #[serde(default)]
     pub mp: Option<u32>,
+    /// Receivers with a second endpoint (receiver hedging): that endpoint's
+    /// plan id and its parent, which also gets this MP's delay reports.
+    #[serde(default)]
+    pub hedge: Option<HedgeEndpoint>,
+}
+
+/// The second endpoint of a hedged MP.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HedgeEndpoint {
+    /// Plan id of the endpoint.
+    pub id: NodeId,
+    /// Its parent proxy.
+    pub parent: NodeId,
 }
 
 /// How a poll loop waits when there is no work.
@@ -408,6 +422,7 @@ impl NodeConfig {
             needed.extend(slots.iter().flatten());
         }
         needed.extend(self.table.parent);
+        needed.extend(self.node.hedge.map(|h| h.parent));
         for id in needed {
             if self.peer(id).is_none() {
                 return bad(
@@ -550,6 +565,7 @@ mod tests {
                 role: NodeRole::Proxy,
                 listen: vec![p.nodes[1].addr],
                 mp: None,
+                hedge: None,
             },
             backend: BackendSection::default(),
             clock: ClockSection::default(),

@@ -4,8 +4,8 @@ use std::collections::BTreeSet;
 
 use crate::clock::ClockClass;
 use crate::config::{
-    BackendSection, ClockSection, ClockSource, FaultSection, NodeConfig, NodeRole, NodeSection,
-    Peer, ReceiverSection,
+    BackendSection, ClockSection, ClockSource, FaultSection, HedgeEndpoint, NodeConfig, NodeRole,
+    NodeSection, Peer, ReceiverSection,
 };
 use crate::model::{rng, ClockModel, CloudModel};
 use crate::plan::{Fanout, NodeId, Plan, Role, SENDER};
@@ -72,6 +72,7 @@ pub fn node_configs(plan: &Plan, opts: &ConfigOptions) -> Vec<NodeConfig> {
     }
     let mut out = Vec::new();
     for n in &plan.nodes {
+        let mut hedge = None;
         let (role, listen, mp, table) = match n.role {
             Role::Sender => (
                 NodeRole::Sender,
@@ -94,6 +95,9 @@ pub fn node_configs(plan: &Plan, opts: &ConfigOptions) -> Vec<NodeConfig> {
                 for e in eps.iter().skip(1) {
                     t.upstreams
                         .extend(tables[*e as usize].upstreams.iter().copied());
+                    if let Some(parent) = tables[*e as usize].parent {
+                        hedge = Some(HedgeEndpoint { id: *e, parent });
+                    }
                 }
                 (NodeRole::Receiver, listen, Some(mp), t)
             }
@@ -106,6 +110,7 @@ pub fn node_configs(plan: &Plan, opts: &ConfigOptions) -> Vec<NodeConfig> {
             ids.extend(slots.iter().flatten().copied());
         }
         ids.extend(table.parent);
+        ids.extend(hedge.map(|h| h.parent));
         let peers = ids
             .into_iter()
             .map(|id| Peer {
@@ -128,6 +133,7 @@ pub fn node_configs(plan: &Plan, opts: &ConfigOptions) -> Vec<NodeConfig> {
                 role,
                 listen,
                 mp,
+                hedge,
             },
             backend: opts.backend.clone(),
             clock: clock_for(opts, n.id),
@@ -177,6 +183,12 @@ mod tests {
             if c.node.role == NodeRole::Receiver {
                 assert_eq!(c.node.listen.len(), 2, "receiver hedging: two endpoints");
                 assert_eq!(c.table.upstreams.len(), 4);
+                let h = c.node.hedge.expect("hedge endpoint");
+                assert_ne!(
+                    Some(h.parent),
+                    c.table.parent,
+                    "the hedge endpoint has another parent"
+                );
             }
         }
         let direct = node_configs(&plan, &opts(true));

@@ -203,6 +203,7 @@ mod tests {
                 role: NodeRole::Proxy,
                 listen: vec![node.addr],
                 mp: None,
+                hedge: None,
             },
             plan.tables[id as usize].clone(),
             plan.nodes

@@ -57,6 +57,8 @@ pub struct ReceiverNode {
     io: BoxedIo,
     clock: NodeClock,
     parent: Option<SocketAddr>,
+    /// The hedge endpoint's id and its parent's address (receiver hedging).
+    hedge: Option<(jasper_core::plan::NodeId, SocketAddr)>,
     mold: Option<mold::MoldEmitter>,
     spin_ns: u64,
     idle: (IdleStrategy, u64),
@@ -121,6 +123,10 @@ impl ReceiverNode {
                 .table
                 .parent
                 .and_then(|p| peers.get(p as usize).copied().flatten()),
+            hedge: cfg
+                .node
+                .hedge
+                .and_then(|h| Some((h.id, peers.get(h.parent as usize).copied().flatten()?))),
             mold,
             spin_ns: cfg.receiver.spin_ns,
             idle: (cfg.backend.idle, cfg.backend.max_sleep_us),
@@ -181,10 +187,18 @@ impl ReceiverNode {
     pub fn housekeeping(&mut self) -> io::Result<()> {
         let now = self.clock.now_ns();
         if let Some(rep) = self.core.poll_report(now) {
+            let mut h = Header::new(Kind::DelayReport);
+            h.send_time_ns = now;
+            let mut buf = [0u8; 96];
             if let Some(parent) = self.parent {
-                let mut buf = [0u8; 96];
-                let mut h = Header::new(Kind::DelayReport);
-                h.send_time_ns = now;
+                if let Ok(len) = emit_report(&h, &rep, &mut buf) {
+                    self.io.send_to(&buf[..len], parent);
+                }
+            }
+            // A hedged MP also reports, as its second endpoint, to that
+            // endpoint's parent (a proxy only counts its own children).
+            if let Some((id, parent)) = self.hedge {
+                let rep = jasper_core::wire::DelayReport { node: id, ..rep };
                 if let Ok(len) = emit_report(&h, &rep, &mut buf) {
                     self.io.send_to(&buf[..len], parent);
                 }
@@ -328,6 +342,7 @@ mod tests {
                 role: NodeRole::Receiver,
                 listen: vec![me],
                 mp: Some(0),
+                hedge: None,
             },
             ForwardingTable {
                 node: 5,
