@@ -558,8 +558,8 @@ mod tests {
             })
             .collect();
         peers.retain(|x| x.id != 1);
-        NodeConfig {
-            node: NodeSection {
+        NodeConfig::with_defaults(
+            NodeSection {
                 id: 1,
                 name: "proxy0".into(),
                 role: NodeRole::Proxy,
@@ -567,15 +567,9 @@ mod tests {
                 mp: None,
                 hedge: None,
             },
-            backend: BackendSection::default(),
-            clock: ClockSection::default(),
-            faults: FaultSection::default(),
-            sender: SenderConfig::default(),
-            proxy: ProxyConfig::default(),
-            receiver: ReceiverSection::default(),
-            table: t,
+            t,
             peers,
-        }
+        )
     }
 
     #[test]
