@@ -7,6 +7,30 @@ fn jasper() -> Command {
     Command::new(env!("CARGO_BIN_EXE_jasper"))
 }
 
+/// Run `jasper local ARGS --json FILE EXTRA`, require success, and return
+/// the JSON report and stdout.
+fn run_local(
+    args: &[&str],
+    json: &std::path::Path,
+    extra: &[&std::ffi::OsStr],
+) -> (serde_json::Value, String) {
+    let out = jasper()
+        .args(args)
+        .arg("--json")
+        .arg(json)
+        .args(extra)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v = serde_json::from_slice(&std::fs::read(json).unwrap()).unwrap();
+    (v, stdout)
+}
+
 fn tmp(name: &str) -> std::path::PathBuf {
     std::env::temp_dir().join(format!("jasper-test-{}-{name}", std::process::id()))
 }
@@ -15,8 +39,8 @@ fn tmp(name: &str) -> std::path::PathBuf {
 fn local_run_delivers_everything_exactly_once() {
     let json = tmp("report.json");
     let svg = tmp("plot.svg");
-    let out = jasper()
-        .args([
+    let (v, stdout) = run_local(
+        &[
             "local",
             "--receivers",
             "8",
@@ -27,21 +51,11 @@ fn local_run_delivers_everything_exactly_once() {
             "--hedge",
             "1",
             "--spray",
-        ])
-        .arg("--json")
-        .arg(&json)
-        .arg("--plot")
-        .arg(&svg)
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
+        ],
+        &json,
+        &["--plot".as_ref(), svg.as_os_str()],
     );
     assert!(stdout.contains("DWS"), "{stdout}");
-    let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
     for key in [
         "messages_published",
         "receivers",
@@ -80,8 +94,8 @@ fn local_run_delivers_everything_exactly_once() {
 #[test]
 fn compare_runs_three_schemes() {
     let json = tmp("compare.json");
-    let out = jasper()
-        .args([
+    let (v, stdout) = run_local(
+        &[
             "local",
             "--receivers",
             "4",
@@ -92,19 +106,11 @@ fn compare_runs_three_schemes() {
             "--compare",
             "--delay-model",
             "none",
-        ])
-        .arg("--json")
-        .arg(&json)
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
+        ],
+        &json,
+        &[],
     );
     assert!(stdout.contains("side by side"), "{stdout}");
-    let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
     for scheme in ["jasper", "tree-no-hold", "direct-unicast"] {
         assert_eq!(
             v["compare"][scheme]["missing_total"], 0,
@@ -190,8 +196,8 @@ fn receiver_hedging_feeds_and_reports_through_both_endpoints() {
     // 4 MPs × 2 endpoints over 3 level-2 proxies: one proxy serves hedge
     // endpoints only, and must still get delay reports from them.
     let json = tmp("hedged.json");
-    let out = jasper()
-        .args([
+    let (v, stdout) = run_local(
+        &[
             "local",
             "--receivers",
             "4",
@@ -200,18 +206,10 @@ fn receiver_hedging_feeds_and_reports_through_both_endpoints() {
             "1000",
             "--duration",
             "0.5",
-            "--json",
-        ])
-        .arg(&json)
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
+        ],
+        &json,
+        &[],
     );
-    let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
     assert_eq!(v["missing_total"], 0, "{stdout}");
     assert_eq!(v["duplicates_total"], 0);
     let proxies: Vec<&serde_json::Value> = v["nodes"]

@@ -202,11 +202,34 @@ impl Fanout {
         }
     }
 
-    /// Copies emitted per packet.
+    /// Copies emitted for a packet with spraying key `key`: the sizes of
+    /// the H+1 served slots, without walking the destinations.
+    #[inline]
+    pub fn copies_for(&self, key: u64) -> usize {
+        match self {
+            Fanout::None => 0,
+            Fanout::Direct { children } => children.len(),
+            Fanout::Hedged {
+                index,
+                slots,
+                hedge,
+                spray,
+            } => {
+                let n = slots.len() as u64;
+                if n == 0 {
+                    return 0;
+                }
+                let rot = if *spray { key % n } else { 0 };
+                (0..=(*hedge as u64).min(n - 1))
+                    .map(|j| slots[((*index as u64 + rot + j) % n) as usize].len())
+                    .sum()
+            }
+        }
+    }
+
+    /// Copies emitted per packet (unsprayed key).
     pub fn copies(&self) -> usize {
-        let mut n = 0;
-        self.for_each(0, |_, _| n += 1);
-        n
+        self.copies_for(0)
     }
 }
 
@@ -811,6 +834,13 @@ mod tests {
                             ups.len(),
                             "copies must come from distinct proxies"
                         );
+                    }
+                }
+                for t in &p.tables {
+                    for key in [0u64, 3, 11] {
+                        let mut n = 0;
+                        t.fanout.for_each(key, |_, _| n += 1);
+                        assert_eq!(t.fanout.copies_for(key), n);
                     }
                 }
                 // Each non-root proxy emits (H+1)·F copies when the tree is full.

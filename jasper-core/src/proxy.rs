@@ -159,7 +159,7 @@ impl ProxyCore {
                 p.set_hops(p.hops() + 1);
                 let key = p.seq();
                 self.stats.forwarded += 1;
-                self.stats.copies_out += self.copies(key) as u64;
+                self.stats.copies_out += self.table.fanout.copies_for(key) as u64;
                 Verdict::Forward { key }
             }
             Kind::DelayReport => match Repr::parse_bytes(buf) {
@@ -227,12 +227,6 @@ impl ProxyCore {
         true
     }
 
-    fn copies(&self, key: u64) -> usize {
-        let mut n = 0;
-        self.table.fanout.for_each(key, |_, _| n += 1);
-        n
-    }
-
     /// Every destination for a packet with spraying key `key`.
     #[inline]
     pub fn for_each_destination(&self, key: u64, f: impl FnMut(NodeId, bool)) {
@@ -274,21 +268,28 @@ mod tests {
         Plan::build(&loopback_inventory(5, 16, false, 30000), &spec).unwrap()
     }
 
+    /// A one-message data packet with first sequence `seq`.
+    fn data(seq: u64, hops: u8) -> Vec<u8> {
+        let mut buf = vec![0u8; 256];
+        let mut b = DataBuilder::new(&mut buf, 256).unwrap();
+        b.push(b"m").unwrap();
+        let mut h = Header::new(Kind::Data);
+        h.seq = seq;
+        h.hops = hops;
+        let n = b.finish(&h);
+        buf.truncate(n);
+        buf
+    }
+
     #[test]
     fn forwards_with_hedging_and_rewrites_path() {
         let p = plan();
         let px = p.levels[1][0];
         let mut core = ProxyCore::new(p.tables[px as usize].clone(), ProxyConfig::default());
-        let mut buf = [0u8; 256];
-        let mut b = DataBuilder::new(&mut buf, 256).unwrap();
-        b.push(b"m").unwrap();
-        let mut h = Header::new(Kind::Data);
-        h.hops = 1;
-        h.seq = 5;
-        let n = b.finish(&h);
-        let v = core.handle_packet(0, &mut buf[..n]);
+        let mut buf = data(5, 1);
+        let v = core.handle_packet(0, &mut buf);
         assert_eq!(v, Verdict::Forward { key: 5 });
-        let r = Repr::parse_bytes(&buf[..n]).unwrap();
+        let r = Repr::parse_bytes(&buf).unwrap();
         assert_eq!((r.header.path, r.header.hops), (px as u16, 2));
         let mut dsts = Vec::new();
         core.for_each_destination(5, |d, hedged| dsts.push((d, hedged)));
@@ -302,20 +303,15 @@ mod tests {
         let p = plan();
         let px = p.levels[1][0];
         let mut core = ProxyCore::new(p.tables[px as usize].clone(), ProxyConfig::default());
-        let mut buf = [0u8; 256];
-        let mut b = DataBuilder::new(&mut buf, 256).unwrap();
-        b.push(b"m").unwrap();
-        let mut h = Header::new(Kind::Data);
-        h.seq = 9;
-        let n = b.finish(&h);
-        let copy = buf;
+        let mut buf = data(9, 0);
+        let copy = buf.clone();
         assert!(matches!(
-            core.handle_packet(0, &mut buf[..n]),
+            core.handle_packet(0, &mut buf),
             Verdict::Forward { .. }
         ));
         let mut again = copy;
         assert_eq!(
-            core.handle_packet(0, &mut again[..n]),
+            core.handle_packet(0, &mut again),
             Verdict::Dropped("duplicate")
         );
         // Heartbeats: identical copies dropped, the next one forwarded.
