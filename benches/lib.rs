@@ -7,11 +7,13 @@ use jasper_core::config::NodeConfig;
 use jasper_core::plan::{loopback_inventory, Plan, TreeSpec};
 use jasper_core::plan_configs::{node_configs, ConfigOptions};
 
-/// A loopback plan on free ports, and its node configs.
+/// A loopback plan on free ports, and its node configs; with `auth`, fresh
+/// keys are written to a temporary directory and every node authenticates.
 pub fn loopback_tree(
     receivers: usize,
     spec: TreeSpec,
     opts: &ConfigOptions,
+    auth: bool,
 ) -> (Plan, Vec<NodeConfig>) {
     let proxies = jasper_core::plan::proxies_needed(receivers, false, &spec);
     let mut inv = loopback_inventory(proxies, receivers, false, 1);
@@ -29,6 +31,11 @@ pub fn loopback_tree(
     }
     drop(socks);
     let plan = Plan::build(&inv, &spec).expect("plan");
-    let cfgs = node_configs(&plan, opts);
+    let mut cfgs = node_configs(&plan, opts);
+    if auth {
+        let dir = std::env::temp_dir().join(format!("jasper-bench-keys-{}", std::process::id()));
+        let masters = jasper_io::trust::random_masters(1).expect("random keys");
+        jasper_io::trust::install_keys(&mut cfgs, &dir, &masters, None).expect("write keys");
+    }
     (plan, cfgs)
 }

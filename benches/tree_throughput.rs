@@ -37,7 +37,7 @@ struct Outcome {
     proxy_tx_dropped: u64,
 }
 
-fn run(rate: u64, max_packet: usize) -> Outcome {
+fn run(rate: u64, max_packet: usize, auth: bool) -> Outcome {
     let opts = ConfigOptions {
         backend: BackendSection {
             socket_buffer: 16 << 20,
@@ -60,6 +60,7 @@ fn run(rate: u64, max_packet: usize) -> Outcome {
         },
         proxy: ProxyConfig::default(),
         direct: false,
+        keys_dir: None,
     };
     let spec = TreeSpec {
         depth: Some(1),
@@ -67,7 +68,7 @@ fn run(rate: u64, max_packet: usize) -> Outcome {
         hedge: 0,
         spray: false,
     };
-    let (_plan, cfgs) = loopback_tree(RECEIVERS, spec, &opts);
+    let (_plan, cfgs) = loopback_tree(RECEIVERS, spec, &opts, auth);
     let stop = Arc::new(AtomicBool::new(false));
     let proxy_cfg = cfgs
         .iter()
@@ -78,7 +79,7 @@ fn run(rate: u64, max_packet: usize) -> Outcome {
     let proxy = std::thread::spawn(move || {
         jasper_io::runtime::precise_sleep();
         let io = open_backend(&proxy_cfg, None).expect("proxy socket");
-        let mut node = ProxyNode::new(&proxy_cfg, io);
+        let mut node = ProxyNode::new(&proxy_cfg, io).expect("proxy keys");
         node.run(&pstop, ParentWatch::new(false))
             .expect("proxy run");
         let r = node.report("proxy");
@@ -179,21 +180,24 @@ fn main() {
     };
     for max_packet in [1472, 8972] {
         let per_packet = (max_packet - 48) / (MSG + 2);
-        println!(
-            "\ntree throughput: sender → 1 proxy → {RECEIVERS} receivers, {MSG}-byte messages, {max_packet}-byte packets ({per_packet} msgs each), kernel UDP on loopback, {SECONDS} s per rate"
-        );
-        table(&rates, max_packet);
+        for auth in [false, true] {
+            println!(
+                "\ntree throughput: sender → 1 proxy → {RECEIVERS} receivers, {MSG}-byte messages, {max_packet}-byte packets ({per_packet} msgs each), kernel UDP on loopback, {SECONDS} s per rate, authentication {}",
+                if auth { "on" } else { "off" }
+            );
+            table(&rates, max_packet, auth);
+        }
     }
 }
 
-fn table(rates: &[u64], max_packet: usize) {
+fn table(rates: &[u64], max_packet: usize, auth: bool) {
     println!(
         "{:>12} {:>12} {:>14} {:>10} {:>12} {:>12} {:>10}",
         "offered/s", "published", "min delivered", "loss", "proxy in/s", "proxy out/s", "tx drops"
     );
     let mut best = 0;
     for &rate in rates {
-        let o = run(rate, max_packet);
+        let o = run(rate, max_packet, auth);
         let loss = o.published - o.delivered_min;
         if loss == 0 {
             best = best.max(o.offered);

@@ -409,8 +409,9 @@ fn run_once(args: &LocalArgs, variant: Variant, stop: &AtomicBool) -> anyhow::Re
         },
         proxy: ProxyConfig::default(),
         direct: variant == Variant::Direct,
+        keys_dir: None,
     };
-    let cfgs = node_configs(&plan, &opts);
+    let mut cfgs = node_configs(&plan, &opts);
     let description = format!(
         "{}: {} receivers{}, {} — {} proxies (depth {}, fanout {}, hedge {}, spray {}), kernel UDP on loopback, clock {:?}, delay model {:?}, loss {}",
         variant.name(),
@@ -438,6 +439,10 @@ fn run_once(args: &LocalArgs, variant: Variant, stop: &AtomicBool) -> anyhow::Re
         variant.name()
     ));
     std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    // Every node authenticates, with keys made for this run.
+    let masters = jasper_io::trust::random_masters(1).map_err(anyhow::Error::msg)?;
+    jasper_io::trust::install_keys(&mut cfgs, &dir.join("keys"), &masters, None)
+        .map_err(anyhow::Error::msg)?;
     let mut paths = Vec::new();
     for c in &cfgs {
         let p = dir.join(format!("{}.toml", c.node.name));

@@ -139,8 +139,19 @@ fn plan_cmd(a: PlanArgs) -> anyhow::Result<()> {
             receiver: ReceiverSection::default(),
             proxy: ProxyConfig::default(),
             direct: false,
+            keys_dir: None,
         };
-        for mut c in jasper_core::plan_configs::node_configs(&plan, &opts) {
+        let mut cfgs = jasper_core::plan_configs::node_configs(&plan, &opts);
+        // Keys: one file per node under <out>/keys (mode 0600), never inside
+        // the shareable configs; each config names its file relative to itself.
+        let masters = jasper_io::trust::random_masters(1).map_err(anyhow::Error::msg)?;
+        jasper_io::trust::install_keys(&mut cfgs, &dir.join("keys"), &masters, Some(&dir))
+            .map_err(anyhow::Error::msg)?;
+        println!(
+            "keys written to {} (mode 0600): install each node's file with its config; never share them",
+            dir.join("keys").display()
+        );
+        for mut c in cfgs {
             if matches!(a.backend, BackendArg::Dpdk) && c.node.role != NodeRole::Sender {
                 let ip = match c.node.listen[0].ip() {
                     std::net::IpAddr::V4(v4) => v4,
@@ -167,24 +178,14 @@ fn plan_cmd(a: PlanArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn load(path: &PathBuf, role: NodeRole) -> anyhow::Result<NodeConfig> {
-    let text =
-        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
-    let cfg = NodeConfig::from_toml(&text).with_context(|| format!("in {}", path.display()))?;
-    anyhow::ensure!(
-        cfg.node.role == role,
-        "{} is a {:?} config, expected {:?}",
-        path.display(),
-        cfg.node.role,
-        role
-    );
-    Ok(cfg)
+fn load(path: &std::path::Path, role: NodeRole) -> anyhow::Result<NodeConfig> {
+    jasper_io::node::load_config(path, role).map_err(anyhow::Error::msg)
 }
 
 fn node_cmd(config: PathBuf, managed: bool) -> anyhow::Result<()> {
     let cfg = load(&config, NodeRole::Proxy)?;
     let io = open_backend(&cfg, jasper_proxy::dpdk_opener()).map_err(anyhow::Error::msg)?;
-    let mut node = jasper_proxy::ProxyNode::new(&cfg, io);
+    let mut node = jasper_proxy::ProxyNode::new(&cfg, io).map_err(anyhow::Error::msg)?;
     jasper_io::runtime::warn_if_unsynchronized(&cfg.node.name, node.clock());
     println!("ready {}", cfg.node.name);
     let stop = stop_on_signals();
@@ -246,10 +247,10 @@ fn receivers_cmd(
     for p in &config {
         let cfg = load(p, NodeRole::Receiver)?;
         index.push(cfg.node.mp.unwrap_or(cfg.node.id) as u32);
-        nodes.push(
-            jasper_receiver::ReceiverNode::open(&cfg, jasper_proxy::dpdk_opener())
-                .map_err(anyhow::Error::msg)?,
-        );
+        let mut node = jasper_receiver::ReceiverNode::open(&cfg, jasper_proxy::dpdk_opener())
+            .map_err(anyhow::Error::msg)?;
+        node.set_exit_after_session(true);
+        nodes.push(node);
     }
     for n in &nodes {
         jasper_io::runtime::warn_if_unsynchronized(n.name(), n.clock());

@@ -114,12 +114,17 @@ fn run_tree(tag: &str, spec: TreeSpec, proxies: usize, mps: usize) {
         receiver: Default::default(),
         proxy: Default::default(),
         direct: false,
+        keys_dir: None,
     };
     let dir = std::env::temp_dir().join(format!("jasper-netns-{tag}{id}"));
     std::fs::create_dir_all(&dir).unwrap();
     let mut receivers = Vec::new();
     let mut proxy_cfgs = Vec::new();
-    for mut c in node_configs(&plan, &opts) {
+    // Authenticated end to end: the DPDK proxies verify tree tags.
+    let mut cfgs = node_configs(&plan, &opts);
+    let masters = jasper_io::trust::random_masters(1).unwrap();
+    jasper_io::trust::install_keys(&mut cfgs, &dir.join("keys"), &masters, None).unwrap();
+    for mut c in cfgs {
         if c.node.role == NodeRole::Proxy {
             let i: usize = c.node.name.trim_start_matches("dpdk").parse().unwrap();
             c.backend.kind = BackendKind::Dpdk;

@@ -186,7 +186,21 @@ fn plan_writes_configs_from_an_inventory() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(stdout.contains("depth 2 fanout 10 hedge 2"), "{stdout}");
-    assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 1 + 11 + 100);
+    // One config per node, and a keys/ directory with one private key file each.
+    assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 1 + 11 + 100 + 1);
+    let keys: Vec<_> = std::fs::read_dir(dir.join("keys")).unwrap().collect();
+    assert_eq!(keys.len(), 1 + 11 + 100);
+    for k in keys {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = k.unwrap().metadata().unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+    }
+    let proxy = std::fs::read_to_string(dir.join("p1.toml")).unwrap();
+    assert!(
+        !proxy.contains("tree ="),
+        "no secret in the shareable config"
+    );
+    assert!(proxy.contains("key_file = \"keys/p1.key\""), "{proxy}");
     let _ = std::fs::remove_dir_all(dir);
     let _ = std::fs::remove_file(inv);
 }

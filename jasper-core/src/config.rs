@@ -29,6 +29,7 @@ use std::net::{Ipv4Addr, SocketAddr};
 use serde::{Deserialize, Serialize};
 
 use crate::clock::ClockClass;
+use crate::guard::TrustSection;
 use crate::model::CloudModel;
 use crate::plan::{Fanout, ForwardingTable, NodeId};
 use crate::proxy::ProxyConfig;
@@ -287,6 +288,10 @@ pub struct Peer {
     pub id: NodeId,
     /// Address.
     pub addr: SocketAddr,
+    /// For receiver endpoints: the MP it belongs to (a hedged MP's two
+    /// endpoints share it, and either socket may carry its reports).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mp: Option<u32>,
 }
 
 /// A whole node config file.
@@ -313,6 +318,9 @@ pub struct NodeConfig {
     /// `[receiver]` (receiver only).
     #[serde(default)]
     pub receiver: ReceiverSection,
+    /// `[trust]`: keys, allowlists and plausibility bounds.
+    #[serde(default)]
+    pub trust: TrustSection,
     /// `[table]`: this node's forwarding table from the plan.
     pub table: ForwardingTable,
     /// `[[peers]]`: addresses of every node the table names.
@@ -321,7 +329,9 @@ pub struct NodeConfig {
 }
 
 impl NodeConfig {
-    /// A config with every optional section at its default.
+    /// A config with every optional section at its default, and
+    /// unauthenticated (`trust.insecure = true`): for tests and tools that
+    /// build configs in memory. `jasper plan` writes authenticated ones.
     pub fn with_defaults(
         node: NodeSection,
         table: ForwardingTable,
@@ -335,8 +345,22 @@ impl NodeConfig {
             sender: SenderConfig::default(),
             proxy: ProxyConfig::default(),
             receiver: ReceiverSection::default(),
+            trust: TrustSection {
+                insecure: true,
+                ..TrustSection::default()
+            },
             table,
             peers,
+        }
+    }
+
+    /// Resolve relative paths in the config (the key file) against the
+    /// directory of the config file.
+    pub fn resolve_paths(&mut self, base: &std::path::Path) {
+        if let Some(k) = &self.trust.key_file {
+            if k.is_relative() {
+                self.trust.key_file = Some(base.join(k));
+            }
         }
     }
 
@@ -494,6 +518,86 @@ impl NodeConfig {
         if r.max_held == 0 {
             return bad("receiver.core.max_held", "0", "use e.g. 1048576");
         }
+        if r.max_held_bytes < 65_536 {
+            return bad(
+                "receiver.core.max_held_bytes",
+                format!(
+                    "{} bytes cannot hold even one jumbo packet",
+                    r.max_held_bytes
+                ),
+                "use e.g. 268435456 (256 MiB)",
+            );
+        }
+        if r.max_seq_jump == 0 || r.max_seq_jump > r.dedup_window {
+            return bad(
+                "receiver.core.max_seq_jump",
+                format!(
+                    "{} must be within 1..=dedup_window ({}): a larger jump would slide the dedup window past messages still to come",
+                    r.max_seq_jump, r.dedup_window
+                ),
+                format!("use at most {} (half the window is typical)", r.dedup_window),
+            );
+        }
+        if r.max_streams == 0 {
+            return bad(
+                "receiver.core.max_streams",
+                "0",
+                "use the number of publishers in the plan (e.g. 16)",
+            );
+        }
+        let p = &self.proxy;
+        if !p.dedup_window.is_power_of_two() || p.dedup_window < 64 {
+            return bad(
+                "proxy.dedup_window",
+                format!("{} is not a power of two ≥ 64", p.dedup_window),
+                "use e.g. 65536",
+            );
+        }
+        if p.max_seq_jump == 0 || p.max_seq_jump > p.dedup_window {
+            return bad(
+                "proxy.max_seq_jump",
+                format!(
+                    "{} must be within 1..=dedup_window ({})",
+                    p.max_seq_jump, p.dedup_window
+                ),
+                format!("use at most {}", p.dedup_window),
+            );
+        }
+        let t = &self.trust;
+        if t.key_file.is_none() && !t.insecure {
+            return bad(
+                "trust.key_file",
+                "no key file, and `insecure` is not set",
+                "run `jasper keys` (or `jasper plan`, which writes keys) and set key_file, or set insecure = true for a local experiment",
+            );
+        }
+        if t.streams.is_empty() {
+            return bad(
+                "trust.streams",
+                "no stream is allowed",
+                "list the publishers' stream ids, e.g. [1]",
+            );
+        }
+        if n.role == NodeRole::Sender && !t.streams.contains(&self.sender.stream) {
+            return bad(
+                "trust.streams",
+                format!(
+                    "the sender's own stream {} is not listed",
+                    self.sender.stream
+                ),
+                format!("add {} to trust.streams", self.sender.stream),
+            );
+        }
+        if t.deadline_future_ns < self.sender.deadline.ceiling_ns {
+            return bad(
+                "trust.deadline_future_ns",
+                format!(
+                    "{} ns is below the deadline ceiling ({} ns): every deadline near the ceiling would be refused",
+                    t.deadline_future_ns, self.sender.deadline.ceiling_ns
+                ),
+                "set it to the ceiling plus the clocks' disagreement (e.g. ceiling + 5 ms)",
+            );
+        }
         if self.receiver.mold_session.len() > 10 || !self.receiver.mold_session.is_ascii() {
             return bad(
                 "receiver.mold_session",
@@ -555,6 +659,7 @@ mod tests {
             .map(|n| Peer {
                 id: n.id,
                 addr: n.addr,
+                mp: None,
             })
             .collect();
         peers.retain(|x| x.id != 1);

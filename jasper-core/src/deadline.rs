@@ -107,23 +107,62 @@ impl OwdEstimator {
 pub struct Reducer {
     children: Vec<(NodeId, Option<(DelayReport, u64)>)>,
     stale_after_ns: u64,
+    ceiling_ns: u64,
+    /// Per child (same order): reports clamped to the ceiling, and reduced
+    /// maxima this child set while far above its siblings' median.
+    flags: Vec<ChildFlags>,
 }
 
+/// What a child's reports did to the reduced estimate (for counters).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChildFlags {
+    /// The child.
+    pub child: NodeId,
+    /// Reports above the ceiling (clamped to it).
+    pub clamped: u64,
+    /// Reductions where this child alone set the max at more than
+    /// [`OUTLIER_FACTOR`] × the median of its siblings.
+    pub outlier: u64,
+}
+
+/// A child whose estimate exceeds this multiple of its siblings' median is
+/// named as an outlier.
+pub const OUTLIER_FACTOR: u64 = 4;
+
 impl Reducer {
-    /// Reduce over these children; reports older than `stale_after_ns` are ignored.
-    pub fn new(children: &[NodeId], stale_after_ns: u64) -> Self {
+    /// Reduce over these children; reports older than `stale_after_ns` are
+    /// ignored, estimates above `ceiling_ns` clamped to it.
+    pub fn new(children: &[NodeId], stale_after_ns: u64, ceiling_ns: u64) -> Self {
         Reducer {
             children: children.iter().map(|c| (*c, None)).collect(),
             stale_after_ns,
+            ceiling_ns,
+            flags: children
+                .iter()
+                .map(|c| ChildFlags {
+                    child: *c,
+                    ..ChildFlags::default()
+                })
+                .collect(),
         }
+    }
+
+    /// Per-child counters (clamped and outlier reports).
+    pub fn flags(&self) -> &[ChildFlags] {
+        &self.flags
     }
 
     /// Store a child's report. Returns false (and stores nothing) when the
     /// sender is not one of this node's children.
     pub fn handle_report(&mut self, now_ns: u64, from: NodeId, report: DelayReport) -> bool {
-        match self.children.iter_mut().find(|(c, _)| *c == from) {
-            Some(slot) => {
-                slot.1 = Some((report, now_ns));
+        match self.children.iter().position(|(c, _)| *c == from) {
+            Some(i) => {
+                let mut report = report;
+                if report.owd_ns > self.ceiling_ns {
+                    report.owd_ns = self.ceiling_ns;
+                    self.flags[i].clamped += 1;
+                }
+                self.children[i].1 = Some((report, now_ns));
                 true
             }
             None => false,
@@ -131,9 +170,12 @@ impl Reducer {
     }
 
     /// The max over fresh reports with data, as a report from `node`.
-    pub fn reduce(&self, now_ns: u64, node: NodeId) -> Option<DelayReport> {
+    /// A child that alone sets the max far above its siblings is counted in
+    /// [`Reducer::flags`].
+    pub fn reduce(&mut self, now_ns: u64, node: NodeId) -> Option<DelayReport> {
         let mut out: Option<DelayReport> = None;
-        for (_, r) in &self.children {
+        let mut owds: Vec<(u64, usize)> = Vec::with_capacity(self.children.len());
+        for (i, (_, r)) in self.children.iter().enumerate() {
             let Some((rep, at)) = r else { continue };
             if now_ns.saturating_sub(*at) > self.stale_after_ns || rep.samples == 0 {
                 continue;
@@ -147,8 +189,18 @@ impl Reducer {
             });
             o.owd_ns = o.owd_ns.max(rep.owd_ns);
             o.clock_bound_ns = o.clock_bound_ns.max(rep.clock_bound_ns);
-            o.receivers += rep.receivers;
-            o.samples += rep.samples;
+            o.receivers = o.receivers.saturating_add(rep.receivers);
+            o.samples = o.samples.saturating_add(rep.samples);
+            owds.push((rep.owd_ns, i));
+        }
+        if owds.len() >= 3 {
+            owds.sort_unstable();
+            let median = owds[(owds.len() - 1) / 2].0;
+            let (top, who) = owds[owds.len() - 1];
+            let second = owds[owds.len() - 2].0;
+            if top > median.saturating_mul(OUTLIER_FACTOR) && top > second.saturating_mul(2) {
+                self.flags[who].outlier += 1;
+            }
         }
         out
     }
@@ -380,7 +432,7 @@ mod tests {
 
     #[test]
     fn reducer_takes_max_of_fresh_children() {
-        let mut r = Reducer::new(&[10, 11, 12], 50_000_000);
+        let mut r = Reducer::new(&[10, 11, 12], 50_000_000, 5_000_000);
         assert!(r.handle_report(0, 10, rep(10, 100, 5)));
         assert!(r.handle_report(0, 11, rep(11, 300, 2)));
         assert!(
@@ -398,6 +450,28 @@ mod tests {
         let out = r.reduce(60_000_001, 5).unwrap();
         assert_eq!(out.owd_ns, 200);
         assert_eq!(r.fresh(60_000_001), 2);
+    }
+
+    #[test]
+    fn reducer_clamps_names_outliers_and_never_overflows() {
+        let mut r = Reducer::new(&[1, 2, 3, 4], 50_000_000, 5_000_000);
+        for c in 1..=3 {
+            r.handle_report(0, c, rep(c, 100_000, 0));
+        }
+        r.handle_report(0, 4, rep(4, u64::MAX, 0));
+        let out = r.reduce(1, 9).unwrap();
+        assert_eq!(out.owd_ns, 5_000_000, "clamped to the ceiling");
+        let f = r.flags()[3];
+        assert_eq!((f.child, f.clamped, f.outlier), (4, 1, 1));
+        assert_eq!(r.flags()[0].outlier, 0);
+        // Sums saturate instead of overflowing.
+        let mut big = rep(1, 1, 0);
+        big.receivers = u32::MAX;
+        big.samples = u64::MAX;
+        r.handle_report(2, 1, big);
+        r.handle_report(2, 2, big);
+        let out = r.reduce(3, 9).unwrap();
+        assert_eq!((out.receivers, out.samples), (u32::MAX, u64::MAX));
     }
 
     #[test]

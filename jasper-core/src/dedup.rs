@@ -64,6 +64,17 @@ impl SeqWindow {
         }
         self.base = new_base;
     }
+    /// What [`SeqWindow::insert`] would answer, without changing anything.
+    pub fn peek(&self, seq: u64) -> Seen {
+        if seq < self.base {
+            Seen::Stale
+        } else if seq - self.base < self.window() && self.bit(seq) {
+            Seen::Duplicate
+        } else {
+            Seen::New
+        }
+    }
+
     /// Record `seq`; says whether it was new.
     pub fn insert(&mut self, seq: u64) -> Seen {
         if seq < self.base {

@@ -7,6 +7,9 @@
 //!
 //! | module | what |
 //! |---|---|
+//! | [`auth`] | keys, packet tags (tree / feed / node), key files and rotation |
+//! | [`guard`] | the gate in front of every state machine: parse, source, tag, replay and plausibility checks, counted by reason |
+//! | [`liveness`] | which upstreams went silent (dead after a configured time, named) |
 //! | [`wire`] | packet format v1 (`docs/PROTOCOL.md`): zero-copy [`wire::Packet`] views, validated [`wire::Repr`] |
 //! | [`plan`] | inventory → tree (depth/fanout, sibling hedging, spraying, receiver hedging) → forwarding tables |
 //! | [`sender`] | publisher state machine: packing, sequencing, send time and deadline stamping, heartbeats |
@@ -21,10 +24,13 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod auth;
 pub mod clock;
 pub mod config;
 pub mod deadline;
 pub mod dedup;
+pub mod guard;
+pub mod liveness;
 pub mod metrics;
 pub mod model;
 pub mod plan;

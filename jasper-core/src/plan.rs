@@ -507,10 +507,21 @@ impl Plan {
                 };
             }
         }
-        // Upstreams (without spraying: the static picture).
+        // Upstreams: every node that may send to this one, over every
+        // spraying rotation (the guard admits data only from these).
         for id in 0..total {
+            let rotations = match &tables[id].fanout {
+                Fanout::Hedged {
+                    slots, spray: true, ..
+                } => slots.len() as u64,
+                _ => 1,
+            };
             let mut dsts = Vec::new();
-            tables[id].fanout.for_each(0, |c, _| dsts.push(c));
+            for key in 0..rotations.max(1) {
+                tables[id].fanout.for_each(key, |c, _| dsts.push(c));
+            }
+            dsts.sort_unstable();
+            dsts.dedup();
             for c in dsts {
                 tables[c as usize].upstreams.push(id as NodeId);
             }

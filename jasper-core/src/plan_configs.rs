@@ -7,6 +7,7 @@ use crate::config::{
     BackendSection, ClockSection, ClockSource, FaultSection, HedgeEndpoint, NodeConfig, NodeRole,
     NodeSection, Peer, ReceiverSection,
 };
+use crate::guard::TrustSection;
 use crate::model::{rng, ClockModel, CloudModel};
 use crate::plan::{Fanout, NodeId, Plan, Role, SENDER};
 use crate::proxy::ProxyConfig;
@@ -31,6 +32,9 @@ pub struct ConfigOptions {
     pub proxy: ProxyConfig,
     /// Direct unicast from the sender to every receiver (no proxies).
     pub direct: bool,
+    /// Where each node's key file is (`<dir>/<name>.key`); `None` writes
+    /// insecure (unauthenticated) configs.
+    pub keys_dir: Option<std::path::PathBuf>,
 }
 
 fn clock_for(opts: &ConfigOptions, id: NodeId) -> ClockSection {
@@ -99,6 +103,8 @@ pub fn node_configs(plan: &Plan, opts: &ConfigOptions) -> Vec<NodeConfig> {
                         hedge = Some(HedgeEndpoint { id: *e, parent });
                     }
                 }
+                t.upstreams.sort_unstable();
+                t.upstreams.dedup();
                 (NodeRole::Receiver, listen, Some(mp), t)
             }
         };
@@ -111,11 +117,24 @@ pub fn node_configs(plan: &Plan, opts: &ConfigOptions) -> Vec<NodeConfig> {
         }
         ids.extend(table.parent);
         ids.extend(hedge.map(|h| h.parent));
+        // Who may send to this node (the guard's source allowlist): its
+        // upstreams, and its report children with their MP's other endpoint.
+        ids.extend(table.upstreams.iter().copied());
+        for c in &table.report_children {
+            ids.insert(*c);
+            if let Role::Receiver { mp, .. } = plan.nodes[*c as usize].role {
+                ids.extend(plan.endpoints_of(mp));
+            }
+        }
         let peers = ids
             .into_iter()
             .map(|id| Peer {
                 id,
                 addr: plan.nodes[id as usize].addr,
+                mp: match plan.nodes[id as usize].role {
+                    Role::Receiver { mp, .. } => Some(mp),
+                    _ => None,
+                },
             })
             .collect();
         let faults = match &opts.faults {
@@ -141,6 +160,15 @@ pub fn node_configs(plan: &Plan, opts: &ConfigOptions) -> Vec<NodeConfig> {
             sender: opts.sender,
             proxy: opts.proxy,
             receiver: opts.receiver.clone(),
+            trust: TrustSection {
+                key_file: opts
+                    .keys_dir
+                    .as_ref()
+                    .map(|d| d.join(format!("{}.key", n.name))),
+                insecure: opts.keys_dir.is_none(),
+                streams: vec![opts.sender.stream],
+                ..TrustSection::default()
+            },
             table,
             peers,
         });
@@ -163,6 +191,7 @@ mod tests {
             receiver: ReceiverSection::default(),
             proxy: ProxyConfig::default(),
             direct,
+            keys_dir: None,
         }
     }
 
@@ -182,6 +211,7 @@ mod tests {
             assert_eq!(&back, c);
             if c.node.role == NodeRole::Receiver {
                 assert_eq!(c.node.listen.len(), 2, "receiver hedging: two endpoints");
+                // Spraying: every last-level proxy may send to either endpoint.
                 assert_eq!(c.table.upstreams.len(), 4);
                 let h = c.node.hedge.expect("hedge endpoint");
                 assert_ne!(

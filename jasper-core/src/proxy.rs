@@ -33,6 +33,15 @@ pub struct ProxyConfig {
     pub max_hops: u8,
     /// Hedged-copy suppression window per stream, in packets' first sequences.
     pub dedup_window: u64,
+    /// A packet whose first sequence is further than this beyond the highest
+    /// forwarded is refused (`dropped_seq_jump`), never obeyed. At most
+    /// `dedup_window`.
+    pub max_seq_jump: u64,
+    /// Most streams tracked at once.
+    pub max_streams: usize,
+    /// A child's delay estimate above this is clamped to it (and counted):
+    /// the sender's deadline ceiling.
+    pub report_ceiling_ns: u64,
 }
 
 impl Default for ProxyConfig {
@@ -42,6 +51,9 @@ impl Default for ProxyConfig {
             stale_after_ns: 100_000_000,
             max_hops: 32,
             dedup_window: 1 << 16,
+            max_seq_jump: 1 << 15,
+            max_streams: 16,
+            report_ceiling_ns: 5_000_000,
         }
     }
 }
@@ -69,6 +81,29 @@ pub struct ProxyStats {
     pub dropped_unsupported: u64,
     /// Hedged copies dropped because an earlier copy was already forwarded.
     pub dropped_duplicate: u64,
+    /// Dropped: first sequence implausibly far ahead.
+    pub dropped_seq_jump: u64,
+    /// Dropped: an older session of a stream, or a stream beyond `max_streams`.
+    pub dropped_stale_session: u64,
+    /// Sessions seen (new streams and restarted publishers).
+    pub sessions: u64,
+}
+
+/// Per-stream forwarding state.
+#[derive(Debug)]
+struct StreamSeen {
+    stream: u32,
+    session: u32,
+    /// One past the highest first sequence forwarded.
+    next: u64,
+    window: SeqWindow,
+}
+
+enum Copy {
+    First,
+    Duplicate,
+    Jump,
+    StaleSession,
 }
 
 /// What to do with a packet.
@@ -94,8 +129,8 @@ pub struct ProxyCore {
     reducer: Reducer,
     next_report_ns: Option<u64>,
     stats: ProxyStats,
-    /// (stream, session, first sequences forwarded).
-    seen_data: Vec<(u32, u32, SeqWindow)>,
+    /// First sequences forwarded, per stream.
+    seen_data: Vec<StreamSeen>,
     /// Recently forwarded heartbeats and control packets (kind, stream, seq, send time).
     seen_other: VecDeque<(u8, u32, u64, u64)>,
 }
@@ -103,7 +138,11 @@ pub struct ProxyCore {
 impl ProxyCore {
     /// Proxy for the node this table belongs to.
     pub fn new(table: ForwardingTable, cfg: ProxyConfig) -> Self {
-        let reducer = Reducer::new(&table.report_children, cfg.stale_after_ns);
+        let reducer = Reducer::new(
+            &table.report_children,
+            cfg.stale_after_ns,
+            cfg.report_ceiling_ns,
+        );
         ProxyCore {
             path_tag: table.node as u16,
             table,
@@ -128,6 +167,11 @@ impl ProxyCore {
     pub fn stats(&self) -> &ProxyStats {
         &self.stats
     }
+    /// Per child: reports clamped to the ceiling, and reductions where it
+    /// alone set the max far above its siblings (named, not silent).
+    pub fn child_flags(&self) -> &[crate::deadline::ChildFlags] {
+        self.reducer.flags()
+    }
 
     /// Decide about one packet; rewrites path tag and hop count in place
     /// for packets to forward.
@@ -136,8 +180,10 @@ impl ProxyCore {
         if self.next_report_ns.is_none() {
             self.next_report_ns = Some(now_ns + self.cfg.report_interval_ns);
         }
-        let kind = match Packet::new_checked(&*buf) {
-            Ok(p) => p.kind(),
+        // Full structural validation: a packet with a malformed body is
+        // never forwarded.
+        let kind = match Repr::parse_bytes(buf) {
+            Ok(r) => r.header.kind,
             Err(e) => {
                 self.stats.dropped_malformed += 1;
                 return Verdict::Dropped(e.reason());
@@ -151,9 +197,20 @@ impl ProxyCore {
                     return Verdict::Dropped("hop_limit");
                 }
                 // Every node keeps only the first of its hedged copies.
-                if !self.first_copy(kind, p.stream(), p.session(), p.seq(), p.send_time_ns()) {
-                    self.stats.dropped_duplicate += 1;
-                    return Verdict::Dropped("duplicate");
+                match self.first_copy(kind, p.stream(), p.session(), p.seq(), p.send_time_ns()) {
+                    Copy::First => {}
+                    Copy::Duplicate => {
+                        self.stats.dropped_duplicate += 1;
+                        return Verdict::Dropped("duplicate");
+                    }
+                    Copy::Jump => {
+                        self.stats.dropped_seq_jump += 1;
+                        return Verdict::Dropped("seq_jump");
+                    }
+                    Copy::StaleSession => {
+                        self.stats.dropped_stale_session += 1;
+                        return Verdict::Dropped("stale_session");
+                    }
                 }
                 p.set_path(self.path_tag);
                 p.set_hops(p.hops() + 1);
@@ -187,6 +244,28 @@ impl ProxyCore {
         }
     }
 
+    /// True when `bytes` is a data copy of a packet already forwarded: a
+    /// read-only check a node may run before authenticating, so hedged
+    /// duplicates cost no tag verification.
+    pub fn is_duplicate(&self, bytes: &[u8]) -> bool {
+        let Ok(p) = Packet::new_checked(bytes) else {
+            return false;
+        };
+        if !matches!(p.kind(), Kind::Data | Kind::RetransmitData) {
+            return false;
+        }
+        self.seen_data
+            .iter()
+            .find(|s| s.stream == p.stream())
+            .is_some_and(|s| s.session == p.session() && s.window.peek(p.seq()) != Seen::New)
+    }
+
+    /// Count a copy dropped by [`ProxyCore::is_duplicate`].
+    pub fn count_duplicate(&mut self) {
+        self.stats.packets_in += 1;
+        self.stats.dropped_duplicate += 1;
+    }
+
     fn first_copy(
         &mut self,
         kind: Kind,
@@ -194,37 +273,50 @@ impl ProxyCore {
         session: u32,
         seq: u64,
         send_time: u64,
-    ) -> bool {
+    ) -> Copy {
         if matches!(kind, Kind::Data | Kind::RetransmitData) {
-            let i = match self.seen_data.iter().position(|(s, _, _)| *s == stream) {
-                Some(i) if self.seen_data[i].1 >= session => i,
+            let fresh = |cfg: &ProxyConfig| StreamSeen {
+                stream,
+                session,
+                next: seq,
+                // Copies overtaken by the first one seen are still new.
+                window: SeqWindow::new(cfg.dedup_window, seq.saturating_sub(cfg.dedup_window / 2)),
+            };
+            let i = match self.seen_data.iter().position(|s| s.stream == stream) {
+                Some(i) if self.seen_data[i].session > session => return Copy::StaleSession,
+                Some(i) if self.seen_data[i].session == session => i,
                 Some(i) => {
-                    self.seen_data[i] = (stream, session, SeqWindow::new(self.cfg.dedup_window, 0));
+                    // A restarted publisher: a new session starts where it starts.
+                    self.seen_data[i] = fresh(&self.cfg);
+                    self.stats.sessions += 1;
                     i
                 }
+                None if self.seen_data.len() >= self.cfg.max_streams => return Copy::StaleSession,
                 None => {
-                    self.seen_data.push((
-                        stream,
-                        session,
-                        SeqWindow::new(self.cfg.dedup_window, 0),
-                    ));
+                    self.seen_data.push(fresh(&self.cfg));
+                    self.stats.sessions += 1;
                     self.seen_data.len() - 1
                 }
             };
-            if self.seen_data[i].1 > session {
-                return false;
+            let st = &mut self.seen_data[i];
+            if seq > st.next.saturating_add(self.cfg.max_seq_jump) {
+                return Copy::Jump;
             }
-            return self.seen_data[i].2.insert(seq) == Seen::New;
+            if st.window.insert(seq) != Seen::New {
+                return Copy::Duplicate;
+            }
+            st.next = st.next.max(seq.saturating_add(1));
+            return Copy::First;
         }
         let id = (kind as u8, stream, seq, send_time);
         if self.seen_other.contains(&id) {
-            return false;
+            return Copy::Duplicate;
         }
         if self.seen_other.len() >= 64 {
             self.seen_other.pop_front();
         }
         self.seen_other.push_back(id);
-        true
+        Copy::First
     }
 
     /// Every destination for a packet with spraying key `key`.

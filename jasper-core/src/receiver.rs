@@ -44,9 +44,19 @@ pub struct ReceiverConfig {
     pub dedup_window: u64,
     /// Most messages held at once; beyond it the earliest is released early.
     pub max_held: usize,
-    /// A sequence further than this beyond the highest seen is treated as
-    /// corrupt and the packet dropped.
+    /// Most payload bytes held at once; beyond it the earliest is released early.
+    pub max_held_bytes: usize,
+    /// A sequence further than this beyond the highest seen is refused
+    /// (counted as `seq_jump`), never obeyed. At most `dedup_window`, so no
+    /// jump can slide the dedup window past messages still to come.
     pub max_seq_jump: u64,
+    /// Most streams (publishers) tracked at once; packets of further streams
+    /// are refused (`stream_limit`).
+    pub max_streams: usize,
+    /// A receiver that joins a stream mid-session (or sees a session's first
+    /// packet out of order) still accepts this many sequences before the
+    /// first one it saw. Below `dedup_window`.
+    pub join_reorder: u64,
     /// One-way delay estimator.
     pub estimator: EstimatorConfig,
     /// Interval between delay reports to the parent, ns.
@@ -61,7 +71,10 @@ impl Default for ReceiverConfig {
         ReceiverConfig {
             dedup_window: 1 << 20,
             max_held: 1 << 20,
-            max_seq_jump: 1 << 24,
+            max_held_bytes: 256 << 20,
+            max_seq_jump: 1 << 19,
+            max_streams: 16,
+            join_reorder: 4096,
             estimator: EstimatorConfig::default(),
             report_interval_ns: 1_000_000,
             hold: true,
@@ -84,6 +97,12 @@ pub struct ReceiverStats {
     pub stale_session: u64,
     /// Packets whose sequence jumped implausibly far ahead.
     pub seq_jump: u64,
+    /// Packets of a stream beyond `max_streams`.
+    pub stream_limit: u64,
+    /// Sessions started (the first of each stream included).
+    pub sessions: u64,
+    /// Sessions ended by the publisher.
+    pub sessions_ended: u64,
     /// New messages accepted.
     pub accepted: u64,
     /// Duplicate copies suppressed.
@@ -181,6 +200,8 @@ struct StreamState {
     session: u32,
     /// Sequences seen (bounded window); below its base = decided.
     seen: SeqWindow,
+    /// First sequence this receiver knows of (gap accounting starts here).
+    start: u64,
     /// One past the highest sequence known to exist.
     next_expected: u64,
     /// End of session already reported.
@@ -188,11 +209,14 @@ struct StreamState {
 }
 
 impl StreamState {
-    fn new(stream: u32, session: u32, window: u64, start: u64) -> Self {
+    /// State starting at `start`; up to `reorder` earlier sequences (copies
+    /// overtaken by the first one seen) are still accepted.
+    fn new(stream: u32, session: u32, window: u64, start: u64, reorder: u64) -> Self {
         StreamState {
             stream,
             session,
-            seen: SeqWindow::new(window, start),
+            seen: SeqWindow::new(window, start.saturating_sub(reorder)),
+            start,
             next_expected: start,
             ended: false,
         }
@@ -227,6 +251,7 @@ pub struct Receiver {
     slab: Vec<Held>,
     free: Vec<u32>,
     held: usize,
+    held_bytes: usize,
     last_released: Option<Key>,
     estimator: OwdEstimator,
     next_report_ns: Option<u64>,
@@ -250,6 +275,7 @@ impl Receiver {
             slab: Vec::new(),
             free: Vec::new(),
             held: 0,
+            held_bytes: 0,
             last_released: None,
             estimator: OwdEstimator::new(cfg.estimator),
             next_report_ns: None,
@@ -270,6 +296,11 @@ impl Receiver {
         self.held
     }
 
+    /// Payload bytes currently held.
+    pub fn held_bytes(&self) -> usize {
+        self.held_bytes
+    }
+
     /// One past the highest sequence known on `stream`.
     pub fn next_expected(&self, stream: u32) -> Option<u64> {
         self.streams
@@ -282,19 +313,24 @@ impl Receiver {
     /// arrival (use the kernel/NIC timestamp when available), `clock_bound_ns`
     /// the local clock's current error bound.
     pub fn handle_packet(&mut self, now_ns: u64, clock_bound_ns: u64, bytes: &[u8]) {
-        self.stats.packets += 1;
-        self.clock_bound_ns = clock_bound_ns;
+        match Repr::parse_bytes(bytes) {
+            Ok(r) => self.handle_repr(now_ns, clock_bound_ns, &r),
+            Err(e) => {
+                self.stats.packets += 1;
+                self.count_malformed(e);
+            }
+        }
+    }
+
+    /// Feed one packet a [`crate::guard::Guard`] already parsed and verified
+    /// (what nodes do; [`Receiver::handle_packet`] parses itself).
+    pub fn handle_repr(&mut self, now_ns: u64, clock_bound_ns: u64, repr: &Repr<'_>) {
         if self.next_report_ns.is_none() {
             self.next_report_ns = Some(now_ns + self.cfg.report_interval_ns);
         }
-        let repr = match Repr::parse_bytes(bytes) {
-            Ok(r) => r,
-            Err(e) => {
-                self.count_malformed(e);
-                return;
-            }
-        };
+        self.clock_bound_ns = clock_bound_ns;
         let h = repr.header;
+        self.stats.packets += 1;
         match (h.kind, &repr.body) {
             (Kind::Data | Kind::RetransmitData, _) => {
                 if h.seq.checked_add(h.count as u64).is_none() {
@@ -330,7 +366,7 @@ impl Receiver {
                         self.stats.negative_owd += 1;
                     }
                     self.path_win(h.path);
-                    let Body::Messages(body) = repr.body else {
+                    let Body::Messages(body) = &repr.body else {
                         unreachable!("data packets parse to messages")
                     };
                     self.hold(now_ns, &h, body, &keep, kept);
@@ -343,12 +379,13 @@ impl Receiver {
                     self.learn_next(si, h.seq);
                 }
             }
-            (Kind::Control, Body::Control(c)) => {
-                if c.op == ControlOp::EndOfSession {
+            (Kind::Control, Body::Control(c)) => match c.op {
+                ControlOp::EndOfSession => {
                     if let Some(si) = self.stream_index(h.stream, h.session, c.arg) {
                         self.learn_next(si, c.arg);
                         if !self.streams[si].ended {
                             self.streams[si].ended = true;
+                            self.stats.sessions_ended += 1;
                             self.events.push_back(Event::EndOfSession {
                                 stream: h.stream,
                                 next_seq: c.arg,
@@ -356,7 +393,13 @@ impl Receiver {
                         }
                     }
                 }
-            }
+                // The announce carries the session's first sequence, so a
+                // lost first packet is still seen as a gap.
+                ControlOp::SessionStart => {
+                    let _ = self.stream_index(h.stream, h.session, c.arg);
+                }
+                _ => {}
+            },
             _ => self.stats.unexpected_kind += 1,
         }
     }
@@ -394,21 +437,35 @@ impl Receiver {
                 self.stats.stale_session += 1;
                 return None;
             }
-            // A newer session: reset sequence state for this stream.
-            let start = if seq <= self.cfg.max_seq_jump { 0 } else { seq };
-            self.streams[i] = StreamState::new(stream, session, self.cfg.dedup_window, start);
+            // A newer session (a restarted publisher): reset sequence state
+            // for this stream, starting at the first sequence seen.
+            self.streams[i] = StreamState::new(
+                stream,
+                session,
+                self.cfg.dedup_window,
+                seq,
+                self.cfg.join_reorder,
+            );
+            self.stats.sessions += 1;
             self.events.push_back(Event::NewSession { stream, session });
             return Some(i);
         }
-        // First packet of a stream: sequences start at 0; a receiver joining
-        // far into a stream starts at the first sequence it sees.
-        let start = if seq <= self.cfg.max_seq_jump { 0 } else { seq };
+        if self.streams.len() >= self.cfg.max_streams {
+            self.stats.stream_limit += 1;
+            return None;
+        }
+        // First packet of a stream: a receiver that starts (or restarts)
+        // mid-session starts at the first sequence it sees — no phantom gap
+        // back to 0. The session announce gives the true first sequence.
         self.streams.push(StreamState::new(
             stream,
             session,
             self.cfg.dedup_window,
-            start,
+            seq,
+            self.cfg.join_reorder,
         ));
+        self.stats.sessions += 1;
+        self.events.push_back(Event::NewSession { stream, session });
         Some(self.streams.len() - 1)
     }
 
@@ -442,6 +499,12 @@ impl Receiver {
                 return false;
             }
             Seen::New => {}
+        }
+        if seq < s.start {
+            // Overtaken by the first copy this receiver saw: new, but before
+            // the point gap accounting starts.
+            self.stats.accepted += 1;
+            return true;
         }
         if seq > s.next_expected {
             let count = seq - s.next_expected;
@@ -501,17 +564,28 @@ impl Receiver {
             self.immediate.push_back(slot);
             return;
         }
-        while self.held + kept > self.cfg.max_held {
+        let bytes = body.len();
+        if kept > self.cfg.max_held || bytes > self.cfg.max_held_bytes {
+            // Larger than the whole queue: it cannot be held at all.
+            self.slab[slot as usize].rel.early = true;
+            self.immediate.push_back(slot);
+            return;
+        }
+        while self.held + kept > self.cfg.max_held
+            || self.held_bytes + bytes > self.cfg.max_held_bytes
+        {
             let Some(Reverse((_, early))) = self.heap.pop() else {
                 break;
             };
             let e = &mut self.slab[early as usize];
             e.rel.early = true;
             self.held -= e.kept;
+            self.held_bytes -= e.body.len();
             self.immediate.push_back(early);
         }
         self.heap.push(Reverse((key, slot)));
         self.held += kept;
+        self.held_bytes += bytes;
     }
 
     /// Hand the kept messages of one held packet to `f`; returns how many.
@@ -586,6 +660,7 @@ impl Receiver {
             }
             self.heap.pop();
             self.held -= self.slab[slot as usize].kept;
+            self.held_bytes -= self.slab[slot as usize].body.len();
             self.last_released = Some(self.last_released.map_or(key, |l| l.max(key)));
             n += self.release_slot(slot, now_ns, &mut f);
         }
@@ -706,6 +781,13 @@ mod tests {
         let mut r = Receiver::new(9, ReceiverConfig::default());
         r.handle_packet(100, 0, &data(0, 2, 5_000, 1));
         r.handle_packet(100, 0, &data(5, 1, 5_000, 1));
+        assert_eq!(
+            r.poll_event(),
+            Some(Event::NewSession {
+                stream: 1,
+                session: 0
+            })
+        );
         assert_eq!(
             r.poll_event(),
             Some(Event::Gap {

@@ -12,6 +12,7 @@ use std::collections::VecDeque;
 
 use serde::{Deserialize, Serialize};
 
+use crate::auth::Auth;
 use crate::clock::{ClockStatus, Reading};
 use crate::deadline::{DeadlinePolicy, DeadlineState};
 use crate::wire::{
@@ -25,7 +26,9 @@ use crate::wire::{
 pub struct SenderConfig {
     /// Stream id (one per publisher sharing a tree).
     pub stream: u32,
-    /// Session id (raise it when restarting the sequence space).
+    /// Session id; 0 (the default) derives it from the clock at the first
+    /// packet — tenths of a second since 2025-01-01 — so a restarted
+    /// publisher is always a newer session that every node accepts.
     pub session: u32,
     /// Largest packet, bytes (UDP payload; 1472 for a 1500-byte MTU).
     pub max_packet: usize,
@@ -42,7 +45,7 @@ impl Default for SenderConfig {
     fn default() -> Self {
         SenderConfig {
             stream: 1,
-            session: 1,
+            session: 0,
             max_packet: 1472,
             linger_ns: 0,
             heartbeat_interval_ns: 1_000_000,
@@ -66,6 +69,8 @@ pub struct SenderStats {
     pub dropped: u64,
     /// Packets stamped while the clock was not synchronized.
     pub degraded_packets: u64,
+    /// Packets not sent because the keys could not tag them.
+    pub unsealed: u64,
 }
 
 /// Errors from publishing.
@@ -101,7 +106,18 @@ pub struct SenderCore {
     deadline: DeadlineState,
     last_tx_ns: u64,
     ended: bool,
+    announced: bool,
+    auth: Option<Auth>,
     stats: SenderStats,
+}
+
+/// 2025-01-01T00:00:00Z in ns since the Unix epoch.
+const SESSION_EPOCH_NS: u64 = 1_735_689_600_000_000_000;
+
+/// The automatic session id for a publisher starting at `now_ns`: tenths of
+/// a second since 2025-01-01 (wraps after 13 years; never 0).
+pub fn auto_session(now_ns: u64) -> u32 {
+    ((now_ns.saturating_sub(SESSION_EPOCH_NS) / 100_000_000) as u32).max(1)
 }
 
 impl SenderCore {
@@ -124,8 +140,60 @@ impl SenderCore {
             deadline: DeadlineState::new(cfg.deadline),
             last_tx_ns: 0,
             ended: false,
+            announced: false,
+            auth: None,
             stats: SenderStats::default(),
         }
+    }
+
+    /// Tag every packet with these keys from now on.
+    pub fn set_auth(&mut self, auth: Option<Auth>) {
+        self.auth = auth;
+    }
+
+    /// Session id in use (0 until the first packet when automatic).
+    pub fn session(&self) -> u32 {
+        self.cfg.session
+    }
+
+    /// Queue a packet for the root, tagged when keys are set.
+    fn enqueue(&mut self, mut buf: Vec<u8>) {
+        if let Some(a) = &self.auth {
+            let n = buf.len();
+            buf.resize(n + crate::auth::PUBLISHER_TRAILER, 0);
+            match a.seal_publisher(&mut buf, n) {
+                Ok(m) => buf.truncate(m),
+                Err(_) => {
+                    // Keys without the publisher's part: never send untagged.
+                    self.stats.unsealed += 1;
+                    return;
+                }
+            }
+        }
+        self.out.push_back(buf);
+    }
+
+    /// Announce the session (its first sequence) once: right after the
+    /// first data packet (so it never delays it), or before the first
+    /// heartbeat or end of session.
+    fn announce(&mut self, now: Reading, first_seq: u64) {
+        if self.announced {
+            return;
+        }
+        self.announced = true;
+        let mut h = self.header(Kind::Control, now);
+        h.seq = first_seq;
+        let mut buf = self.pool.pop().unwrap_or_default();
+        buf.resize(HEADER_LEN + wire::CONTROL_LEN, 0);
+        let _ = wire::emit_control(
+            &h,
+            Control {
+                op: ControlOp::SessionStart,
+                arg: first_seq,
+            },
+            &mut buf,
+        );
+        self.enqueue(buf);
     }
 
     /// Counters.
@@ -232,6 +300,9 @@ impl SenderCore {
     }
 
     fn header(&mut self, kind: Kind, now: Reading) -> Header {
+        if self.cfg.session == 0 {
+            self.cfg.session = auto_session(now.now_ns);
+        }
         let mut h = Header::new(kind);
         h.stream = self.cfg.stream;
         h.session = self.cfg.session;
@@ -257,7 +328,8 @@ impl SenderCore {
         let mut buf = self.pool.pop().unwrap_or_default();
         buf.clear();
         buf.extend_from_slice(&self.pending[..self.pending_len]);
-        self.out.push_back(buf);
+        self.enqueue(buf);
+        self.announce(now, self.pending_first);
         self.pending_len = HEADER_LEN;
         self.pending_count = 0;
         self.last_tx_ns = now.now_ns;
@@ -301,12 +373,13 @@ impl SenderCore {
         if self.cfg.heartbeat_interval_ns > 0
             && now.now_ns >= self.last_tx_ns + self.cfg.heartbeat_interval_ns
         {
+            self.announce(now, self.next_seq);
             let mut h = self.header(Kind::Heartbeat, now);
             h.seq = self.next_seq;
             let mut buf = self.pool.pop().unwrap_or_default();
             buf.resize(HEADER_LEN, 0);
             let _ = wire::emit_empty(&h, &mut buf);
-            self.out.push_back(buf);
+            self.enqueue(buf);
             self.last_tx_ns = now.now_ns;
             self.stats.heartbeats += 1;
         }
@@ -319,6 +392,7 @@ impl SenderCore {
             return;
         }
         self.seal(now);
+        self.announce(now, self.next_seq);
         let mut h = self.header(Kind::Control, now);
         h.seq = self.next_seq;
         let mut buf = self.pool.pop().unwrap_or_default();
@@ -331,13 +405,19 @@ impl SenderCore {
             },
             &mut buf,
         );
-        self.out.push_back(buf);
+        self.enqueue(buf);
         self.ended = true;
     }
 
     /// A packet from the tree (the root's delay report).
     pub fn handle_packet(&mut self, bytes: &[u8]) -> Result<(), WireError> {
         let r = Repr::parse_bytes(bytes).inspect_err(|_| self.stats.dropped += 1)?;
+        self.handle_repr(&r);
+        Ok(())
+    }
+
+    /// A packet a [`crate::guard::Guard`] already parsed and verified.
+    pub fn handle_repr(&mut self, r: &Repr<'_>) {
         match r.body {
             Body::Report(rep) => {
                 self.stats.reports += 1;
@@ -345,7 +425,6 @@ impl SenderCore {
             }
             _ => self.stats.dropped += 1,
         }
-        Ok(())
     }
 }
 
@@ -369,6 +448,45 @@ mod tests {
     use super::*;
     use crate::wire::{emit_report, DelayReport};
 
+    /// Next packet, skipping the session announce.
+    fn tx(s: &mut SenderCore) -> Option<Vec<u8>> {
+        let p = s.poll_transmit()?;
+        let r = Repr::parse_bytes(&p).unwrap();
+        if let Body::Control(Control {
+            op: ControlOp::SessionStart,
+            ..
+        }) = r.body
+        {
+            return s.poll_transmit();
+        }
+        Some(p)
+    }
+
+    #[test]
+    fn announces_an_automatic_session_and_tags_every_packet() {
+        use crate::auth::{KeyRole, MasterKeys};
+        let m = MasterKeys::from_random(1, &[3u8; 96]);
+        let mut s = SenderCore::new(SenderConfig::default());
+        s.set_auth(Some(Auth::new(&m.key_file(KeyRole::Sender, 0, None))));
+        let t0 = SESSION_EPOCH_NS + 12_345_600_000_000;
+        s.publish(now(t0), b"a").unwrap();
+        s.end_session(now(t0 + 1));
+        let proxy = Auth::new(&m.key_file(KeyRole::Proxy, 1, None));
+        let mut kinds = Vec::new();
+        while let Some(p) = s.poll_transmit() {
+            proxy.verify_tree(&p).unwrap();
+            let r = Repr::parse_bytes(&p).unwrap();
+            assert_eq!(r.header.session, 123_456);
+            kinds.push(match r.body {
+                Body::Control(c) => format!("{:?}({})", c.op, c.arg),
+                _ => format!("data({})", r.header.seq),
+            });
+        }
+        assert_eq!(kinds, ["data(0)", "SessionStart(0)", "EndOfSession(1)"]);
+        // A restart a tenth of a second later is a newer session.
+        assert!(auto_session(t0 + 100_000_000) > auto_session(t0));
+    }
+
     fn now(t: u64) -> Reading {
         Reading {
             now_ns: t,
@@ -382,15 +500,15 @@ mod tests {
         let mut s = SenderCore::new(SenderConfig::default());
         assert_eq!(s.publish(now(10), b"a").unwrap(), 0);
         assert_eq!(s.publish(now(20), b"b").unwrap(), 1);
-        let p = s.poll_transmit().unwrap();
+        let p = tx(&mut s).unwrap();
         let r = Repr::parse_bytes(&p).unwrap();
         assert_eq!(
             (r.header.seq, r.header.count, r.header.send_time_ns),
             (0, 1, 10)
         );
         assert_eq!(r.header.deadline_ns, 10 + 500_000);
-        assert!(s.poll_transmit().is_some());
-        assert!(s.poll_transmit().is_none());
+        assert!(tx(&mut s).is_some());
+        assert!(tx(&mut s).is_none());
     }
 
     #[test]
@@ -405,7 +523,7 @@ mod tests {
             .unwrap();
         assert_eq!(first, 0);
         let mut seqs = Vec::new();
-        while let Some(p) = s.poll_transmit() {
+        while let Some(p) = tx(&mut s) {
             assert!(p.len() <= 200);
             let r = Repr::parse_bytes(&p).unwrap();
             for (i, m) in r.messages().enumerate() {
@@ -430,16 +548,14 @@ mod tests {
         });
         s.publish(now(100), b"x").unwrap();
         s.publish(now(200), b"y").unwrap();
-        assert!(s.poll_transmit().is_none());
+        assert!(tx(&mut s).is_none());
         assert_eq!(s.poll_timeout(), Some(1_100));
         s.handle_timeout(now(1_100));
-        let r = Repr::parse_bytes(&s.poll_transmit().unwrap())
-            .unwrap()
-            .header;
+        let r = Repr::parse_bytes(&tx(&mut s).unwrap()).unwrap().header;
         assert_eq!((r.count, r.send_time_ns), (2, 1_100));
         assert_eq!(s.poll_timeout(), Some(11_100));
         s.handle_timeout(now(11_100));
-        let p = s.poll_transmit().unwrap();
+        let p = tx(&mut s).unwrap();
         let h = Repr::parse_bytes(&p).unwrap().header;
         assert_eq!((h.kind, h.seq), (Kind::Heartbeat, 2));
     }
@@ -470,13 +586,11 @@ mod tests {
             b"z",
         )
         .unwrap();
-        let h = Repr::parse_bytes(&s.poll_transmit().unwrap())
-            .unwrap()
-            .header;
+        let h = Repr::parse_bytes(&tx(&mut s).unwrap()).unwrap().header;
         assert_eq!(h.deadline_ns, 1_000 + 105_200);
         assert_ne!(h.flags & flags::CLOCK_DEGRADED, 0);
         s.end_session(now(2_000));
-        let p = s.poll_transmit().unwrap();
+        let p = tx(&mut s).unwrap();
         let r = Repr::parse_bytes(&p).unwrap();
         assert_eq!(
             r.body,

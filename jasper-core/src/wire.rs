@@ -45,7 +45,8 @@ mod field {
     pub const PATH: Range<usize> = 26..28;
     pub const HOPS: usize = 28;
     pub const AUTH_LEN: usize = 29;
-    pub const RESERVED: Range<usize> = 30..32;
+    pub const KEY_ID: usize = 30;
+    pub const RESERVED: usize = 31;
     pub const SEND_TIME: Range<usize> = 32..40;
     pub const DEADLINE: Range<usize> = 40..48;
 }
@@ -291,6 +292,11 @@ impl<T: AsRef<[u8]>> Packet<T> {
     pub fn auth_len(&self) -> usize {
         self.buffer.as_ref()[field::AUTH_LEN] as usize
     }
+    /// Key set that tagged this packet (0 = unauthenticated).
+    #[inline]
+    pub fn key_id(&self) -> u8 {
+        self.buffer.as_ref()[field::KEY_ID]
+    }
     /// Sender send time, synchronized nanoseconds since the Unix epoch.
     #[inline]
     pub fn send_time_ns(&self) -> u64 {
@@ -335,6 +341,14 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Packet<T> {
     #[inline]
     pub fn set_hops(&mut self, hops: u8) {
         self.buffer.as_mut()[field::HOPS] = hops;
+    }
+    /// Set the tag length and key id (the tag itself is written by
+    /// [`crate::auth::Auth`]).
+    #[inline]
+    pub fn set_auth(&mut self, auth_len: u8, key_id: u8) {
+        let b = self.buffer.as_mut();
+        b[field::AUTH_LEN] = auth_len;
+        b[field::KEY_ID] = key_id;
     }
     /// Set flag bits.
     #[inline]
@@ -437,7 +451,8 @@ impl Header {
         buf[field::PATH].copy_from_slice(&self.path.to_be_bytes());
         buf[field::HOPS] = self.hops;
         buf[field::AUTH_LEN] = 0;
-        buf[field::RESERVED].copy_from_slice(&[0, 0]);
+        buf[field::KEY_ID] = 0;
+        buf[field::RESERVED] = 0;
         buf[field::SEND_TIME].copy_from_slice(&self.send_time_ns.to_be_bytes());
         buf[field::DEADLINE].copy_from_slice(&self.deadline_ns.to_be_bytes());
         Ok(())
@@ -506,6 +521,9 @@ pub enum ControlOp {
     EndOfSession,
     /// Ask the node to stop (operator/test harness use only).
     Shutdown,
+    /// A session starts; `arg` = its first sequence. Sent by a publisher
+    /// when it starts (or restarts, with a new session id).
+    SessionStart,
     /// An operation this version does not know; forwarded, otherwise ignored.
     Other(u16),
 }
@@ -515,6 +533,7 @@ impl ControlOp {
         match self {
             ControlOp::EndOfSession => 1,
             ControlOp::Shutdown => 2,
+            ControlOp::SessionStart => 3,
             ControlOp::Other(c) => c,
         }
     }
@@ -522,6 +541,7 @@ impl ControlOp {
         match c {
             1 => ControlOp::EndOfSession,
             2 => ControlOp::Shutdown,
+            3 => ControlOp::SessionStart,
             c => ControlOp::Other(c),
         }
     }

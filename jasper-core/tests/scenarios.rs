@@ -351,7 +351,9 @@ fn exactly_once_in_order_never_before_deadline() {
             let seqs: Vec<u64> = rel.iter().map(|r| r.seq).collect();
             assert!(
                 seqs.iter().copied().eq(0..2_000),
-                "receiver {id}: not exactly once in order"
+                "receiver {id}: not exactly once in order: {} released, first {:?}",
+                seqs.len(),
+                &seqs[..5.min(seqs.len())]
             );
             for r in rel {
                 assert!(

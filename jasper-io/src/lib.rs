@@ -39,6 +39,7 @@ pub mod idle;
 pub mod mem;
 pub mod node;
 pub mod runtime;
+pub mod trust;
 pub mod udp;
 
 /// Metadata of a received packet.

@@ -45,3 +45,26 @@ pub fn peer_table(cfg: &NodeConfig) -> Vec<Option<std::net::SocketAddr>> {
     }
     t
 }
+
+/// Read, parse and validate a node config file, resolving relative paths
+/// (the key file) against its directory, and check its role.
+pub fn load_config(
+    path: &std::path::Path,
+    role: jasper_core::config::NodeRole,
+) -> Result<NodeConfig, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let mut cfg =
+        NodeConfig::from_toml(&text).map_err(|e| format!("in {}: {e}", path.display()))?;
+    if cfg.node.role != role {
+        return Err(format!(
+            "{} is a {:?} config, not a {:?}'s",
+            path.display(),
+            cfg.node.role,
+            role
+        ));
+    }
+    let base = path.parent().unwrap_or(std::path::Path::new("."));
+    cfg.resolve_paths(base);
+    Ok(cfg)
+}

@@ -14,6 +14,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use jasper_core::clock::Clock;
 use jasper_core::config::NodeConfig;
+use jasper_core::deadline::ChildFlags;
+use jasper_core::guard::{Guard, GuardStats};
+use jasper_core::liveness::{Liveness, UpstreamState};
 use jasper_core::proxy::{ProxyCore, ProxyStats, Verdict};
 use jasper_core::wire::{emit_report, Header, Kind};
 use jasper_io::clock::NodeClock;
@@ -26,6 +29,8 @@ use serde::Serialize;
 /// A running proxy.
 pub struct ProxyNode {
     core: ProxyCore,
+    guard: Guard,
+    liveness: Liveness,
     io: BoxedIo,
     clock: NodeClock,
     peers: Vec<Option<SocketAddr>>,
@@ -61,6 +66,20 @@ pub struct ProxyReport {
     pub unknown_peer: u64,
     /// Copies lost by fault injection.
     pub injected_loss: u64,
+    /// Datagrams truncated by the receive buffer (dropped).
+    pub rx_truncated: u64,
+    /// The guard: every refused packet by reason (authentication, source,
+    /// stream, plausibility).
+    pub guard: GuardStats,
+    /// Packets are authenticated (false only in insecure mode).
+    pub authenticated: bool,
+    /// Per child: delay reports clamped to the ceiling, and reductions it
+    /// alone dominated (outliers).
+    pub children: Vec<ChildFlags>,
+    /// Upstreams (liveness).
+    pub upstreams: Vec<UpstreamState>,
+    /// Upstreams currently dead.
+    pub upstreams_dead: Vec<u32>,
     /// Clock status at the time of the report (synchronized / degraded / unsynchronized).
     pub clock_status: &'static str,
     /// Clock error bound, ns.
@@ -68,17 +87,20 @@ pub struct ProxyReport {
 }
 
 impl ProxyNode {
-    /// Build from a validated config and an opened backend.
-    pub fn new(cfg: &NodeConfig, io: BoxedIo) -> Self {
-        ProxyNode {
+    /// Build from a validated config and an opened backend; loads the
+    /// node's keys (an error names the key file and the fix).
+    pub fn new(cfg: &NodeConfig, io: BoxedIo) -> Result<Self, String> {
+        Ok(ProxyNode {
             core: ProxyCore::new(cfg.table.clone(), cfg.proxy),
+            guard: jasper_io::trust::guard(cfg)?,
+            liveness: jasper_io::trust::liveness(cfg),
             io,
             clock: NodeClock::from_config(&cfg.clock),
             peers: peer_table(cfg),
             dsts: Vec::with_capacity(64),
             unknown_peer: 0,
             idler: Idler::new(cfg.backend.idle, cfg.backend.max_sleep_us),
-        }
+        })
     }
 
     /// One duty cycle: a receive burst, forwarding, reports, flush.
@@ -88,6 +110,16 @@ impl ProxyNode {
         for i in 0..n {
             let (meta, buf) = self.io.rx(i);
             let now = self.clock.at(meta.host_rx_ns);
+            // Hedged duplicates are dropped before authentication (a
+            // read-only check): one tag verification per packet, not per copy.
+            if self.core.is_duplicate(buf) {
+                self.core.count_duplicate();
+                continue;
+            }
+            if self.guard.admit(now, meta.src, buf).is_err() {
+                continue;
+            }
+            self.liveness.heard(now, meta.src);
             if let Verdict::Forward { key } = self.core.handle_packet(now, buf) {
                 self.dsts.clear();
                 let (peers, dsts, unknown) = (&self.peers, &mut self.dsts, &mut self.unknown_peer);
@@ -102,12 +134,19 @@ impl ProxyNode {
         }
         let now = self.clock.now_ns();
         if let Some((parent, rep)) = self.core.poll_report(now) {
+            self.liveness.poll(now);
             if let Some(addr) = self.peers.get(parent as usize).copied().flatten() {
-                let mut buf = [0u8; 96];
+                let mut buf = [0u8; 128];
                 let mut h = Header::new(Kind::DelayReport);
                 h.send_time_ns = now;
                 if let Ok(len) = emit_report(&h, &rep, &mut buf) {
-                    self.io.send_to(&buf[..len], addr);
+                    let len = match self.guard.auth() {
+                        Some(a) => a.seal_node(&mut buf, len, self.core.node()).ok(),
+                        None => Some(len),
+                    };
+                    if let Some(len) = len {
+                        self.io.send_to(&buf[..len], addr);
+                    }
                 }
             }
         }
@@ -147,6 +186,12 @@ impl ProxyNode {
             tx_packets: c.tx_packets,
             tx_dropped: c.tx_dropped,
             rx_errors: c.rx_errors,
+            rx_truncated: c.rx_truncated,
+            guard: self.guard.stats().clone(),
+            authenticated: self.guard.authenticating(),
+            children: self.core.child_flags().to_vec(),
+            upstreams: self.liveness.states().to_vec(),
+            upstreams_dead: self.liveness.dead(),
             unknown_peer: self.unknown_peer,
             injected_loss: c.injected_loss,
             clock_status: self.clock.status().name(),
@@ -211,12 +256,13 @@ mod tests {
                 .map(|n| Peer {
                     id: n.id,
                     addr: n.addr,
+                    mp: None,
                 })
                 .collect(),
         );
         cfg.validate().unwrap();
         let hub = MemHub::new();
-        let mut proxy = ProxyNode::new(&cfg, Box::new(hub.attach(&[node.addr], 32)));
+        let mut proxy = ProxyNode::new(&cfg, Box::new(hub.attach(&[node.addr], 32))).unwrap();
         let receivers: Vec<_> = plan
             .endpoints()
             .map(|e| (e, hub.attach(&[plan.nodes[e as usize].addr], 32)))
@@ -225,10 +271,23 @@ mod tests {
         let mut buf = [0u8; 256];
         let mut b = DataBuilder::new(&mut buf, 256).unwrap();
         b.push(b"msg").unwrap();
-        let n = b.finish(&Header::new(Kind::Data));
+        let mut h = Header::new(Kind::Data);
+        h.stream = 1;
+        h.deadline_ns = host_now_ns() + 1_000_000;
+        let n = b.finish(&h);
+        // Refused first: a source that is not an upstream, then a stream the
+        // plan does not list.
+        let mut stranger = hub.attach(&["10.9.9.9:9".parse().unwrap()], 32);
+        stranger.send_to(&buf[..n], node.addr);
+        stranger.flush().unwrap();
+        let mut other = buf;
+        other[8..12].copy_from_slice(&2u32.to_be_bytes());
+        src.send_to(&other[..n], node.addr);
         src.send_to(&buf[..n], node.addr);
         src.flush().unwrap();
-        assert_eq!(proxy.poll().unwrap(), 1);
+        assert_eq!(proxy.poll().unwrap(), 3);
+        let g = proxy.report("p").guard;
+        assert_eq!((g.unknown_source, g.unknown_stream, g.admitted), (1, 1, 1));
         let mut got = 0;
         for (_, mut r) in receivers {
             let k = r.recv_burst().unwrap();

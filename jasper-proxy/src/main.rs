@@ -3,9 +3,8 @@
 
 use std::path::PathBuf;
 
-use anyhow::Context;
 use clap::Parser;
-use jasper_core::config::{NodeConfig, NodeRole};
+use jasper_core::config::NodeRole;
 use jasper_io::node::open_backend;
 use jasper_io::runtime::{stop_on_signals, ParentWatch};
 use jasper_proxy::{dpdk_opener, ProxyNode};
@@ -25,18 +24,10 @@ struct Args {
 fn real_main() -> anyhow::Result<()> {
     let args = Args::parse();
     jasper_io::runtime::precise_sleep();
-    let text = std::fs::read_to_string(&args.config)
-        .with_context(|| format!("cannot read {}", args.config.display()))?;
     let cfg =
-        NodeConfig::from_toml(&text).with_context(|| format!("in {}", args.config.display()))?;
-    anyhow::ensure!(
-        cfg.node.role == NodeRole::Proxy,
-        "{} is a {:?} config, not a proxy's",
-        args.config.display(),
-        cfg.node.role
-    );
+        jasper_io::node::load_config(&args.config, NodeRole::Proxy).map_err(anyhow::Error::msg)?;
     let io = open_backend(&cfg, dpdk_opener()).map_err(anyhow::Error::msg)?;
-    let mut node = ProxyNode::new(&cfg, io);
+    let mut node = ProxyNode::new(&cfg, io).map_err(anyhow::Error::msg)?;
     jasper_io::runtime::warn_if_unsynchronized(&cfg.node.name, node.clock());
     println!("ready {} {:?}", cfg.node.name, node.io().local_addrs());
     let stop = stop_on_signals();

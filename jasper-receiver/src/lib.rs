@@ -36,6 +36,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use jasper_core::clock::Clock;
 use jasper_core::config::{IdleStrategy, NodeConfig};
+use jasper_core::guard::{Guard, GuardStats};
+use jasper_core::liveness::{Liveness, UpstreamState};
 use jasper_core::receiver::{Event, Receiver, ReceiverStats, Release};
 use jasper_core::wire::{emit_report, Header, Kind};
 use jasper_io::clock::NodeClock;
@@ -52,8 +54,11 @@ pub use jasper_core::receiver::Release as Released;
 /// One MP's receiver (one or two endpoints feeding one state machine).
 pub struct ReceiverNode {
     name: String,
+    id: jasper_core::plan::NodeId,
     mp: Option<u32>,
     core: Receiver,
+    guard: Guard,
+    liveness: Liveness,
     io: BoxedIo,
     clock: NodeClock,
     parent: Option<SocketAddr>,
@@ -64,6 +69,7 @@ pub struct ReceiverNode {
     idle: (IdleStrategy, u64),
     ended: bool,
     ended_at: Option<std::time::Instant>,
+    exit_after_session: bool,
     gaps: Vec<Event>,
 }
 
@@ -90,6 +96,20 @@ pub struct ReceiverReport {
     pub tx_dropped: u64,
     /// MoldUDP64 packets emitted.
     pub mold_packets: u64,
+    /// Datagrams truncated by the receive buffer (dropped).
+    pub rx_truncated: u64,
+    /// The guard: every refused packet by reason.
+    pub guard: GuardStats,
+    /// Packets are authenticated (false only in insecure mode).
+    pub authenticated: bool,
+    /// Upstreams (liveness).
+    pub upstreams: Vec<UpstreamState>,
+    /// Upstreams currently dead.
+    pub upstreams_dead: Vec<u32>,
+    /// Messages held now, and their payload bytes.
+    pub held: usize,
+    /// Payload bytes held now.
+    pub held_bytes: usize,
     /// Clock status at the time of the report (synchronized / degraded / unsynchronized).
     pub clock_status: &'static str,
     /// Clock error bound, ns.
@@ -115,8 +135,11 @@ impl ReceiverNode {
         };
         Ok(ReceiverNode {
             name: cfg.node.name.clone(),
+            id: cfg.node.id,
             mp: cfg.node.mp,
             core: Receiver::new(cfg.node.id, cfg.receiver.core),
+            guard: jasper_io::trust::guard(cfg)?,
+            liveness: jasper_io::trust::liveness(cfg),
             io,
             clock: NodeClock::from_config(&cfg.clock),
             parent: cfg
@@ -132,8 +155,16 @@ impl ReceiverNode {
             idle: (cfg.backend.idle, cfg.backend.max_sleep_us),
             ended: false,
             ended_at: None,
+            exit_after_session: false,
             gaps: Vec::new(),
         })
+    }
+
+    /// Make [`run`] return once this node's session ended and drained
+    /// (test harnesses). By default a receiver is a service: an end of
+    /// session ends the session, never the process.
+    pub fn set_exit_after_session(&mut self, on: bool) {
+        self.exit_after_session = on;
     }
 
     /// Node name.
@@ -152,7 +183,11 @@ impl ReceiverNode {
         for i in 0..n {
             let (meta, bytes) = self.io.rx(i);
             let at = self.clock.at(meta.host_rx_ns);
-            self.core.handle_packet(at, bound, bytes);
+            // Nothing reaches the state machine unless the guard admits it.
+            if let Ok(repr) = self.guard.admit(at, meta.src, bytes) {
+                self.liveness.heard(at, meta.src);
+                self.core.handle_repr(at, bound, &repr);
+            }
         }
         while let Some(e) = self.core.poll_event() {
             match e {
@@ -162,6 +197,11 @@ impl ReceiverNode {
                     if let Some(m) = &mut self.mold {
                         m.end_of_session(next_seq);
                     }
+                }
+                // A restarted publisher: the node serves the new session.
+                Event::NewSession { .. } => {
+                    self.ended = false;
+                    self.ended_at = None;
                 }
                 Event::Gap { .. } if self.gaps.len() < 1024 => self.gaps.push(e),
                 _ => {}
@@ -187,11 +227,12 @@ impl ReceiverNode {
     pub fn housekeeping(&mut self) -> io::Result<()> {
         let now = self.clock.now_ns();
         if let Some(rep) = self.core.poll_report(now) {
+            self.liveness.poll(now);
             let mut h = Header::new(Kind::DelayReport);
             h.send_time_ns = now;
-            let mut buf = [0u8; 96];
+            let mut buf = [0u8; 128];
             if let Some(parent) = self.parent {
-                if let Ok(len) = emit_report(&h, &rep, &mut buf) {
+                if let Some(len) = self.emit_report(&h, &rep, self.id, &mut buf) {
                     self.io.send_to(&buf[..len], parent);
                 }
             }
@@ -199,7 +240,7 @@ impl ReceiverNode {
             // endpoint's parent (a proxy only counts its own children).
             if let Some((id, parent)) = self.hedge {
                 let rep = jasper_core::wire::DelayReport { node: id, ..rep };
-                if let Ok(len) = emit_report(&h, &rep, &mut buf) {
+                if let Some(len) = self.emit_report(&h, &rep, id, &mut buf) {
                     self.io.send_to(&buf[..len], parent);
                 }
             }
@@ -210,6 +251,21 @@ impl ReceiverNode {
         }
         self.io.flush()?;
         Ok(())
+    }
+
+    /// A delay report speaking for node `as_node`, tagged with its key.
+    fn emit_report(
+        &self,
+        h: &Header,
+        rep: &jasper_core::wire::DelayReport,
+        as_node: jasper_core::plan::NodeId,
+        buf: &mut [u8],
+    ) -> Option<usize> {
+        let len = emit_report(h, rep, buf).ok()?;
+        match self.guard.auth() {
+            Some(a) => a.seal_node(buf, len, as_node).ok(),
+            None => Some(len),
+        }
     }
 
     /// Host time of the earliest held deadline.
@@ -246,6 +302,13 @@ impl ReceiverNode {
             rx_errors: c.rx_errors,
             tx_dropped: c.tx_dropped,
             mold_packets: self.mold.as_ref().map_or(0, |m| m.packets()),
+            rx_truncated: c.rx_truncated,
+            guard: self.guard.stats().clone(),
+            authenticated: self.guard.authenticating(),
+            upstreams: self.liveness.states().to_vec(),
+            upstreams_dead: self.liveness.dead(),
+            held: self.core.held(),
+            held_bytes: self.core.held_bytes(),
             clock_status: self.clock.status().name(),
             clock_bound_ns: self.clock.error_bound_ns(),
         }
@@ -292,7 +355,7 @@ pub fn run(
             work += n.release(&mut |r, p, h| on(i, r, p, h));
             let _ = n.housekeeping();
         }
-        if nodes.iter().all(|n| n.finished()) {
+        if nodes.iter().all(|n| n.exit_after_session && n.finished()) {
             break;
         }
         let next = nodes.iter().filter_map(|n| n.next_release_host_ns()).min();
@@ -354,6 +417,7 @@ mod tests {
             vec![Peer {
                 id: 1,
                 addr: parent,
+                mp: None,
             }],
         );
         let mut cfg = cfg;
@@ -361,6 +425,7 @@ mod tests {
         cfg.validate().unwrap();
         let hub = MemHub::new();
         let mut node = ReceiverNode::with_io(&cfg, Box::new(hub.attach(&[me], 32))).unwrap();
+        node.set_exit_after_session(true);
         let mut up = hub.attach(&[parent], 32);
         let mut s = SenderCore::new(SenderConfig::default());
         let clock = NodeClock::from_config(&Default::default());

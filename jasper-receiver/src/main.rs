@@ -3,9 +3,8 @@
 
 use std::path::PathBuf;
 
-use anyhow::Context;
 use clap::Parser;
-use jasper_core::config::{NodeConfig, NodeRole};
+use jasper_core::config::NodeRole;
 use jasper_io::runtime::{stop_on_signals, ParentWatch};
 use jasper_receiver::{run, ReceiverNode};
 
@@ -24,6 +23,10 @@ struct Args {
     /// Exit when the process that started this one exits.
     #[arg(long)]
     managed: bool,
+    /// Exit once the session ended and every held message was released
+    /// (by default a receiver serves session after session).
+    #[arg(long)]
+    exit_after_session: bool,
 }
 
 fn real_main() -> anyhow::Result<()> {
@@ -31,20 +34,15 @@ fn real_main() -> anyhow::Result<()> {
     jasper_io::runtime::precise_sleep();
     let mut nodes = Vec::new();
     for path in &args.config {
-        let text = std::fs::read_to_string(path)
-            .with_context(|| format!("cannot read {}", path.display()))?;
-        let cfg = NodeConfig::from_toml(&text).with_context(|| format!("in {}", path.display()))?;
-        anyhow::ensure!(
-            cfg.node.role == NodeRole::Receiver,
-            "{} is a {:?} config, not a receiver's",
-            path.display(),
-            cfg.node.role
-        );
+        let cfg =
+            jasper_io::node::load_config(path, NodeRole::Receiver).map_err(anyhow::Error::msg)?;
         #[cfg(feature = "dpdk")]
         let dpdk: Option<jasper_io::node::DpdkOpener> = Some(jasper_dpdk::open_backend);
         #[cfg(not(feature = "dpdk"))]
         let dpdk: Option<jasper_io::node::DpdkOpener> = None;
-        nodes.push(ReceiverNode::open(&cfg, dpdk).map_err(anyhow::Error::msg)?);
+        let mut node = ReceiverNode::open(&cfg, dpdk).map_err(anyhow::Error::msg)?;
+        node.set_exit_after_session(args.exit_after_session);
+        nodes.push(node);
     }
     for n in &nodes {
         jasper_io::runtime::warn_if_unsynchronized(n.name(), n.clock());

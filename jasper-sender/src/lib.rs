@@ -35,8 +35,10 @@
 
 use std::net::SocketAddr;
 
+use jasper_core::auth::Auth;
 use jasper_core::clock::Clock;
 use jasper_core::config::{ClockSection, NodeConfig};
+use jasper_core::guard::{Guard, GuardRole, GuardStats, Sources, TrustSection};
 use jasper_core::sender::{SenderConfig, SenderCore, SenderStats};
 use jasper_io::clock::NodeClock;
 use jasper_io::node::{open_backend, BoxedIo, DpdkOpener};
@@ -56,6 +58,9 @@ pub struct PublisherConfig {
     pub sender: SenderConfig,
     /// Clock.
     pub clock: ClockSection,
+    /// Keys (from `jasper keys`); `None` sends unauthenticated packets,
+    /// which authenticated trees drop.
+    pub keys: Option<jasper_core::auth::KeyFile>,
 }
 
 impl Default for PublisherConfig {
@@ -65,6 +70,7 @@ impl Default for PublisherConfig {
             root: SocketAddr::from(([127, 0, 0, 1], 7001)),
             sender: SenderConfig::default(),
             clock: ClockSection::default(),
+            keys: None,
         }
     }
 }
@@ -83,6 +89,7 @@ pub enum OpenError {
 /// Publishes market data into the tree.
 pub struct Publisher {
     core: SenderCore,
+    guard: Guard,
     io: BoxedIo,
     clock: Box<dyn Clock + Send>,
     dsts: Vec<SocketAddr>,
@@ -102,7 +109,27 @@ impl Publisher {
         let io =
             UdpBackend::bind(&[cfg.bind], 32, 4 << 20).map_err(|e| OpenError::Io(e.to_string()))?;
         let clock = Box::new(NodeClock::from_config(&cfg.clock));
-        Ok(Self::with_io(Box::new(io), clock, cfg.root, cfg.sender))
+        let guard = Guard::new(
+            GuardRole::Sender,
+            TrustSection {
+                insecure: cfg.keys.is_none(),
+                streams: vec![cfg.sender.stream],
+                ..TrustSection::default()
+            },
+            cfg.keys.as_ref().map(Auth::new),
+            Sources {
+                upstream: vec![],
+                children: vec![(jasper_core::plan::ROOT, vec![cfg.root])],
+            },
+        );
+        Ok(Self::with_io(Box::new(io), clock, cfg.root, cfg.sender).with_guard(guard))
+    }
+
+    /// Check reports with this guard and tag what is sent with its keys.
+    pub fn with_guard(mut self, guard: Guard) -> Self {
+        self.core.set_auth(guard.auth().cloned());
+        self.guard = guard;
+        self
     }
 
     /// Open from a node config written by `jasper plan` (any backend). The
@@ -118,22 +145,38 @@ impl Publisher {
         if dsts.is_empty() || missing {
             return Err(OpenError::NotASender(cfg.node.name.clone()));
         }
+        let guard = jasper_io::trust::guard(cfg).map_err(OpenError::Io)?;
         let io = open_backend(cfg, dpdk).map_err(OpenError::Io)?;
         let clock = Box::new(NodeClock::from_config(&cfg.clock));
-        let mut p = Self::with_io(io, clock, dsts[0], cfg.sender);
+        let mut p = Self::with_io(io, clock, dsts[0], cfg.sender).with_guard(guard);
         p.dsts = dsts;
         Ok(p)
     }
 
-    /// Assemble from parts (tests, custom backends and clocks).
+    /// Assemble from parts (tests, custom backends and clocks). Unauthenticated
+    /// until [`Publisher::with_guard`] gives it keys.
     pub fn with_io(
         io: BoxedIo,
         clock: Box<dyn Clock + Send>,
         root: SocketAddr,
         sender: SenderConfig,
     ) -> Self {
+        let guard = Guard::new(
+            GuardRole::Sender,
+            TrustSection {
+                insecure: true,
+                streams: vec![sender.stream],
+                ..TrustSection::default()
+            },
+            None,
+            Sources {
+                upstream: vec![],
+                children: vec![(jasper_core::plan::ROOT, vec![root])],
+            },
+        );
         Publisher {
             core: SenderCore::new(sender),
+            guard,
             io,
             clock,
             dsts: vec![root],
@@ -172,9 +215,12 @@ impl Publisher {
     pub fn service(&mut self) -> usize {
         let mut work = 0;
         if let Ok(n) = self.io.recv_burst() {
+            let now = self.clock.read().now_ns;
             for i in 0..n {
-                let (_, bytes) = self.io.rx(i);
-                let _ = self.core.handle_packet(bytes);
+                let (meta, bytes) = self.io.rx(i);
+                if let Ok(r) = self.guard.admit(now, meta.src, bytes) {
+                    self.core.handle_repr(&r);
+                }
             }
             work += n;
         }
@@ -195,6 +241,14 @@ impl Publisher {
     /// Counters.
     pub fn stats(&self) -> &SenderStats {
         self.core.stats()
+    }
+    /// Refused packets (reports), by reason.
+    pub fn guard_stats(&self) -> &GuardStats {
+        self.guard.stats()
+    }
+    /// Session id (fixed at the first packet).
+    pub fn session(&self) -> u32 {
+        self.core.session()
     }
     /// I/O counters.
     pub fn io_counters(&self) -> IoCounters {
@@ -237,7 +291,7 @@ mod tests {
         p.end_session();
         let mut buf = [0u8; 2048];
         let mut kinds = Vec::new();
-        for _ in 0..3 {
+        for _ in 0..4 {
             let n = root.recv(&mut buf).unwrap();
             let r = Repr::parse_bytes(&buf[..n]).unwrap();
             kinds.push((r.header.kind, r.header.seq, r.header.count));
@@ -246,6 +300,7 @@ mod tests {
             kinds,
             vec![
                 (Kind::Data, 0, 1),
+                (Kind::Control, 0, 0),
                 (Kind::Data, 1, 2),
                 (Kind::Control, 3, 0)
             ]

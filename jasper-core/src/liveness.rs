@@ -1,0 +1,122 @@
+//! Upstream liveness: which of a node's upstreams went silent.
+//!
+//! A node feeds [`Liveness::heard`] with the source of every packet its
+//! guard admitted (forged packets keep nothing alive) and calls
+//! [`Liveness::poll`] now and then. An upstream that was heard and then
+//! stays silent for `dead_after_ns` is marked dead (counted and named); it
+//! comes back to life with its next authentic packet.
+
+use std::net::SocketAddr;
+
+use serde::{Deserialize, Serialize};
+
+use crate::plan::NodeId;
+
+/// The state of one upstream, for reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UpstreamState {
+    /// Plan id.
+    pub node: NodeId,
+    /// Heard at least once.
+    pub heard: bool,
+    /// Silent for longer than the limit.
+    pub dead: bool,
+    /// Times it was marked dead.
+    pub deaths: u64,
+    /// Last authentic packet (local synchronized ns; 0 = never).
+    pub last_ns: u64,
+}
+
+/// Liveness of a node's upstreams.
+#[derive(Debug, Clone)]
+pub struct Liveness {
+    addrs: Vec<SocketAddr>,
+    states: Vec<UpstreamState>,
+    dead_after_ns: u64,
+}
+
+impl Liveness {
+    /// Track these upstreams.
+    pub fn new(upstreams: &[(NodeId, SocketAddr)], dead_after_ns: u64) -> Liveness {
+        Liveness {
+            addrs: upstreams.iter().map(|u| u.1).collect(),
+            states: upstreams
+                .iter()
+                .map(|(node, _)| UpstreamState {
+                    node: *node,
+                    heard: false,
+                    dead: false,
+                    deaths: 0,
+                    last_ns: 0,
+                })
+                .collect(),
+            dead_after_ns,
+        }
+    }
+
+    /// An admitted packet from `src` at `now_ns`.
+    #[inline]
+    pub fn heard(&mut self, now_ns: u64, src: SocketAddr) {
+        if let Some(i) = self.addrs.iter().position(|a| *a == src) {
+            let s = &mut self.states[i];
+            s.heard = true;
+            s.dead = false;
+            s.last_ns = now_ns;
+        }
+    }
+
+    /// Mark upstreams silent for too long; returns how many died just now.
+    pub fn poll(&mut self, now_ns: u64) -> usize {
+        let mut died = 0;
+        for s in &mut self.states {
+            if s.heard && !s.dead && now_ns.saturating_sub(s.last_ns) > self.dead_after_ns {
+                s.dead = true;
+                s.deaths += 1;
+                died += 1;
+            }
+        }
+        died
+    }
+
+    /// Every upstream's state.
+    pub fn states(&self) -> &[UpstreamState] {
+        &self.states
+    }
+
+    /// Ids of the upstreams currently dead.
+    pub fn dead(&self) -> Vec<NodeId> {
+        self.states
+            .iter()
+            .filter(|s| s.dead)
+            .map(|s| s.node)
+            .collect()
+    }
+
+    /// Deaths so far, all upstreams.
+    pub fn deaths(&self) -> u64 {
+        self.states.iter().map(|s| s.deaths).sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn silent_upstreams_die_and_revive() {
+        let a: SocketAddr = "10.0.0.1:1".parse().unwrap();
+        let b: SocketAddr = "10.0.0.2:1".parse().unwrap();
+        let mut l = Liveness::new(&[(1, a), (2, b)], 100);
+        assert_eq!(l.poll(1_000), 0, "never heard: not dead");
+        l.heard(1_000, a);
+        l.heard(1_000, b);
+        l.heard(1_000, "10.0.0.9:1".parse().unwrap());
+        l.heard(1_150, b);
+        assert_eq!(l.poll(1_200), 1);
+        assert_eq!(l.dead(), vec![1]);
+        assert_eq!(l.poll(1_220), 0, "counted once");
+        l.heard(1_300, a);
+        assert!(l.dead().is_empty());
+        assert_eq!(l.deaths(), 1);
+    }
+}
