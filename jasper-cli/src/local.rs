@@ -28,6 +28,9 @@ use serde_json::{json, Value};
 
 use jasper_core::plan_configs::{node_configs, ConfigOptions};
 
+use crate::attack::{AttackKind, Attacker, Fired, Targets};
+use crate::chaos::{Failure, Happened};
+
 /// Clock choice for a local run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum ClockChoice {
@@ -114,6 +117,28 @@ pub struct LocalArgs {
     /// Keep the run directory (configs, results) instead of deleting it.
     #[arg(long)]
     pub keep: bool,
+    /// Attacks fired a third of the way into the feed (comma-separated, or
+    /// `all`): seq-jump-root, new-session-root, end-of-session,
+    /// seq-jump-receiver, reports-publisher, reports-root, stream-flood, hold-flood.
+    #[arg(long, value_delimiter = ',')]
+    pub attack: Vec<String>,
+    /// Who attacks: a host without keys, or an MP holding its receiver's keys.
+    #[arg(long, value_enum, default_value_t = Attacker::Outsider)]
+    pub attacker: Attacker,
+    /// The attacker forges source addresses (raw socket; root or
+    /// CAP_NET_RAW): every packet seems to come from where the plan expects it.
+    #[arg(long)]
+    pub spoof: bool,
+    /// Kill a proxy mid-run (SIGKILL): NAME@SECONDS, e.g. proxy2@1.5. Repeatable.
+    #[arg(long)]
+    pub kill_proxy: Vec<String>,
+    /// Kill a receiver process (SIGKILL) and optionally restart it:
+    /// GROUP@SECONDS[+RESTART_AFTER], e.g. 0@1.5+0.5. Repeatable.
+    #[arg(long)]
+    pub kill_receivers: Vec<String>,
+    /// Kill the publisher at SECONDS and open a new one at once (a new session).
+    #[arg(long)]
+    pub restart_publisher: Option<f64>,
 }
 
 /// Idle strategy flag.
@@ -159,6 +184,8 @@ pub struct RunResult {
     collector: Collector,
     nodes: Vec<Value>,
     description: String,
+    attacks: Vec<Fired>,
+    happened: Vec<Happened>,
 }
 
 fn free_ports(n: usize) -> anyhow::Result<Vec<u16>> {
@@ -362,6 +389,28 @@ fn run_once(args: &LocalArgs, variant: Variant, stop: &AtomicBool) -> anyhow::Re
         (0.0..=1.0).contains(&args.loss),
         "--loss is a probability in [0, 1]"
     );
+    let mut failures: Vec<Failure> = Vec::new();
+    for k in &args.kill_proxy {
+        failures.push(crate::chaos::parse_kill_proxy(k)?);
+    }
+    for k in &args.kill_receivers {
+        failures.push(crate::chaos::parse_kill_receivers(k)?);
+    }
+    if let Some(at_s) = args.restart_publisher {
+        failures.push(Failure::RestartPublisher { at_s });
+    }
+    failures.sort_by(|a, b| a.at_s().total_cmp(&b.at_s()));
+    let attacks: Vec<AttackKind> = if args.attack.iter().any(|a| a == "all") {
+        AttackKind::all()
+    } else {
+        args.attack
+            .iter()
+            .map(|a| {
+                <AttackKind as ValueEnum>::from_str(a, true)
+                    .map_err(|_| anyhow::anyhow!("--attack {a:?}: unknown attack (see --help)"))
+            })
+            .collect::<anyhow::Result<_>>()?
+    };
     let spec = tree_spec(args);
     let inv = inventory(args, &spec)?;
     let plan =
@@ -473,9 +522,15 @@ fn run_once(args: &LocalArgs, variant: Variant, stop: &AtomicBool) -> anyhow::Re
         .iter()
         .filter(|(c, _)| c.node.role == NodeRole::Receiver)
         .collect();
+    let groups: Vec<Vec<PathBuf>> = rcfgs
+        .chunks(args.receivers_per_process.max(1))
+        .map(|g| g.iter().map(|(_, p)| p.clone()).collect())
+        .collect();
+    let total = (args.rate as f64 * args.duration).round().max(1.0) as u64;
     let mut results = Vec::new();
-    for (g, group) in rcfgs.chunks(args.receivers_per_process.max(1)).enumerate() {
-        let res = dir.join(format!("results-{g}.bin"));
+    // Receiver process `g`, attempt `k` (restarts write their own results).
+    let spawn_group = |g: usize, k: usize| -> anyhow::Result<(Managed, PathBuf)> {
+        let res = dir.join(format!("results-{g}-{k}.bin"));
         let mut a = vec![
             "receivers".to_string(),
             "--managed".into(),
@@ -483,18 +538,25 @@ fn run_once(args: &LocalArgs, variant: Variant, stop: &AtomicBool) -> anyhow::Re
             res.display().to_string(),
             "--mps".into(),
             plan.mps.to_string(),
+            "--max-messages".into(),
+            total.to_string(),
         ];
-        for (_, p) in group {
+        for p in &groups[g] {
             a.push("--config".into());
             a.push(p.display().to_string());
         }
-        receivers.push(spawn(
+        let m = spawn(
             &exe,
             &a,
             &format!("receivers{g}"),
             &ready_tx,
-            group.len(),
-        )?);
+            groups[g].len(),
+        )?;
+        Ok((m, res))
+    };
+    for g in 0..groups.len() {
+        let (m, res) = spawn_group(g, 0)?;
+        receivers.push(m);
         results.push(res);
         expected += 1;
     }
@@ -535,7 +597,19 @@ fn run_once(args: &LocalArgs, variant: Variant, stop: &AtomicBool) -> anyhow::Re
         .context("no sender in the plan")?;
     let mut publisher = Publisher::from_node_config(sender_cfg, None)
         .map_err(|e| anyhow::anyhow!("publisher: {e}"))?;
-    let total = (args.rate as f64 * args.duration).round().max(1.0) as u64;
+    let root_cfg = cfgs.iter().find(|c| c.node.id == jasper_core::plan::ROOT);
+    let mut attack_at =
+        (!attacks.is_empty() && variant == Variant::Jasper).then_some(args.duration / 3.0);
+    let mut fired: Vec<Fired> = Vec::new();
+    let mut attack_thread: Option<std::thread::JoinHandle<anyhow::Result<Vec<Fired>>>> = None;
+    let mut happened: Vec<Happened> = Vec::new();
+    let mut pending_failures: std::collections::VecDeque<Failure> = if variant == Variant::Jasper {
+        failures.into()
+    } else {
+        Default::default()
+    };
+    let mut restarts: Vec<(f64, usize)> = Vec::new();
+    let mut sessions = Vec::new();
     let bar = indicatif::ProgressBar::new(total);
     bar.set_style(
         indicatif::ProgressStyle::with_template(
@@ -562,6 +636,109 @@ fn run_once(args: &LocalArgs, variant: Variant, stop: &AtomicBool) -> anyhow::Re
             break;
         }
         let elapsed = start.elapsed().as_secs_f64();
+        if sessions.last() != Some(&publisher.session()) && publisher.session() != 0 {
+            sessions.push(publisher.session());
+        }
+        while pending_failures
+            .front()
+            .is_some_and(|f| f.at_s() <= elapsed)
+        {
+            let Some(f) = pending_failures.pop_front() else {
+                break;
+            };
+            match f {
+                Failure::KillProxy { name, .. } => {
+                    let m = proxies
+                        .iter_mut()
+                        .find(|m| m.name == name)
+                        .with_context(|| format!("--kill-proxy: no proxy named {name:?}"))?;
+                    let _ = m.child.kill();
+                    happened.push(Happened {
+                        at_s: elapsed,
+                        what: format!("{name} killed (SIGKILL)"),
+                    });
+                }
+                Failure::KillReceivers {
+                    group, restart_s, ..
+                } => {
+                    let m = receivers.get_mut(group).with_context(|| {
+                        format!("--kill-receivers: no receiver process {group}")
+                    })?;
+                    let _ = m.child.kill();
+                    happened.push(Happened {
+                        at_s: elapsed,
+                        what: format!(
+                            "receivers{group} killed (SIGKILL): MPs {}",
+                            groups[group].len()
+                        ),
+                    });
+                    if let Some(r) = restart_s {
+                        restarts.push((elapsed + r, group));
+                    }
+                }
+                Failure::RestartPublisher { .. } => {
+                    let old = publisher.session();
+                    drop(publisher);
+                    publisher = Publisher::from_node_config(sender_cfg, None)
+                        .map_err(|e| anyhow::anyhow!("publisher restart: {e}"))?;
+                    happened.push(Happened {
+                        at_s: elapsed,
+                        what: format!("publisher killed and restarted (session {old} ends without end-of-session; a new session starts)"),
+                    });
+                }
+            }
+        }
+        if let Some(i) = restarts.iter().position(|(t, _)| *t <= elapsed) {
+            let (_, g) = restarts.remove(i);
+            let (m, res) = spawn_group(g, results.len())?;
+            receivers.push(m);
+            results.push(res);
+            happened.push(Happened {
+                at_s: elapsed,
+                what: format!("receivers{g} restarted"),
+            });
+        }
+        if attack_at.is_some_and(|t| elapsed >= t) {
+            attack_at = None;
+            let targets = Targets {
+                publisher: publisher.local_addr(),
+                root: root_cfg.map(|c| c.node.listen[0]).context("no root")?,
+                root_children: root_cfg
+                    .map(|c| {
+                        c.table
+                            .report_children
+                            .iter()
+                            .filter_map(|id| Some((*id, c.peer(*id)?)))
+                            .collect()
+                    })
+                    .unwrap_or_default(),
+                victim: rcfgs
+                    .last()
+                    .map(|(c, _)| c.node.listen[0])
+                    .context("no receiver")?,
+                victim_parent: rcfgs
+                    .last()
+                    .and_then(|(c, _)| c.peer(*c.table.upstreams.first()?))
+                    .context("no receiver parent")?,
+                receivers: rcfgs
+                    .iter()
+                    .flat_map(|(c, _)| c.node.listen.clone())
+                    .collect(),
+                stream: sender_cfg.sender.stream,
+                session: publisher.session(),
+                next_seq: publisher.next_seq(),
+                now_ns: jasper_io::host_now_ns(),
+            };
+            let insider = rcfgs.first().and_then(|(c, _)| c.trust.key_file.clone());
+            // The attacker is another host: its own thread, so the feed keeps its pace.
+            let (kinds, who, spoof) = (attacks.clone(), args.attacker, args.spoof);
+            attack_thread = Some(std::thread::spawn(move || {
+                kinds
+                    .iter()
+                    .map(|k| crate::attack::fire(*k, who, spoof, insider.as_deref(), &targets))
+                    .collect::<anyhow::Result<Vec<Fired>>>()
+            }));
+        }
         let due = ((elapsed * args.rate as f64) as u64 + 1).min(total);
         let k = due.saturating_sub(published).min(msgs.len() as u64) as usize;
         if k > 0 {
@@ -600,6 +777,20 @@ fn run_once(args: &LocalArgs, variant: Variant, stop: &AtomicBool) -> anyhow::Re
     bar.finish_and_clear();
     publisher.end_session();
 
+    // Keep the publisher serviced (its delayed packets leave on time) until
+    // the attacker is done.
+    while attack_thread.as_ref().is_some_and(|t| !t.is_finished()) {
+        publisher.service();
+        std::thread::sleep(Duration::from_micros(200));
+    }
+    if let Some(t) = attack_thread.take() {
+        fired = t
+            .join()
+            .map_err(|_| anyhow::anyhow!("the attack thread panicked"))??;
+    }
+    let reports = publisher.stats().reports;
+    let deadline_offset_ns = publisher.offset_ns();
+    let publisher_guard = publisher.guard_stats().clone();
     // Drain: receivers exit on their own once the end of session arrived and
     // everything held was released; keep the publisher's delayed packets flowing.
     let drain_until = Instant::now() + Duration::from_millis(3_000);
@@ -632,19 +823,34 @@ fn run_once(args: &LocalArgs, variant: Variant, stop: &AtomicBool) -> anyhow::Re
     std::thread::sleep(Duration::from_millis(20));
 
     let mut collector = Collector::new(plan.mps as usize, published as usize);
-    for (r, m) in results.iter().zip(receivers.iter()) {
-        let bytes = std::fs::read(r).with_context(|| {
-            format!(
-                "{} wrote no results ({}): {}",
-                m.name,
-                r.display(),
-                m.stderr
-                    .lock()
-                    .map(|s| s.clone())
-                    .unwrap_or_default()
-                    .trim()
-            )
-        })?;
+    for (r, m) in results.iter().zip(receivers.iter_mut()) {
+        let bytes = match std::fs::read(r) {
+            Ok(b) => b,
+            // A receiver process that died keeps what its last snapshot held;
+            // without one its MPs' deliveries all count as missing.
+            Err(_) if happened.iter().any(|h| h.what.starts_with(&m.name)) => {
+                eprintln!("{}: no results (killed before its first snapshot)", m.name);
+                continue;
+            }
+            Err(e) => {
+                let err = m.stderr.lock().map(|s| s.clone()).unwrap_or_default();
+                if matches!(m.child.try_wait(), Ok(Some(st)) if !st.success())
+                    || err.contains("panicked")
+                {
+                    happened.push(Happened {
+                        at_s: seconds,
+                        what: format!("{} died: {}", m.name, err.trim()),
+                    });
+                    continue;
+                }
+                bail!(
+                    "{} wrote no results ({}): {e}: {}",
+                    m.name,
+                    r.display(),
+                    err.trim()
+                );
+            }
+        };
         let c = Collector::from_bytes(&bytes)
             .with_context(|| format!("malformed results in {}", r.display()))?;
         collector.merge(&c);
@@ -663,6 +869,10 @@ fn run_once(args: &LocalArgs, variant: Variant, stop: &AtomicBool) -> anyhow::Re
     nodes.push(json!({
         "name": "sender",
         "core": serde_json::to_value(publisher.stats())?,
+        "reports": reports,
+        "deadline_offset_ns": deadline_offset_ns,
+        "guard": serde_json::to_value(&publisher_guard)?,
+        "sessions": sessions,
         "tx_packets": publisher.io_counters().tx_packets,
         "tx_dropped": publisher.io_counters().tx_dropped,
     }));
@@ -681,6 +891,8 @@ fn run_once(args: &LocalArgs, variant: Variant, stop: &AtomicBool) -> anyhow::Re
         collector,
         nodes,
         description,
+        attacks: fired,
+        happened,
     })
 }
 
@@ -738,6 +950,110 @@ fn print_run(r: &RunResult) {
         sum(&r.nodes, &["core", "gaps_detected"]).saturating_sub(sum(&r.nodes, &["core", "gaps_filled"])),
         sum(&r.nodes, &["rx_packets"]),
     );
+    print_trust(r);
+}
+
+/// Guard refusals summed over nodes, by reason (non-zero only).
+fn guard_drops(nodes: &[Value]) -> Vec<(String, u64)> {
+    let mut out: Vec<(String, u64)> = Vec::new();
+    for n in nodes {
+        let Some(g) = n.get("guard").and_then(Value::as_object) else {
+            continue;
+        };
+        for (k, v) in g {
+            let v = v.as_u64().unwrap_or(0);
+            if k == "admitted" || v == 0 {
+                continue;
+            }
+            match out.iter_mut().find(|(r, _)| r == k) {
+                Some((_, x)) => *x += v,
+                None => out.push((k.clone(), v)),
+            }
+        }
+    }
+    out
+}
+
+/// Trust, liveness and failure lines of the report.
+fn print_trust(r: &RunResult) {
+    let auth = r
+        .nodes
+        .iter()
+        .filter_map(|n| n.get("authenticated").and_then(Value::as_bool))
+        .all(|a| a);
+    let drops = guard_drops(&r.nodes);
+    println!(
+        "  trust: packets {}; refused by the guards: {}",
+        if auth {
+            "authenticated at every node"
+        } else {
+            "NOT authenticated (insecure mode)"
+        },
+        if drops.is_empty() {
+            "none".to_string()
+        } else {
+            drops
+                .iter()
+                .map(|(k, v)| format!("{k} {v}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        }
+    );
+    let forged = sum(&r.nodes, &["forged_deliveries"]);
+    let out_of_range = sum(&r.nodes, &["out_of_range_deliveries"]);
+    let rss = r
+        .nodes
+        .iter()
+        .filter_map(|n| n["process_peak_rss_bytes"].as_u64())
+        .max()
+        .unwrap_or(0);
+    println!(
+        "  forged deliveries {forged}  out-of-range deliveries {out_of_range}  receiver process peak RSS {:.0} MB  truncated datagrams {}",
+        rss as f64 / 1e6,
+        sum(&r.nodes, &["rx_truncated"])
+    );
+    for a in &r.attacks {
+        println!(
+            "  attack {:?} by {:?}: {} packets sent",
+            a.kind, a.attacker, a.packets
+        );
+    }
+    for h in &r.happened {
+        println!("  at {:.2} s: {}", h.at_s, h.what);
+    }
+    let mut dead: Vec<(u64, usize)> = Vec::new();
+    for n in &r.nodes {
+        for d in n["upstreams_dead"].as_array().into_iter().flatten() {
+            if let Some(id) = d.as_u64() {
+                match dead.iter_mut().find(|(x, _)| *x == id) {
+                    Some((_, c)) => *c += 1,
+                    None => dead.push((id, 1)),
+                }
+            }
+        }
+    }
+    for (id, by) in dead {
+        let name = r
+            .nodes
+            .iter()
+            .find(|n| n["node_id"].as_u64() == Some(id))
+            .and_then(|n| n["name"].as_str())
+            .map(str::to_string)
+            .unwrap_or_else(|| format!("node {id}"));
+        println!("  upstream {name} marked dead by {by} nodes");
+    }
+    if let Some(s) = r.nodes.iter().find(|n| n["name"] == "sender") {
+        if let Some(sessions) = s["sessions"].as_array().filter(|a| a.len() > 1) {
+            println!(
+                "  publisher sessions: {}",
+                sessions
+                    .iter()
+                    .map(|v| v.to_string())
+                    .collect::<Vec<_>>()
+                    .join(" → ")
+            );
+        }
+    }
 }
 
 fn to_json(r: &RunResult) -> anyhow::Result<Value> {
@@ -749,6 +1065,24 @@ fn to_json(r: &RunResult) -> anyhow::Result<Value> {
     o.insert("interrupted".into(), json!(r.interrupted));
     o.insert("description".into(), json!(r.description));
     o.insert("nodes".into(), json!(r.nodes));
+    o.insert("attacks".into(), serde_json::to_value(&r.attacks)?);
+    o.insert("events".into(), serde_json::to_value(&r.happened)?);
+    o.insert(
+        "forged_deliveries".into(),
+        json!(sum(&r.nodes, &["forged_deliveries"])),
+    );
+    o.insert(
+        "guard_drops".into(),
+        json!(guard_drops(&r.nodes)
+            .into_iter()
+            .map(|(k, v)| (k, json!(v)))
+            .collect::<serde_json::Map<_, _>>()),
+    );
+    o.insert(
+        "gaps_unfilled".into(),
+        json!(sum(&r.nodes, &["core", "gaps_detected"])
+            .saturating_sub(sum(&r.nodes, &["core", "gaps_filled"]))),
+    );
     Ok(v)
 }
 

@@ -6,6 +6,8 @@
 //! - `jasper node` / `jasper receivers`: run nodes from configs (what `local` starts).
 #![forbid(unsafe_code)]
 
+mod attack;
+mod chaos;
 mod local;
 mod plot;
 mod sim;
@@ -76,6 +78,10 @@ enum Cmd {
         /// MPs in the whole tree.
         #[arg(long)]
         mps: usize,
+        /// Messages the feed will publish: anything numbered beyond is
+        /// counted as out of range, never stored.
+        #[arg(long, default_value_t = 10_000_000)]
+        max_messages: u64,
         /// Exit when the parent process exits.
         #[arg(long)]
         managed: bool,
@@ -236,10 +242,37 @@ fn publish_cmd(config: PathBuf, count: u64, rate: u64, warmup_ms: u64) -> anyhow
     Ok(())
 }
 
+/// The feed's message number, from the ITCH-like payload's order reference
+/// (global across publisher restarts), or `None` for anything else.
+fn feed_index(payload: &[u8]) -> Option<u64> {
+    let r = u64::from_be_bytes(payload.get(11..19)?.try_into().ok()?);
+    r.checked_sub(1)
+}
+
+fn write_results(collector: &Collector, results: &std::path::Path) -> anyhow::Result<()> {
+    let tmp = results.with_extension("tmp");
+    std::fs::write(&tmp, collector.to_bytes())
+        .with_context(|| format!("cannot write {}", tmp.display()))?;
+    std::fs::rename(&tmp, results).with_context(|| format!("cannot write {}", results.display()))
+}
+
+/// Peak resident memory of this process, bytes (Linux `VmHWM`).
+fn peak_rss_bytes() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+        })
+        .map_or(0, |kb| kb * 1024)
+}
+
 fn receivers_cmd(
     config: Vec<PathBuf>,
     results: PathBuf,
     mps: usize,
+    max_messages: u64,
     managed: bool,
 ) -> anyhow::Result<()> {
     let mut nodes = Vec::new();
@@ -258,28 +291,49 @@ fn receivers_cmd(
     }
     let stop = stop_on_signals();
     let mut collector = Collector::new(mps, 0);
+    let mut forged = vec![0u64; nodes.len()];
+    let mut out_of_range = vec![0u64; nodes.len()];
+    let mut last_snapshot = std::time::Instant::now();
     jasper_receiver::run(
         &mut nodes,
         &stop,
         ParentWatch::new(managed),
-        |i, rel, _payload, host| {
+        |i, rel, payload, host| {
+            if crate::attack::is_forged(payload) {
+                forged[i] += 1;
+                return;
+            }
+            // Bounded: a number taken from a packet never sizes memory.
+            let Some(msg) = feed_index(payload).filter(|m| *m < max_messages) else {
+                out_of_range[i] += 1;
+                return;
+            };
             collector.add(Delivery {
                 receiver: index[i],
-                msg: rel.seq,
+                msg,
                 owd_ns: rel.owd_ns(),
                 handed_true_ns: host,
                 holding_ns: rel.holding_ns(),
                 late: rel.late,
             });
+            // A snapshot twice a second: a receiver process that is killed
+            // keeps what it delivered until then.
+            if last_snapshot.elapsed() > std::time::Duration::from_millis(500) {
+                last_snapshot = std::time::Instant::now();
+                let _ = write_results(&collector, &results);
+            }
         },
     );
-    let tmp = results.with_extension("tmp");
-    std::fs::write(&tmp, collector.to_bytes())
-        .with_context(|| format!("cannot write {}", tmp.display()))?;
-    std::fs::rename(&tmp, &results)
-        .with_context(|| format!("cannot write {}", results.display()))?;
-    for n in &nodes {
-        eprintln!("{}", serde_json::to_string(&n.report())?);
+    write_results(&collector, &results)?;
+    let rss = peak_rss_bytes();
+    for (i, n) in nodes.iter().enumerate() {
+        let mut v = serde_json::to_value(n.report())?;
+        if let Some(o) = v.as_object_mut() {
+            o.insert("forged_deliveries".into(), forged[i].into());
+            o.insert("out_of_range_deliveries".into(), out_of_range[i].into());
+            o.insert("process_peak_rss_bytes".into(), rss.into());
+        }
+        eprintln!("{}", serde_json::to_string(&v)?);
     }
     Ok(())
 }
@@ -301,8 +355,9 @@ fn real_main() -> anyhow::Result<()> {
             config,
             results,
             mps,
+            max_messages,
             managed,
-        } => receivers_cmd(config, results, mps, managed),
+        } => receivers_cmd(config, results, mps, max_messages, managed),
     }
 }
 

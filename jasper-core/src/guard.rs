@@ -12,11 +12,13 @@
 //! 3. source: the plan lists the sender's address for that kind (data from
 //!    upstreams, reports from report children and their MP's other endpoint);
 //! 4. stream: publisher packets only for streams the plan allows;
-//! 5. tag: the tree tag (proxies) or feed tag (receivers) of publisher
+//! 5. plausibility of publisher packets: deadlines within
+//!    `[now − deadline_past_ns, now + deadline_future_ns]` (before the tag:
+//!    cheaper, so a flood of large forged packets costs little);
+//! 6. tag: the tree tag (proxies) or feed tag (receivers) of publisher
 //!    packets, the node tag of reports (keyed by the id the report claims);
-//! 6. plausibility: deadlines within `[now − deadline_past_ns,
-//!    now + deadline_future_ns]`; reports fresh and newer than the last one
-//!    admitted from that child (a replayed report changes nothing).
+//! 7. reports: fresh, and newer than the last one admitted from that child
+//!    (a replayed report changes nothing).
 //!
 //! Data replays need no memory here: the state machines' first-copy dedup
 //! turns an authentic replay into a counted duplicate or stale copy.
@@ -283,17 +285,18 @@ impl Guard {
                 if !self.cfg.streams.contains(&h.stream) {
                     return Err(Reject::UnknownStream);
                 }
+                // Plausibility before the tag: it is cheaper, and touches no state.
+                let lo = now_ns.saturating_sub(self.cfg.deadline_past_ns);
+                let hi = now_ns.saturating_add(self.cfg.deadline_future_ns);
+                if h.deadline_ns < lo || h.deadline_ns > hi {
+                    return Err(Reject::DeadlineOutOfRange);
+                }
                 if let Some(auth) = &self.auth {
                     let r = match self.role {
                         GuardRole::Proxy => auth.verify_tree(bytes),
                         _ => auth.verify_feed(bytes),
                     };
                     r.map_err(Reject::Tag)?;
-                }
-                let lo = now_ns.saturating_sub(self.cfg.deadline_past_ns);
-                let hi = now_ns.saturating_add(self.cfg.deadline_future_ns);
-                if h.deadline_ns < lo || h.deadline_ns > hi {
-                    return Err(Reject::DeadlineOutOfRange);
                 }
                 Ok(repr)
             }

@@ -52,6 +52,8 @@ impl std::fmt::Debug for ProxyNode {
 pub struct ProxyReport {
     /// Node name.
     pub name: String,
+    /// Plan id.
+    pub node_id: u32,
     /// State-machine counters.
     pub core: ProxyStats,
     /// Packets received.
@@ -181,6 +183,7 @@ impl ProxyNode {
         let c: IoCounters = self.io.counters();
         ProxyReport {
             name: name.to_string(),
+            node_id: self.core.node(),
             core: self.core.stats().clone(),
             rx_packets: c.rx_packets,
             tx_packets: c.tx_packets,

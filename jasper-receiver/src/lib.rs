@@ -86,6 +86,8 @@ impl std::fmt::Debug for ReceiverNode {
 pub struct ReceiverReport {
     /// Node name.
     pub name: String,
+    /// Plan id.
+    pub node_id: u32,
     /// State-machine counters.
     pub core: ReceiverStats,
     /// Packets received by the backend.
@@ -297,6 +299,7 @@ impl ReceiverNode {
         let c: IoCounters = self.io.counters();
         ReceiverReport {
             name: self.name.clone(),
+            node_id: self.id,
             core: self.core.stats().clone(),
             rx_packets: c.rx_packets,
             rx_errors: c.rx_errors,
