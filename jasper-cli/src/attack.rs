@@ -81,6 +81,8 @@ pub struct Targets {
     pub next_seq: u64,
     /// Synchronized-ish now (host clock), ns.
     pub now_ns: u64,
+    /// Scale of the floods (1.0 = 30,000 streams and 20,000 9 KB packets).
+    pub volume: f64,
 }
 
 /// What an attack sent.
@@ -335,7 +337,7 @@ pub fn fire(
             }
         }
         AttackKind::ReportsPublisher => {
-            for _ in 0..200 {
+            for _ in 0..((200.0 * t.volume) as u32).max(20) {
                 send_from(&report(1), root_src, t.publisher);
                 send_from(&tag_node(&auth, report(1), own), root_src, t.publisher);
                 send_from(&tag_node(&auth, report(own), own), root_src, t.publisher);
@@ -343,7 +345,7 @@ pub fn fire(
             }
         }
         AttackKind::ReportsRoot => {
-            for _ in 0..200 {
+            for _ in 0..((200.0 * t.volume) as u32).max(20) {
                 for (c, addr) in &t.root_children {
                     send_from(&report(*c), *addr, t.root);
                     send_from(&tag_node(&auth, report(*c), own), *addr, t.root);
@@ -352,7 +354,7 @@ pub fn fire(
             }
         }
         AttackKind::StreamFlood => {
-            for s in 0..30_000u32 {
+            for s in 0..(30_000.0 * t.volume) as u32 {
                 let p = data(t, 1000 + s, t.session, t.next_seq, soon, 36);
                 send_from(&tag(&auth, p), parent_src, t.victim);
                 if s % 50 == 0 {
@@ -362,7 +364,7 @@ pub fn fire(
         }
         AttackKind::HoldFlood => {
             let far = t.now_ns + 3_600_000_000_000;
-            for i in 0..20_000u64 {
+            for i in 0..(20_000.0 * t.volume) as u64 {
                 let p = data(t, t.stream, t.session, t.next_seq + 10 + i, far, 8_900);
                 send_from(&tag(&auth, p), parent_src, t.victim);
                 // Paced (~5k packets/s): a test of state bounds, not of the

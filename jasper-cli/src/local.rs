@@ -129,6 +129,10 @@ pub struct LocalArgs {
     /// CAP_NET_RAW): every packet seems to come from where the plan expects it.
     #[arg(long)]
     pub spoof: bool,
+    /// Scale of the attack floods (1 = 30,000 forged streams and 20,000
+    /// 9 KB packets, the sizes that broke earlier versions).
+    #[arg(long, default_value_t = 1.0)]
+    pub attack_volume: f64,
     /// Kill a proxy mid-run (SIGKILL): NAME@SECONDS, e.g. proxy2@1.5. Repeatable.
     #[arg(long)]
     pub kill_proxy: Vec<String>,
@@ -186,6 +190,7 @@ pub struct RunResult {
     description: String,
     attacks: Vec<Fired>,
     happened: Vec<Happened>,
+    names: Vec<String>,
 }
 
 fn free_ports(n: usize) -> anyhow::Result<Vec<u16>> {
@@ -678,6 +683,14 @@ fn run_once(args: &LocalArgs, variant: Variant, stop: &AtomicBool) -> anyhow::Re
                 }
                 Failure::RestartPublisher { .. } => {
                     let old = publisher.session();
+                    // What the old publisher already sent is on the wire
+                    // (the delay injector holds it): let it leave, then die
+                    // without an end of session.
+                    let flush_until = Instant::now() + Duration::from_millis(50);
+                    while publisher.next_timer_ns().is_some() && Instant::now() < flush_until {
+                        publisher.service();
+                        std::thread::sleep(Duration::from_micros(100));
+                    }
                     drop(publisher);
                     publisher = Publisher::from_node_config(sender_cfg, None)
                         .map_err(|e| anyhow::anyhow!("publisher restart: {e}"))?;
@@ -728,6 +741,7 @@ fn run_once(args: &LocalArgs, variant: Variant, stop: &AtomicBool) -> anyhow::Re
                 session: publisher.session(),
                 next_seq: publisher.next_seq(),
                 now_ns: jasper_io::host_now_ns(),
+                volume: args.attack_volume.clamp(0.0, 10.0),
             };
             let insider = rcfgs.first().and_then(|(c, _)| c.trust.key_file.clone());
             // The attacker is another host: its own thread, so the feed keeps its pace.
@@ -893,6 +907,7 @@ fn run_once(args: &LocalArgs, variant: Variant, stop: &AtomicBool) -> anyhow::Re
         description,
         attacks: fired,
         happened,
+        names: plan.nodes.iter().map(|n| n.name.clone()).collect(),
     })
 }
 
@@ -1034,13 +1049,11 @@ fn print_trust(r: &RunResult) {
     }
     for (id, by) in dead {
         let name = r
-            .nodes
-            .iter()
-            .find(|n| n["node_id"].as_u64() == Some(id))
-            .and_then(|n| n["name"].as_str())
-            .map(str::to_string)
+            .names
+            .get(id as usize)
+            .cloned()
             .unwrap_or_else(|| format!("node {id}"));
-        println!("  upstream {name} marked dead by {by} nodes");
+        println!("  upstream {name} (node {id}) marked dead (silent > 200 ms) by {by} nodes");
     }
     if let Some(s) = r.nodes.iter().find(|n| n["name"] == "sender") {
         if let Some(sessions) = s["sessions"].as_array().filter(|a| a.len() > 1) {

@@ -316,9 +316,9 @@ fn receivers_cmd(
                 holding_ns: rel.holding_ns(),
                 late: rel.late,
             });
-            // A snapshot twice a second: a receiver process that is killed
-            // keeps what it delivered until then.
-            if last_snapshot.elapsed() > std::time::Duration::from_millis(500) {
+            // A snapshot five times a second: a receiver process that is
+            // killed keeps what it delivered until then.
+            if last_snapshot.elapsed() > std::time::Duration::from_millis(200) {
                 last_snapshot = std::time::Instant::now();
                 let _ = write_results(&collector, &results);
             }

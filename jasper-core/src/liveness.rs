@@ -25,6 +25,8 @@ pub struct UpstreamState {
     pub deaths: u64,
     /// Last authentic packet (local synchronized ns; 0 = never).
     pub last_ns: u64,
+    /// Its last packet ended the session: silence is expected, not death.
+    pub ended: bool,
 }
 
 /// Liveness of a node's upstreams.
@@ -48,19 +50,22 @@ impl Liveness {
                     dead: false,
                     deaths: 0,
                     last_ns: 0,
+                    ended: false,
                 })
                 .collect(),
             dead_after_ns,
         }
     }
 
-    /// An admitted packet from `src` at `now_ns`.
+    /// An admitted packet from `src` at `now_ns`; `ends` when it is an end
+    /// of session (after which silence is expected).
     #[inline]
-    pub fn heard(&mut self, now_ns: u64, src: SocketAddr) {
+    pub fn heard(&mut self, now_ns: u64, src: SocketAddr, ends: bool) {
         if let Some(i) = self.addrs.iter().position(|a| *a == src) {
             let s = &mut self.states[i];
             s.heard = true;
             s.dead = false;
+            s.ended = ends;
             s.last_ns = now_ns;
         }
     }
@@ -69,7 +74,11 @@ impl Liveness {
     pub fn poll(&mut self, now_ns: u64) -> usize {
         let mut died = 0;
         for s in &mut self.states {
-            if s.heard && !s.dead && now_ns.saturating_sub(s.last_ns) > self.dead_after_ns {
+            if s.heard
+                && !s.dead
+                && !s.ended
+                && now_ns.saturating_sub(s.last_ns) > self.dead_after_ns
+            {
                 s.dead = true;
                 s.deaths += 1;
                 died += 1;
@@ -98,6 +107,14 @@ impl Liveness {
     }
 }
 
+/// True when an admitted packet is an end of session (for [`Liveness::heard`]).
+pub fn ends_session(repr: &crate::wire::Repr<'_>) -> bool {
+    matches!(
+        repr.body,
+        crate::wire::Body::Control(c) if c.op == crate::wire::ControlOp::EndOfSession
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -108,14 +125,19 @@ mod tests {
         let b: SocketAddr = "10.0.0.2:1".parse().unwrap();
         let mut l = Liveness::new(&[(1, a), (2, b)], 100);
         assert_eq!(l.poll(1_000), 0, "never heard: not dead");
-        l.heard(1_000, a);
-        l.heard(1_000, b);
-        l.heard(1_000, "10.0.0.9:1".parse().unwrap());
-        l.heard(1_150, b);
+        l.heard(1_000, a, false);
+        l.heard(1_000, b, false);
+        l.heard(1_000, "10.0.0.9:1".parse().unwrap(), false);
+        l.heard(1_150, b, true);
         assert_eq!(l.poll(1_200), 1);
         assert_eq!(l.dead(), vec![1]);
         assert_eq!(l.poll(1_220), 0, "counted once");
-        l.heard(1_300, a);
+        assert_eq!(
+            l.poll(9_000),
+            0,
+            "silence after an end of session is not death"
+        );
+        l.heard(1_300, a, false);
         assert!(l.dead().is_empty());
         assert_eq!(l.deaths(), 1);
     }

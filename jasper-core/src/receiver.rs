@@ -322,6 +322,34 @@ impl Receiver {
         }
     }
 
+    /// True when `bytes` is a data copy whose every message was already
+    /// accepted: a read-only check a node may run before authenticating, so
+    /// hedged copies cost one tag verification per packet, not per copy.
+    pub fn is_duplicate(&self, bytes: &[u8]) -> bool {
+        let Ok(p) = wire::Packet::new_checked(bytes) else {
+            return false;
+        };
+        if !matches!(p.kind(), Kind::Data | Kind::RetransmitData) || p.count() == 0 {
+            return false;
+        }
+        let Some(s) = self.streams.iter().find(|s| s.stream == p.stream()) else {
+            return false;
+        };
+        s.session == p.session()
+            && (0..p.count() as u64).all(|i| {
+                p.seq()
+                    .checked_add(i)
+                    .is_some_and(|q| s.seen.peek(q) == Seen::Duplicate)
+            })
+    }
+
+    /// Count a copy dropped by [`Receiver::is_duplicate`].
+    pub fn count_duplicate(&mut self, bytes: &[u8]) {
+        let n = wire::Packet::new_checked(bytes).map_or(0, |p| p.count() as u64);
+        self.stats.packets += 1;
+        self.stats.duplicates += n;
+    }
+
     /// Feed one packet a [`crate::guard::Guard`] already parsed and verified
     /// (what nodes do; [`Receiver::handle_packet`] parses itself).
     pub fn handle_repr(&mut self, now_ns: u64, clock_bound_ns: u64, repr: &Repr<'_>) {

@@ -118,10 +118,11 @@ impl ProxyNode {
                 self.core.count_duplicate();
                 continue;
             }
-            if self.guard.admit(now, meta.src, buf).is_err() {
-                continue;
-            }
-            self.liveness.heard(now, meta.src);
+            let ends = match self.guard.admit(now, meta.src, buf) {
+                Ok(r) => jasper_core::liveness::ends_session(&r),
+                Err(_) => continue,
+            };
+            self.liveness.heard(now, meta.src, ends);
             if let Verdict::Forward { key } = self.core.handle_packet(now, buf) {
                 self.dsts.clear();
                 let (peers, dsts, unknown) = (&self.peers, &mut self.dsts, &mut self.unknown_peer);

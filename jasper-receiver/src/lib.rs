@@ -185,9 +185,16 @@ impl ReceiverNode {
         for i in 0..n {
             let (meta, bytes) = self.io.rx(i);
             let at = self.clock.at(meta.host_rx_ns);
+            // Hedged copies of what was already accepted: dropped before the
+            // tag check (read-only), counted as duplicates.
+            if self.core.is_duplicate(bytes) {
+                self.core.count_duplicate(bytes);
+                continue;
+            }
             // Nothing reaches the state machine unless the guard admits it.
             if let Ok(repr) = self.guard.admit(at, meta.src, bytes) {
-                self.liveness.heard(at, meta.src);
+                self.liveness
+                    .heard(at, meta.src, jasper_core::liveness::ends_session(&repr));
                 self.core.handle_repr(at, bound, &repr);
             }
         }
