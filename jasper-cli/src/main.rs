@@ -2,12 +2,14 @@
 //!
 //! - `jasper local`: a whole fair-multicast tree on this machine and its fairness report.
 //! - `jasper plan`: print a tree for an inventory and write one config per node.
+//! - `jasper keys`: create and roll over the nodes' keys.
 //! - `jasper sim`: the simulator (schemes side by side, sweeps).
 //! - `jasper node` / `jasper receivers`: run nodes from configs (what `local` starts).
 #![forbid(unsafe_code)]
 
 mod attack;
 mod chaos;
+mod keys;
 mod local;
 mod plot;
 mod sim;
@@ -40,6 +42,8 @@ enum Cmd {
     Local(local::LocalArgs),
     /// Print the tree for an inventory and write one config file per node.
     Plan(PlanArgs),
+    /// Create, roll over (`--add`, `--activate`) and retire the nodes' keys.
+    Keys(keys::KeysArgs),
     /// Simulate the schemes at scale under the reference cloud model (deterministic, seeded).
     Sim(sim::SimArgs),
     /// Publish a synthetic ITCH-like feed from a sender config (test a deployed tree).
@@ -343,6 +347,7 @@ fn real_main() -> anyhow::Result<()> {
     match Cli::parse().cmd {
         Cmd::Local(a) => local::main(a),
         Cmd::Plan(a) => plan_cmd(a),
+        Cmd::Keys(a) => keys::main(a),
         Cmd::Sim(a) => sim::main(a),
         Cmd::Node { config, managed } => node_cmd(config, managed),
         Cmd::Publish {

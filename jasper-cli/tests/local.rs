@@ -239,3 +239,48 @@ fn receiver_hedging_feeds_and_reports_through_both_endpoints() {
     }
     let _ = std::fs::remove_file(json);
 }
+
+#[test]
+fn keys_roll_over_with_two_sets_accepted() {
+    let dir = tmp("keys-roll");
+    let inv = tmp("keys-inv.toml");
+    let mut text = String::from("[sender]\nname = \"pub\"\naddr = \"10.0.0.1:7000\"\n");
+    text += "[[proxy]]\nname = \"p1\"\naddr = \"10.0.1.1:7000\"\n";
+    for i in 0..3 {
+        text += &format!("[[receiver]]\nname = \"mp{i}\"\naddr = \"10.0.2.{i}:7000\"\n");
+    }
+    std::fs::write(&inv, text).unwrap();
+    let ok = |args: &[&str]| {
+        let out = jasper().args(args).output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).to_string()
+    };
+    let d = dir.to_str().unwrap();
+    ok(&["plan", "--inventory", inv.to_str().unwrap(), "--out", d]);
+    let read = |name: &str| std::fs::read_to_string(dir.join("keys").join(name)).unwrap();
+    assert!(read("mp0.key").contains("feed ="));
+    assert!(
+        !read("mp0.key").contains("tree ="),
+        "receivers never hold the tree key"
+    );
+    assert!(ok(&["keys", "--configs", d, "--add"]).contains("key set 2 added"));
+    let both = read("p1.key");
+    assert!(both.contains("id = 1") && both.contains("id = 2") && both.contains("active = 1"));
+    // Retiring the active set is refused with the fix.
+    let out = jasper()
+        .args(["keys", "--configs", d, "--retire", "1"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--activate"));
+    ok(&["keys", "--configs", d, "--activate", "2"]);
+    ok(&["keys", "--configs", d, "--retire", "1"]);
+    let last = read("pub.key");
+    assert!(last.contains("active = 2") && !last.contains("id = 1"));
+    let _ = std::fs::remove_dir_all(dir);
+    let _ = std::fs::remove_file(inv);
+}

@@ -716,6 +716,46 @@ mod tests {
     }
 
     #[test]
+    fn trust_bounds_are_enforced() {
+        // A jump beyond the dedup window, or none at all, is refused.
+        let mut c = sample();
+        c.receiver.core.max_seq_jump = c.receiver.core.dedup_window * 2;
+        let e = c.validate().unwrap_err();
+        assert_eq!(e.field, "receiver.core.max_seq_jump", "{e}");
+        c.receiver.core.max_seq_jump = 0;
+        assert_eq!(
+            c.validate().unwrap_err().field,
+            "receiver.core.max_seq_jump"
+        );
+        let mut c = sample();
+        c.proxy.max_seq_jump = c.proxy.dedup_window + 1;
+        assert_eq!(c.validate().unwrap_err().field, "proxy.max_seq_jump");
+        // Without keys a node runs only when told it is insecure.
+        let mut c = sample();
+        c.trust.insecure = false;
+        let e = c.validate().unwrap_err();
+        assert_eq!(e.field, "trust.key_file");
+        assert!(e.fix.contains("jasper keys"), "{e}");
+        c.trust.key_file = Some("keys/proxy0.key".into());
+        c.validate().unwrap();
+        c.resolve_paths(std::path::Path::new("/etc/jasper"));
+        assert_eq!(
+            c.trust.key_file.as_deref(),
+            Some(std::path::Path::new("/etc/jasper/keys/proxy0.key"))
+        );
+        // The plausibility window must admit deadlines at the ceiling.
+        let mut c = sample();
+        c.trust.deadline_future_ns = c.sender.deadline.ceiling_ns - 1;
+        assert_eq!(c.validate().unwrap_err().field, "trust.deadline_future_ns");
+        let mut c = sample();
+        c.receiver.core.max_held_bytes = 100;
+        assert_eq!(
+            c.validate().unwrap_err().field,
+            "receiver.core.max_held_bytes"
+        );
+    }
+
+    #[test]
     fn macs() {
         assert_eq!(parse_mac("02:00:00:00:00:0a"), Some([2, 0, 0, 0, 0, 10]));
         assert_eq!(parse_mac("02:00:00:00:00"), None);

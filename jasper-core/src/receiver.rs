@@ -970,4 +970,80 @@ mod tests {
         assert_eq!(rep.clock_bound_ns, 200);
         assert!(r.poll_report(60_001).is_none());
     }
+    #[test]
+    fn hold_is_bounded_in_bytes_even_for_one_large_packet() {
+        let mut r = Receiver::new(
+            9,
+            ReceiverConfig {
+                max_held: 4,
+                max_held_bytes: 65_536,
+                ..ReceiverConfig::default()
+            },
+        );
+        // One packet with more messages than the whole queue: out at once, early.
+        r.handle_packet(100, 0, &data(0, 10, 1_000_000, 1));
+        assert_eq!(r.held(), 0);
+        let out = drain(&mut r, 100);
+        assert_eq!(out.len(), 10);
+        assert!(out.iter().all(|x| x.early));
+        // Bytes: big messages evict the earliest held ones.
+        let big = |seq: u64| {
+            let mut buf = vec![0u8; 40_000];
+            let mut h = Header::new(Kind::Data);
+            h.stream = 1;
+            h.seq = seq;
+            h.deadline_ns = 1_000_000 + seq;
+            let mut b = DataBuilder::new(&mut buf, 40_000).unwrap();
+            b.push(&[7u8; 30_000]).unwrap();
+            let n = b.finish(&h);
+            buf.truncate(n);
+            buf
+        };
+        r.handle_packet(200, 0, &big(10));
+        r.handle_packet(200, 0, &big(11));
+        r.handle_packet(200, 0, &big(12));
+        assert!(r.held_bytes() <= 65_536, "{}", r.held_bytes());
+        assert_eq!(r.held(), 2);
+        assert_eq!(r.stats().released_early, 10);
+    }
+
+    #[test]
+    fn replays_jumps_and_strangers_change_nothing() {
+        let mut r = Receiver::new(
+            9,
+            ReceiverConfig {
+                max_streams: 2,
+                ..ReceiverConfig::default()
+            },
+        );
+        let p = data(100, 2, 5_000, 1);
+        r.handle_packet(100, 0, &p);
+        assert!(r.is_duplicate(&p), "a replay is recognised before any work");
+        r.handle_packet(150, 0, &p);
+        assert_eq!(r.stats().duplicates, 2);
+        // A jump beyond max_seq_jump is refused, and the next real packet is fine.
+        r.handle_packet(160, 0, &data(102 + (1 << 22), 1, 5_000, 1));
+        assert_eq!(r.stats().seq_jump, 1);
+        r.handle_packet(170, 0, &data(102, 1, 5_000, 1));
+        let out = drain(&mut r, 5_000);
+        assert_eq!(
+            out.iter().map(|x| x.seq).collect::<Vec<_>>(),
+            vec![100, 101, 102]
+        );
+        // Started mid-stream at 100: no phantom gap back to 0.
+        assert_eq!(r.stats().gaps_detected, 0);
+        // Streams are bounded.
+        for st in 2..10u32 {
+            let mut q = data(0, 1, 5_000, 1);
+            q[8..12].copy_from_slice(&st.to_be_bytes());
+            r.handle_packet(200, 0, &q);
+        }
+        assert_eq!(r.stats().stream_limit, 7);
+        // A restarted publisher (newer session) is followed from where it starts.
+        let mut q = data(0, 1, 9_000, 1);
+        q[12..16].copy_from_slice(&7u32.to_be_bytes());
+        r.handle_packet(300, 0, &q);
+        assert_eq!(drain(&mut r, 9_000).len(), 2, "{:?}", r.stats());
+        assert_eq!(r.stats().sessions, 3);
+    }
 }
