@@ -7,7 +7,7 @@
 //! | key | held by | authenticates |
 //! |---|---|---|
 //! | `tree` | publisher, proxies | the *tree tag* of every publisher packet: SipHash-2-4-128 over the header (path and hop count zeroed) and the feed tag — what a proxy checks before any state changes |
-//! | `feed` | publisher, proxies, receivers | the *feed tag*: keyed BLAKE3 over the whole packet (header with path and hop count zeroed, body) — what a receiver checks |
+//! | `feed` | publisher, receivers | the *feed tag*: keyed BLAKE3 over the whole packet (header with path and hop count zeroed, body) — what a receiver checks |
 //! | `nodes` (master) | publisher, proxies | derives one *node key* per plan id: keyed BLAKE3 tags on delay reports and retransmit requests a node sends upstream |
 //! | `node` | that node only (receivers get just theirs) | its own reports and requests |
 //!
@@ -109,7 +109,7 @@ pub struct KeySetFile {
     /// Tree key (publisher and proxies only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tree: Option<Key>,
-    /// Feed key (publisher, proxies, receivers).
+    /// Feed key (publisher and receivers).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub feed: Option<Key>,
     /// Master of the per-node keys (publisher and proxies only).
