@@ -176,14 +176,30 @@ impl ProxyCore {
     /// Decide about one packet; rewrites path tag and hop count in place
     /// for packets to forward.
     pub fn handle_packet(&mut self, now_ns: u64, buf: &mut [u8]) -> Verdict {
+        self.handle(now_ns, buf, false)
+    }
+
+    /// Like [`ProxyCore::handle_packet`] for a packet a
+    /// [`crate::guard::Guard`] already admitted (its body was validated
+    /// there; only the header is read again).
+    pub fn handle_admitted(&mut self, now_ns: u64, buf: &mut [u8]) -> Verdict {
+        self.handle(now_ns, buf, true)
+    }
+
+    fn handle(&mut self, now_ns: u64, buf: &mut [u8], validated: bool) -> Verdict {
         self.stats.packets_in += 1;
         if self.next_report_ns.is_none() {
             self.next_report_ns = Some(now_ns + self.cfg.report_interval_ns);
         }
-        // Full structural validation: a packet with a malformed body is
-        // never forwarded.
-        let kind = match Repr::parse_bytes(buf) {
-            Ok(r) => r.header.kind,
+        // Full structural validation (unless the guard did it): a packet
+        // with a malformed body is never forwarded.
+        let checked = if validated {
+            Packet::new_checked(&*buf).map(|p| p.kind())
+        } else {
+            Repr::parse_bytes(buf).map(|r| r.header.kind)
+        };
+        let kind = match checked {
+            Ok(k) => k,
             Err(e) => {
                 self.stats.dropped_malformed += 1;
                 return Verdict::Dropped(e.reason());

@@ -123,7 +123,7 @@ impl ProxyNode {
                 Err(_) => continue,
             };
             self.liveness.heard(now, meta.src, ends);
-            if let Verdict::Forward { key } = self.core.handle_packet(now, buf) {
+            if let Verdict::Forward { key } = self.core.handle_admitted(now, buf) {
                 self.dsts.clear();
                 let (peers, dsts, unknown) = (&self.peers, &mut self.dsts, &mut self.unknown_peer);
                 self.core.for_each_destination(key, |d, _| {
