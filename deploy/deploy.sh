@@ -34,7 +34,9 @@ for cfg in "$OUT"/*.toml; do
     *) echo "unknown role in $cfg" >&2; exit 1 ;;
   esac
   echo "== $name ($role) on $host"
-  run scp -q "target/release/$bin" "deploy/$bin@.service" "$cfg" "${USER_AT}${host}:/tmp/"
-  run ssh "${USER_AT}${host}" "sudo install -m 755 /tmp/$bin /usr/local/bin/ && sudo install -D -m 644 /tmp/$name.toml /etc/jasper/$name.toml && sudo install -m 644 /tmp/$bin@.service /etc/systemd/system/ && sudo systemctl daemon-reload && sudo systemctl restart $bin@$name"
+  # The node's key file (mode 0600, beside the config as keys/<name>.key);
+  # never copied anywhere else.
+  run scp -q "target/release/$bin" "deploy/$bin@.service" "$cfg" "$OUT/keys/$name.key" "${USER_AT}${host}:/tmp/"
+  run ssh "${USER_AT}${host}" "sudo install -m 755 /tmp/$bin /usr/local/bin/ && sudo install -D -m 644 /tmp/$name.toml /etc/jasper/$name.toml && sudo install -D -m 600 /tmp/$name.key /etc/jasper/keys/$name.key && rm -f /tmp/$name.key && sudo install -m 644 /tmp/$bin@.service /etc/systemd/system/ && sudo systemctl daemon-reload && sudo systemctl restart $bin@$name"
 done
-echo "configs kept in $OUT"
+echo "configs kept in $OUT (keys in $OUT/keys: keep them secret, or delete them)"
