@@ -6,41 +6,25 @@
 //! packet refused by a guard; memory bounded; the deadline not moved by
 //! forged reports.
 
-use std::process::Command;
+mod common;
 
 fn attack_run(extra: &[&str]) -> serde_json::Value {
-    let json = std::env::temp_dir().join(format!(
-        "jasper-adv-{}-{}.json",
-        std::process::id(),
-        extra.join("")
-    ));
-    let out = Command::new(env!("CARGO_BIN_EXE_jasper"))
-        .args([
-            "local",
-            "--receivers",
-            "8",
-            "--rate",
-            "2000",
-            "--duration",
-            "3",
-            "--attack",
-            "all",
-            "--attack-volume",
-            "0.02",
-            "--json",
-        ])
-        .arg(&json)
-        .args(extra)
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
-    assert!(
-        out.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
-    let _ = std::fs::remove_file(json);
+    let json = common::tmp(&format!("adv-{}.json", extra.join("")));
+    let mut args = vec![
+        "local",
+        "--receivers",
+        "8",
+        "--rate",
+        "2000",
+        "--duration",
+        "3",
+        "--attack",
+        "all",
+        "--attack-volume",
+        "0.02",
+    ];
+    args.extend_from_slice(extra);
+    let (v, stdout) = common::run_local(&args, &json, &[]);
     assert_eq!(v["missing_total"], 0, "{stdout}");
     assert_eq!(v["duplicates_total"], 0, "{stdout}");
     assert_eq!(v["forged_deliveries"], 0, "{stdout}");

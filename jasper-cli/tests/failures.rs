@@ -3,42 +3,28 @@
 //! killed with and without a restart. Every other node carries on without
 //! an operator, and the report says what happened.
 
-use std::process::Command;
+mod common;
 
 fn run(extra: &[&str]) -> (serde_json::Value, String) {
-    let json = std::env::temp_dir().join(format!(
-        "jasper-fail-{}-{}.json",
-        std::process::id(),
+    let json = common::tmp(&format!(
+        "fail-{}.json",
         extra.join("").replace(['@', '+'], "_")
     ));
-    let out = Command::new(env!("CARGO_BIN_EXE_jasper"))
-        .args([
-            "local",
-            "--receivers",
-            "8",
-            "--rate",
-            "2000",
-            "--duration",
-            "3",
-            "--hedge",
-            "1",
-            "--receivers-per-process",
-            "4",
-            "--json",
-        ])
-        .arg(&json)
-        .args(extra)
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
-    assert!(
-        out.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let v = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
-    let _ = std::fs::remove_file(json);
-    (v, stdout)
+    let mut args = vec![
+        "local",
+        "--receivers",
+        "8",
+        "--rate",
+        "2000",
+        "--duration",
+        "3",
+        "--hedge",
+        "1",
+        "--receivers-per-process",
+        "4",
+    ];
+    args.extend_from_slice(extra);
+    common::run_local(&args, &json, &[])
 }
 
 #[test]

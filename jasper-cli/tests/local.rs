@@ -1,39 +1,8 @@
 //! End to end: `jasper local` starts real processes exchanging UDP packets
 //! on loopback; the report must show every message delivered exactly once.
 
-use std::process::Command;
-
-fn jasper() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_jasper"))
-}
-
-/// Run `jasper local ARGS --json FILE EXTRA`, require success, and return
-/// the JSON report and stdout.
-fn run_local(
-    args: &[&str],
-    json: &std::path::Path,
-    extra: &[&std::ffi::OsStr],
-) -> (serde_json::Value, String) {
-    let out = jasper()
-        .args(args)
-        .arg("--json")
-        .arg(json)
-        .args(extra)
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
-    assert!(
-        out.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let v = serde_json::from_slice(&std::fs::read(json).unwrap()).unwrap();
-    (v, stdout)
-}
-
-fn tmp(name: &str) -> std::path::PathBuf {
-    std::env::temp_dir().join(format!("jasper-test-{}-{name}", std::process::id()))
-}
+mod common;
+use common::{jasper, run_local, tmp};
 
 #[test]
 fn local_run_delivers_everything_exactly_once() {
