@@ -2,9 +2,10 @@
 //! max-reduction up the tree, and the sender's deadline rule.
 //!
 //! - [`OwdEstimator`]: sliding-window percentile of one-way delay at a
-//!   receiver (window and percentile configurable). The window is split in
-//!   slots; each slot is an HdrHistogram, and a running total histogram gives
-//!   the percentile in O(buckets) without sorting.
+//!   receiver (window and percentile configurable). The window's samples sit
+//!   in a bounded ring (`max_samples`); [`OwdEstimator::estimate`] copies
+//!   them and selects the exact percentile (`select_nth_unstable`, O(n) per
+//!   call, called once per report interval, not per packet).
 //! - [`Reducer`]: a proxy keeps the latest report of each child and forwards
 //!   the max (of estimates and clock bounds) upward; reports older than a
 //!   staleness limit are ignored, so a dead child does not pin the deadline.
@@ -147,8 +148,9 @@ impl Reducer {
             });
             o.owd_ns = o.owd_ns.max(rep.owd_ns);
             o.clock_bound_ns = o.clock_bound_ns.max(rep.clock_bound_ns);
-            o.receivers += rep.receivers;
-            o.samples += rep.samples;
+            // Counts come off the wire: saturate, never wrap.
+            o.receivers = o.receivers.saturating_add(rep.receivers);
+            o.samples = o.samples.saturating_add(rep.samples);
         }
         out
     }
@@ -398,6 +400,20 @@ mod tests {
         let out = r.reduce(60_000_001, 5).unwrap();
         assert_eq!(out.owd_ns, 200);
         assert_eq!(r.fresh(60_000_001), 2);
+    }
+
+    #[test]
+    fn reducer_sums_saturate_on_huge_reports() {
+        let mut r = Reducer::new(&[10, 11], 50_000_000);
+        let huge = DelayReport {
+            receivers: u32::MAX,
+            samples: u64::MAX,
+            ..rep(10, 100, 5)
+        };
+        r.handle_report(0, 10, huge);
+        r.handle_report(0, 11, DelayReport { node: 11, ..huge });
+        let out = r.reduce(1, 5).unwrap();
+        assert_eq!((out.receivers, out.samples), (u32::MAX, u64::MAX));
     }
 
     #[test]

@@ -30,7 +30,7 @@ use std::rc::Rc;
 use std::time::Instant;
 
 use jasper_core::deadline::{DeadlinePolicy, EstimatorConfig, StepTuner};
-use jasper_core::metrics::{Collector, Delivery, FairnessReport};
+use jasper_core::metrics::{Collector, Delivery, FairnessReport, ReportOptions};
 use jasper_core::model::{rng, CloudModel, LinkFate, LinkState, SimRng};
 use jasper_core::plan::{
     loopback_inventory, proxies_needed, Fanout, NodeId, Plan, Role, TreeSpec, SENDER,
@@ -139,6 +139,8 @@ pub struct SimParams {
     pub model: CloudModel,
     /// Extra faults.
     pub faults: Faults,
+    /// The headline P(F) threshold: DWS within this is fair, ns.
+    pub fair_threshold_ns: u64,
 }
 
 impl Default for SimParams {
@@ -154,6 +156,7 @@ impl Default for SimParams {
             spray: None,
             model: CloudModel::default(),
             faults: Faults::default(),
+            fair_threshold_ns: jasper_core::metrics::DEFAULT_FAIR_THRESHOLD_NS,
         }
     }
 }
@@ -177,6 +180,18 @@ pub struct SchemeResult {
     pub description: String,
     /// Receivers that never learned the end of the session.
     pub no_end_of_session: u64,
+    /// The busiest host's send load: time spent sending copies / the
+    /// publishing period. At 1 or more the host cannot keep up with the
+    /// feed: its latency grows with the run length (saturated), so it is
+    /// not a latency of the scheme.
+    pub max_host_load: f64,
+}
+
+impl SchemeResult {
+    /// Whether some host could not keep up with the feed.
+    pub fn saturated(&self) -> bool {
+        self.max_host_load >= 1.0
+    }
 }
 
 impl SchemeResult {
@@ -276,6 +291,8 @@ struct Sim {
     nodes: Vec<Node>,
     clocks: Vec<SimClock>,
     busy: Vec<u64>,
+    /// Per host: total time spent sending copies, ns.
+    busy_total: Vec<u64>,
     links: HashMap<u64, LinkState, BuildHasherDefault<LinkHasher>>,
     armed: Vec<Option<u64>>,
     rng: SimRng,
@@ -466,6 +483,7 @@ impl Sim {
             nodes,
             clocks,
             busy: vec![0; n],
+            busy_total: vec![0; n],
             links: HashMap::default(),
             armed: vec![None; n],
             rng: r,
@@ -544,7 +562,9 @@ impl Sim {
     fn transmit(&mut self, from: NodeId, ready: u64, pkt: Rc<[u8]>, dsts: &[NodeId]) {
         let mut t = ready.max(self.busy[from as usize]);
         for &to in dsts {
-            t += self.params.model.copy_cost_ns.sample(&mut self.rng);
+            let cost = self.params.model.copy_cost_ns.sample(&mut self.rng);
+            t += cost;
+            self.busy_total[from as usize] += cost;
             let link = self
                 .links
                 .entry((from as u64) << 32 | to as u64)
@@ -771,6 +791,7 @@ impl Sim {
                         receiver: ri as u32,
                         msg: rel.seq,
                         owd_ns: rel.owd_ns(),
+                        handover_ns: rel.release_ns as i64 - rel.send_time_ns as i64,
                         handed_true_ns: now,
                         holding_ns: rel.holding_ns(),
                         late: rel.late,
@@ -808,7 +829,13 @@ impl Sim {
 
     fn finish(mut self, wall: Instant) -> SchemeResult {
         let messages = self.params.messages;
-        let report = self.collector.report(messages, self.checker.bound);
+        let report = self.collector.report_with(
+            messages,
+            ReportOptions {
+                fair_threshold_ns: self.params.fair_threshold_ns,
+                ..ReportOptions::with_bound(self.checker.bound)
+            },
+        );
         // Exactly once.
         for (r, t) in report.per_receiver.iter().enumerate() {
             if t.duplicates > 0 {
@@ -886,6 +913,10 @@ impl Sim {
             wall_s: wall.elapsed().as_secs_f64(),
             violations: self.checker.violations,
             no_end_of_session: no_eos,
+            max_host_load: {
+                let period = (messages as f64 / self.params.rate * 1e9).max(1.0);
+                self.busy_total.iter().copied().max().unwrap_or(0) as f64 / period
+            },
         }
     }
 }
@@ -963,6 +994,7 @@ pub fn random_scenario(seed: u64) -> SimParams {
         spray: Some(r.random_bool(0.5)),
         model,
         faults,
+        fair_threshold_ns: jasper_core::metrics::DEFAULT_FAIR_THRESHOLD_NS,
     }
 }
 
@@ -1007,6 +1039,18 @@ mod tests {
         )
         .unwrap();
         assert_ne!(a.report, c.report);
+    }
+
+    #[test]
+    fn fanout_one_without_depth_is_an_error_not_a_hang() {
+        let p = SimParams {
+            fanout: Some(1),
+            ..small(100)
+        };
+        for s in [Scheme::JasperV1, Scheme::Ours] {
+            let e = run(s, &p).unwrap_err();
+            assert!(e.contains("fanout 1") && e.contains("at least 2"), "{e}");
+        }
     }
 
     #[test]
