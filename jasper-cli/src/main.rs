@@ -316,6 +316,7 @@ fn receivers_cmd(
                 receiver: index[i],
                 msg,
                 owd_ns: rel.owd_ns(),
+                handover_ns: rel.release_ns as i64 - rel.send_time_ns as i64,
                 handed_true_ns: host,
                 holding_ns: rel.holding_ns(),
                 late: rel.late,

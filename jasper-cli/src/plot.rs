@@ -1,9 +1,10 @@
-//! SVG plots of the OWD and DWS distributions (CDFs).
+//! SVG plots of the OWD (arrival), hand-over latency and DWS distributions
+//! (CDFs), one line per scheme.
 
 use std::path::Path;
 
 use anyhow::Context;
-use jasper_core::metrics::Collector;
+use jasper_core::metrics::{Collector, Histogram};
 use plotters::prelude::*;
 
 fn cdf_of_sorted(v: &[u64]) -> Vec<(f64, f64)> {
@@ -16,20 +17,29 @@ fn cdf_of_sorted(v: &[u64]) -> Vec<(f64, f64)> {
         .collect()
 }
 
-/// Two panels: OWD CDF and DWS CDF, one line per scheme.
+fn cdf_of_histogram(h: &Histogram<u64>) -> Vec<(f64, f64)> {
+    if h.is_empty() {
+        return Vec::new();
+    }
+    h.iter_quantiles(1)
+        .map(|q| (q.value_iterated_to() as f64 / 1e3, q.quantile_iterated_to()))
+        .collect()
+}
+
+/// Three panels: OWD (arrival), hand-over latency (release − send) and DWS
+/// CDFs, one line per scheme.
 pub fn cdf_svg(path: &Path, series: &[(&str, &Collector, u64)]) -> anyhow::Result<()> {
-    let root = SVGBackend::new(path, (1000, 420)).into_drawing_area();
+    let root = SVGBackend::new(path, (1500, 420)).into_drawing_area();
     root.fill(&WHITE).context("plot background")?;
-    let (left, right) = root.split_horizontally(500);
+    let panels = root.split_evenly((1, 3));
     let colors = [RED, BLUE, GREEN, MAGENTA, CYAN];
     let owd: Vec<Vec<(f64, f64)>> = series
         .iter()
-        .map(|(_, c, _)| {
-            let h = c.owd_histogram();
-            h.iter_quantiles(1)
-                .map(|q| (q.value_iterated_to() as f64 / 1e3, q.quantile_iterated_to()))
-                .collect()
-        })
+        .map(|(_, c, _)| cdf_of_histogram(c.owd_histogram()))
+        .collect();
+    let handover: Vec<Vec<(f64, f64)>> = series
+        .iter()
+        .map(|(_, c, _)| cdf_of_histogram(c.handover_histogram()))
         .collect();
     let dws: Vec<Vec<(f64, f64)>> = series
         .iter()
@@ -39,7 +49,11 @@ pub fn cdf_svg(path: &Path, series: &[(&str, &Collector, u64)]) -> anyhow::Resul
             cdf_of_sorted(&v)
         })
         .collect();
-    for (area, data, title) in [(&left, &owd, "OWD (µs)"), (&right, &dws, "DWS (µs)")] {
+    for (area, data, title) in [
+        (&panels[0], &owd, "OWD at arrival (µs)"),
+        (&panels[1], &handover, "hand-over latency (µs)"),
+        (&panels[2], &dws, "DWS (µs)"),
+    ] {
         let xmax = data
             .iter()
             .flat_map(|d| d.iter().filter(|p| p.1 <= 0.999).map(|p| p.0))

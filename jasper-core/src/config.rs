@@ -15,7 +15,7 @@
 //! burst = 32
 //!
 //! [clock]
-//! source = "system"          # system | emulated
+//! source = "system"          # system | emulated | { kernel = {..} } | { phc = {..} } | { clockbound = {..} }
 //!
 //! [table]                    # from the plan
 //! # ...
@@ -181,15 +181,131 @@ impl Default for BackendSection {
     }
 }
 
-/// Where time comes from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+/// Where time comes from. `system` and `emulated` are written as strings;
+/// the other sources take a table of settings (each with its own
+/// "degraded" threshold), e.g. `source = { phc = { device = "/dev/ptp0" } }`
+/// or `[clock.source.clockbound]`. Every real source is read cheaply: its
+/// state is cached and refreshed every `refresh_ns`, never per message.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "snake_case")]
 pub enum ClockSource {
-    /// The host's CLOCK_REALTIME, with the kernel's error estimate (adjtimex).
+    /// The host's CLOCK_REALTIME with the kernel's state (`adjtimex`:
+    /// maxerror, esterror, STA_UNSYNC) as chrony/ntpd/phc2sys keep it;
+    /// default [`KernelClockSettings`].
     #[default]
     System,
+    /// The same source with explicit settings.
+    Kernel(KernelClockSettings),
     /// The host clock plus an emulated offset/drift/noise (local runs).
     Emulated,
+    /// A PTP hardware clock (`/dev/ptpN`, e.g. the AWS ENA PHC), read as a
+    /// dynamic POSIX clock through its cached offset to CLOCK_REALTIME.
+    Phc(PhcSettings),
+    /// AWS ClockBound's shared-memory segment (CLOCK_REALTIME with the
+    /// daemon's bound and status).
+    Clockbound(ClockBoundSettings),
+}
+
+/// Which kernel figure is the error bound.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum KernelBound {
+    /// `maxerror`: the kernel's guaranteed bound (grows 500 µs/s between
+    /// updates of the sync agent).
+    #[default]
+    Maxerror,
+    /// `esterror`: the agent's estimate — tighter, not a guarantee.
+    Esterror,
+}
+
+/// Settings of the kernel source.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct KernelClockSettings {
+    /// Which kernel figure is the bound.
+    pub bound: KernelBound,
+    /// Status is "degraded" while the bound exceeds this, ns.
+    pub degraded_above_ns: u64,
+    /// Re-read the kernel state this often, ns.
+    pub refresh_ns: u64,
+    /// A jump of CLOCK_REALTIME against CLOCK_MONOTONIC larger than this
+    /// (beyond the kernel's 500 ppm slew) is a step, ns.
+    pub step_threshold_ns: u64,
+}
+
+impl Default for KernelClockSettings {
+    fn default() -> Self {
+        KernelClockSettings {
+            bound: KernelBound::Maxerror,
+            degraded_above_ns: 1_000_000,
+            refresh_ns: 1_000_000,
+            step_threshold_ns: 100_000,
+        }
+    }
+}
+
+/// Settings of a PTP hardware clock source.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PhcSettings {
+    /// The device.
+    pub device: String,
+    /// The PHC's own error against true time, ns (what its provider
+    /// promises; the AWS ENA PHC is disciplined to Amazon Time Sync).
+    pub accuracy_ns: u64,
+    /// Added to the PHC reading to get UTC, ns (0 for a UTC PHC such as
+    /// AWS ENA's; −37 s for a TAI PHC run by ptp4l).
+    pub utc_offset_ns: i64,
+    /// Drift assumed between offset measurements, ppb.
+    pub max_drift_ppb: u64,
+    /// Status is "degraded" while the bound exceeds this, ns.
+    pub degraded_above_ns: u64,
+    /// Measure the PHC − CLOCK_REALTIME offset this often, ns.
+    pub refresh_ns: u64,
+    /// No successful measurement for this long: unsynchronized, ns.
+    pub stale_after_ns: u64,
+    /// CLOCK_REALTIME step threshold (see [`KernelClockSettings`]), ns.
+    pub step_threshold_ns: u64,
+}
+
+impl Default for PhcSettings {
+    fn default() -> Self {
+        PhcSettings {
+            device: "/dev/ptp0".into(),
+            accuracy_ns: 20_000,
+            utc_offset_ns: 0,
+            max_drift_ppb: 50_000,
+            degraded_above_ns: 100_000,
+            refresh_ns: 1_000_000,
+            stale_after_ns: 100_000_000,
+            step_threshold_ns: 100_000,
+        }
+    }
+}
+
+/// Settings of the ClockBound source.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClockBoundSettings {
+    /// The daemon's shared-memory segment.
+    pub path: String,
+    /// Status is "degraded" while the bound exceeds this, ns.
+    pub degraded_above_ns: u64,
+    /// Re-read the segment this often, ns.
+    pub refresh_ns: u64,
+    /// CLOCK_REALTIME step threshold (see [`KernelClockSettings`]), ns.
+    pub step_threshold_ns: u64,
+}
+
+impl Default for ClockBoundSettings {
+    fn default() -> Self {
+        ClockBoundSettings {
+            path: "/var/run/clockbound/shm0".into(),
+            degraded_above_ns: 1_000_000,
+            refresh_ns: 1_000_000,
+            step_threshold_ns: 100_000,
+        }
+    }
 }
 
 /// `[clock]`.
@@ -198,7 +314,7 @@ pub enum ClockSource {
 pub struct ClockSection {
     /// Source.
     pub source: ClockSource,
-    /// Class (bound used for emulated clocks and as the expected bound).
+    /// Class (bound of emulated clocks).
     pub class: ClockClass,
     /// Emulated offset, ns.
     pub offset_ns: i64,
@@ -206,7 +322,11 @@ pub struct ClockSection {
     pub drift_ppb: f64,
     /// Emulated read noise σ, ns.
     pub noise_ns: f64,
-    /// Bound override, ns.
+    /// Declared bound, ns. Emulated clocks: their bound (default the
+    /// class's). Kernel source: the bound an agent declares (e.g. a PTP or
+    /// Huygens agent whose kernel maxerror means nothing), used instead of
+    /// the kernel's figure — it never changes the status: an unsynchronized
+    /// kernel clock stays unsynchronized. Other sources ignore it.
     pub bound_ns: Option<u64>,
     /// Seed of the noise.
     pub seed: u64,
@@ -227,7 +347,7 @@ impl Default for ClockSection {
 }
 
 impl ClockSection {
-    /// Configured bound.
+    /// Declared bound of an emulated clock.
     pub fn bound_ns(&self) -> u64 {
         self.bound_ns.unwrap_or(self.class.bound_ns())
     }
@@ -644,6 +764,40 @@ pub fn parse_mac(s: &str) -> Option<[u8; 6]> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn clock_sources_parse_with_per_source_settings() {
+        let c: ClockSection = toml::from_str("source = \"system\"").unwrap();
+        assert_eq!(c.source, ClockSource::System);
+        let c: ClockSection = toml::from_str(
+            "source = { phc = { device = \"/dev/ptp1\", degraded_above_ns = 50000 } }",
+        )
+        .unwrap();
+        let ClockSource::Phc(p) = c.source else {
+            panic!("{c:?}")
+        };
+        assert_eq!(
+            (p.device.as_str(), p.degraded_above_ns),
+            ("/dev/ptp1", 50_000)
+        );
+        assert_eq!(p.refresh_ns, PhcSettings::default().refresh_ns);
+        let c: ClockSection =
+            toml::from_str("[source.clockbound]\npath = \"/tmp/shm0\"\n").unwrap();
+        assert!(matches!(c.source, ClockSource::Clockbound(ref b) if b.path == "/tmp/shm0"));
+        let c: ClockSection = toml::from_str(
+            "source = { kernel = { bound = \"esterror\", degraded_above_ns = 5000000 } }",
+        )
+        .unwrap();
+        assert!(matches!(
+            c.source,
+            ClockSource::Kernel(KernelClockSettings {
+                bound: KernelBound::Esterror,
+                degraded_above_ns: 5_000_000,
+                ..
+            })
+        ));
+        assert!(toml::from_str::<ClockSection>("source = { phc = { devic = \"x\" } }").is_err());
+    }
     use crate::plan::{loopback_inventory, Plan, TreeSpec};
 
     fn sample() -> NodeConfig {

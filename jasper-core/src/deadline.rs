@@ -2,9 +2,10 @@
 //! max-reduction up the tree, and the sender's deadline rule.
 //!
 //! - [`OwdEstimator`]: sliding-window percentile of one-way delay at a
-//!   receiver (window and percentile configurable). The window is split in
-//!   slots; each slot is an HdrHistogram, and a running total histogram gives
-//!   the percentile in O(buckets) without sorting.
+//!   receiver (window and percentile configurable). The window's samples sit
+//!   in a bounded ring (`max_samples`); [`OwdEstimator::estimate`] copies
+//!   them and selects the exact percentile (`select_nth_unstable`, O(n) per
+//!   call, called once per report interval, not per packet).
 //! - [`Reducer`]: a proxy keeps the latest report of each child and forwards
 //!   the max (of estimates and clock bounds) upward; reports older than a
 //!   staleness limit are ignored, so a dead child does not pin the deadline.

@@ -1,23 +1,37 @@
 //! The paper's fairness metrics, computed the same way everywhere (local
 //! runs, the simulator, benchmarks), mergeable across receivers and processes.
 //!
-//! Definitions (see `docs/METRICS.md` / jasper-notes §3):
+//! Definitions (`docs/METRICS.md` is the reference; jasper-notes §3):
 //! - **OWD**: arrival of the first copy (receiver's synchronized clock) −
 //!   send time (sender's synchronized clock), per (message, receiver).
-//! - **OML**: per message, the max OWD over receivers.
+//! - **OML**: per message, the max OWD over receivers (latency at arrival).
+//! - **Hand-over latency**: release to the MP (receiver's synchronized clock)
+//!   − send time, per (message, receiver); its per-message max is the
+//!   latency the slowest MP lives with (what holding costs).
 //! - **DWS**: per message, max − min over receivers of the instant the message
 //!   was handed to the MP, in *true* time (the host clock in a local run, the
 //!   simulator's clock in a simulation).
-//! - **P(F)**: fraction of messages whose DWS is within the fairness threshold,
-//!   `2 × clock bound` (two clocks each within ±b can disagree by 2b). The
-//!   threshold is reported alongside.
-//! - **Holding**: deadline − arrival, per (message, receiver).
-//! - **Late fraction**: late (message, receiver) deliveries / deliveries.
+//! - **P(F)** (headline): fraction of *published* messages that every
+//!   receiver was handed with DWS ≤ a fixed threshold (default
+//!   [`DEFAULT_FAIR_THRESHOLD_NS`] = 1 µs, the paper's resolution). A message
+//!   some receiver never got is unfair. A second figure, `p_f_bound`, uses
+//!   `2 × clock bound` as the threshold (two clocks each within ±b can
+//!   disagree by 2b); it is absent when a clock is unsynchronized.
+//! - **Holding**: release − arrival on the receiver's clock, per (message,
+//!   receiver): ≈ deadline − arrival when held, 0 when late or not holding.
+//! - **Late fraction**: (message, receiver) pairs handed over after their
+//!   deadline — the first copy arrived at/after the deadline, or after a
+//!   later-deadline message was already handed over — / deliveries.
 //! - **Missing / duplicates**: per receiver, messages never delivered and
 //!   messages delivered more than once.
 
-use hdrhistogram::Histogram;
+pub use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
+
+use crate::clock::ClockStatus;
+
+/// The headline fairness threshold: DWS ≤ 1 µs (the paper's resolution).
+pub const DEFAULT_FAIR_THRESHOLD_NS: u64 = 1_000;
 
 const MAX_NS: u64 = 3_600_000_000_000;
 
@@ -78,11 +92,15 @@ pub struct Delivery {
     pub msg: u64,
     /// OWD on synchronized clocks, ns (may be negative under clock error).
     pub owd_ns: i64,
+    /// Hand-over latency: release − send time on synchronized clocks, ns
+    /// (may be negative under clock error).
+    pub handover_ns: i64,
     /// Instant handed to the MP, true time, ns.
     pub handed_true_ns: u64,
     /// Deadline − arrival (0 when late), ns.
     pub holding_ns: u64,
-    /// Arrived at/after deadline or out of order.
+    /// Handed over after its deadline: arrived at/after it, or after a
+    /// later-deadline message was handed over (the receiver's late flag).
     pub late: bool,
 }
 
@@ -91,7 +109,14 @@ struct MsgAgg {
     min_handed: u64,
     max_handed: u64,
     max_owd: u64,
+    max_handover: u64,
     got: u32,
+}
+
+impl MsgAgg {
+    fn dws(&self) -> u64 {
+        self.max_handed.saturating_sub(self.min_handed)
+    }
 }
 
 /// Per-receiver tallies.
@@ -114,10 +139,33 @@ pub struct Collector {
     seen: Vec<Vec<u64>>,
     tally: Vec<ReceiverTally>,
     owd: Histogram<u64>,
+    handover: Histogram<u64>,
     holding: Histogram<u64>,
     deliveries: u64,
     late: u64,
     negative_owd: u64,
+}
+
+/// How to score a collection (see [`Collector::report_with`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReportOptions {
+    /// Worst clock error bound among the nodes, ns.
+    pub clock_bound_ns: u64,
+    /// Worst clock status among the nodes.
+    pub clock_status: ClockStatus,
+    /// DWS within this counts as fair for the headline P(F), ns.
+    pub fair_threshold_ns: u64,
+}
+
+impl ReportOptions {
+    /// Synchronized clocks with this bound, the default 1 µs threshold.
+    pub fn with_bound(clock_bound_ns: u64) -> Self {
+        ReportOptions {
+            clock_bound_ns,
+            clock_status: ClockStatus::Synchronized,
+            fair_threshold_ns: DEFAULT_FAIR_THRESHOLD_NS,
+        }
+    }
 }
 
 impl Collector {
@@ -128,6 +176,7 @@ impl Collector {
             seen: vec![Vec::new(); receivers],
             tally: vec![ReceiverTally::default(); receivers],
             owd: histogram(),
+            handover: histogram(),
             holding: histogram(),
             deliveries: 0,
             late: 0,
@@ -168,6 +217,7 @@ impl Collector {
         } else {
             d.owd_ns as u64
         };
+        let handover = d.handover_ns.max(0) as u64;
         if a.got == 0 {
             a.min_handed = d.handed_true_ns;
             a.max_handed = d.handed_true_ns;
@@ -176,12 +226,14 @@ impl Collector {
             a.max_handed = a.max_handed.max(d.handed_true_ns);
         }
         a.max_owd = a.max_owd.max(owd);
-        a.got += 1;
+        a.max_handover = a.max_handover.max(handover);
+        a.got = a.got.saturating_add(1);
         self.tally[r].delivered += 1;
         self.tally[r].late += d.late as u64;
         self.deliveries += 1;
         self.late += d.late as u64;
         record(&mut self.owd, owd);
+        record(&mut self.handover, handover);
         record(&mut self.holding, d.holding_ns);
     }
 
@@ -201,7 +253,8 @@ impl Collector {
                 a.min_handed = a.min_handed.min(b.min_handed);
                 a.max_handed = a.max_handed.max(b.max_handed);
                 a.max_owd = a.max_owd.max(b.max_owd);
-                a.got += b.got;
+                a.max_handover = a.max_handover.max(b.max_handover);
+                a.got = a.got.saturating_add(b.got);
             }
         }
         if other.tally.len() > self.tally.len() {
@@ -210,38 +263,49 @@ impl Collector {
             self.seen.resize(other.tally.len(), Vec::new());
         }
         for (i, t) in other.tally.iter().enumerate() {
-            if t.delivered + t.duplicates > 0 {
-                self.tally[i].delivered += t.delivered;
-                self.tally[i].duplicates += t.duplicates;
-                self.tally[i].late += t.late;
-            }
+            // Counts from another process are input: saturate, never wrap.
+            let s = &mut self.tally[i];
+            s.delivered = s.delivered.saturating_add(t.delivered);
+            s.duplicates = s.duplicates.saturating_add(t.duplicates);
+            s.late = s.late.saturating_add(t.late);
         }
         let _ = self.owd.add(&other.owd);
+        let _ = self.handover.add(&other.handover);
         let _ = self.holding.add(&other.holding);
-        self.deliveries += other.deliveries;
-        self.late += other.late;
-        self.negative_owd += other.negative_owd;
+        self.deliveries = self.deliveries.saturating_add(other.deliveries);
+        self.late = self.late.saturating_add(other.late);
+        self.negative_owd = self.negative_owd.saturating_add(other.negative_owd);
     }
 
-    /// Compute the report for `messages` published messages and a clock
-    /// error bound of `clock_bound_ns` (worst node).
+    /// The report for `messages` published messages, synchronized clocks
+    /// with error bound `clock_bound_ns` (worst node) and the default 1 µs
+    /// fairness threshold.
     pub fn report(&self, messages: u64, clock_bound_ns: u64) -> FairnessReport {
-        let threshold = 2 * clock_bound_ns;
+        self.report_with(messages, ReportOptions::with_bound(clock_bound_ns))
+    }
+
+    /// The report for `messages` published messages.
+    pub fn report_with(&self, messages: u64, o: ReportOptions) -> FairnessReport {
+        let bound_threshold = o.clock_bound_ns.saturating_mul(2);
+        let receivers = self.tally.len() as u64;
         let mut dws = histogram();
         let mut oml = histogram();
-        let mut fair = 0u64;
-        let mut with_any = 0u64;
-        for a in self.msgs.iter().take(messages as usize) {
+        let mut hml = histogram();
+        let (mut fair, mut fair_bound, mut incomplete) = (0u64, 0u64, 0u64);
+        for i in 0..messages {
+            let a = self.msgs.get(i as usize).copied().unwrap_or_default();
+            let complete = receivers > 0 && a.got as u64 >= receivers;
+            incomplete += !complete as u64;
             if a.got == 0 {
                 continue;
             }
-            with_any += 1;
-            let w = a.max_handed - a.min_handed;
+            let w = a.dws();
             record(&mut dws, w);
             record(&mut oml, a.max_owd);
-            fair += (w <= threshold) as u64;
+            record(&mut hml, a.max_handover);
+            fair += (complete && w <= o.fair_threshold_ns) as u64;
+            fair_bound += (complete && w <= bound_threshold) as u64;
         }
-        let receivers = self.tally.len() as u64;
         let per_receiver: Vec<ReceiverTally> = self
             .tally
             .iter()
@@ -250,35 +314,55 @@ impl Collector {
                 ..t.clone()
             })
             .collect();
-        let missing_total = per_receiver.iter().map(|t| t.missing).sum();
-        let duplicates_total = per_receiver.iter().map(|t| t.duplicates).sum();
+        let missing_total = per_receiver
+            .iter()
+            .fold(0u64, |s, t| s.saturating_add(t.missing));
+        let duplicates_total = per_receiver
+            .iter()
+            .fold(0u64, |s, t| s.saturating_add(t.duplicates));
+        let share = |k: u64| {
+            if messages == 0 {
+                0.0
+            } else {
+                k as f64 / messages as f64
+            }
+        };
         let d = Summary::of(&dws);
-        let o = Summary::of(&oml);
+        let om = Summary::of(&oml);
+        let ho = Summary::of(&self.handover);
+        let hm = Summary::of(&hml);
         FairnessReport {
             messages_published: messages,
             receivers,
             deliveries: self.deliveries,
             missing_total,
             duplicates_total,
+            messages_incomplete: incomplete,
             late_fraction: if self.deliveries == 0 {
                 0.0
             } else {
                 self.late as f64 / self.deliveries as f64
             },
-            clock_bound_ns,
-            fairness_threshold_ns: threshold,
-            p_f: if with_any == 0 {
-                0.0
-            } else {
-                fair as f64 / with_any as f64
-            },
+            clock_bound_ns: o.clock_bound_ns,
+            clock_status: o.clock_status,
+            fairness_threshold_ns: o.fair_threshold_ns,
+            p_f: share(fair),
+            bound_threshold_ns: bound_threshold,
+            p_f_bound: (o.clock_status != ClockStatus::Unsynchronized).then(|| share(fair_bound)),
             dws_ns_p50: d.p50,
             dws_ns_p99: d.p99,
             dws_ns_max: d.max,
-            oml_ns_p50: o.p50,
-            oml_ns_p99: o.p99,
+            oml_ns_p50: om.p50,
+            oml_ns_p99: om.p99,
+            handover_ns_p50: ho.p50,
+            handover_ns_p99: ho.p99,
+            handover_ns_max: ho.max,
+            handover_max_ns_p50: hm.p50,
+            handover_max_ns_p99: hm.p99,
             owd_ns: Summary::of(&self.owd),
-            oml_ns: o,
+            oml_ns: om,
+            handover_ns: ho,
+            handover_max_ns: hm,
             dws_ns: d,
             holding_ns: Summary::of(&self.holding),
             negative_owd: self.negative_owd,
@@ -291,12 +375,17 @@ impl Collector {
         &self.owd
     }
 
+    /// The hand-over latency histogram, per delivery (for plots).
+    pub fn handover_histogram(&self) -> &Histogram<u64> {
+        &self.handover
+    }
+
     /// DWS of message `msg` (`None` when nobody got it).
     pub fn dws_at(&self, msg: u64) -> Option<u64> {
         self.msgs
             .get(msg as usize)
             .filter(|a| a.got > 0)
-            .map(|a| a.max_handed - a.min_handed)
+            .map(MsgAgg::dws)
     }
 
     /// DWS values per message (for plots), in message order.
@@ -305,7 +394,7 @@ impl Collector {
             .iter()
             .take(messages as usize)
             .filter(|a| a.got > 0)
-            .map(|a| a.max_handed - a.min_handed)
+            .map(MsgAgg::dws)
             .collect()
     }
 
@@ -319,6 +408,7 @@ impl Collector {
             put(&mut out, a.min_handed);
             put(&mut out, a.max_handed);
             put(&mut out, a.max_owd);
+            put(&mut out, a.max_handover);
             put(&mut out, a.got as u64);
         }
         put(&mut out, self.tally.len() as u64);
@@ -330,7 +420,7 @@ impl Collector {
         put(&mut out, self.deliveries);
         put(&mut out, self.late);
         put(&mut out, self.negative_owd);
-        for h in [&self.owd, &self.holding] {
+        for h in [&self.owd, &self.handover, &self.holding] {
             let mut buf = Vec::new();
             let _ = V2Serializer::new().serialize(h, &mut buf);
             put(&mut out, buf.len() as u64);
@@ -354,17 +444,22 @@ impl Collector {
             };
         }
         let n = get!(b)? as usize;
-        if n > b.len() / 32 {
+        if n > b.len() / 40 {
             return None;
         }
         let mut msgs = Vec::with_capacity(n);
         for _ in 0..n {
-            msgs.push(MsgAgg {
+            let a = MsgAgg {
                 min_handed: get!(b)?,
                 max_handed: get!(b)?,
                 max_owd: get!(b)?,
-                got: get!(b)? as u32,
-            });
+                max_handover: get!(b)?,
+                got: u32::try_from(get!(b)?).ok()?,
+            };
+            if a.min_handed > a.max_handed {
+                return None;
+            }
+            msgs.push(a);
         }
         let r = get!(b)? as usize;
         if r > b.len() / 24 {
@@ -383,7 +478,7 @@ impl Collector {
         let late = get!(b)?;
         let negative_owd = get!(b)?;
         let mut hs = Vec::new();
-        for _ in 0..2 {
+        for _ in 0..3 {
             let len = get!(b)? as usize;
             let slice = b.get(at..at.checked_add(len)?)?;
             at += len;
@@ -391,12 +486,14 @@ impl Collector {
             hs.push(h);
         }
         let holding = hs.pop()?;
+        let handover = hs.pop()?;
         let owd = hs.pop()?;
         Some(Collector {
             msgs,
             seen: vec![Vec::new(); r],
             tally,
             owd,
+            handover,
             holding,
             deliveries,
             late,
@@ -419,14 +516,25 @@ pub struct FairnessReport {
     pub missing_total: u64,
     /// Sum over receivers of messages delivered more than once.
     pub duplicates_total: u64,
-    /// Late deliveries / deliveries.
+    /// Published messages that at least one receiver never got.
+    pub messages_incomplete: u64,
+    /// Deliveries handed over after their deadline / deliveries.
     pub late_fraction: f64,
     /// Worst clock error bound, ns.
     pub clock_bound_ns: u64,
-    /// DWS within this counts as fair (2 × clock bound), ns.
+    /// Worst clock status among the nodes.
+    pub clock_status: ClockStatus,
+    /// The headline fairness threshold: DWS within this is fair, ns.
     pub fairness_threshold_ns: u64,
-    /// Fraction of messages with DWS within the threshold.
+    /// P(F), the headline: share of published messages handed to every
+    /// receiver with DWS ≤ `fairness_threshold_ns`.
     pub p_f: f64,
+    /// 2 × clock bound, ns: the threshold of `p_f_bound`.
+    pub bound_threshold_ns: u64,
+    /// Share of published messages handed to every receiver with DWS ≤
+    /// `bound_threshold_ns`; `None` when a clock is unsynchronized (its
+    /// bound means nothing).
+    pub p_f_bound: Option<f64>,
     /// DWS median, ns.
     pub dws_ns_p50: u64,
     /// DWS p99, ns.
@@ -437,10 +545,24 @@ pub struct FairnessReport {
     pub oml_ns_p50: u64,
     /// OML p99, ns.
     pub oml_ns_p99: u64,
+    /// Hand-over latency (release − send) median over deliveries, ns.
+    pub handover_ns_p50: u64,
+    /// Hand-over latency p99 over deliveries, ns.
+    pub handover_ns_p99: u64,
+    /// Hand-over latency max, ns.
+    pub handover_ns_max: u64,
+    /// Per-message max hand-over latency, median over messages, ns.
+    pub handover_max_ns_p50: u64,
+    /// Per-message max hand-over latency, p99 over messages, ns.
+    pub handover_max_ns_p99: u64,
     /// OWD distribution.
     pub owd_ns: Summary,
     /// OML distribution.
     pub oml_ns: Summary,
+    /// Hand-over latency distribution (per delivery).
+    pub handover_ns: Summary,
+    /// Per-message max hand-over latency distribution.
+    pub handover_max_ns: Summary,
     /// DWS distribution.
     pub dws_ns: Summary,
     /// Holding-time distribution.
@@ -479,15 +601,38 @@ impl FairnessReport {
         };
         row(&mut s, "OWD", &self.owd_ns);
         row(&mut s, "OML", &self.oml_ns);
+        row(&mut s, "hand-over", &self.handover_ns);
+        row(&mut s, "HO max", &self.handover_max_ns);
         row(&mut s, "DWS", &self.dws_ns);
         row(&mut s, "holding", &self.holding_ns);
         let _ = writeln!(
             s,
-            "  P(F) {:.2}% (DWS ≤ {:.3} µs = 2 × clock bound)   late {:.4}%",
+            "  P(F) {:.2}% of {} published (DWS ≤ {:.3} µs at every receiver; {} messages some receiver lacks)   late {:.4}%",
             self.p_f * 100.0,
+            self.messages_published,
             us(self.fairness_threshold_ns),
+            self.messages_incomplete,
             self.late_fraction * 100.0
         );
+        match self.p_f_bound {
+            Some(p) => {
+                let _ = writeln!(
+                    s,
+                    "  within 2 × clock bound ({:.3} µs): {:.2}%   clocks {}",
+                    us(self.bound_threshold_ns),
+                    p * 100.0,
+                    self.clock_status.name()
+                );
+            }
+            None => {
+                let _ = writeln!(
+                    s,
+                    "  within 2 × clock bound: n/a — clocks unsynchronized (bound {:.3} µs means nothing); only the {:.3} µs figure holds",
+                    us(self.clock_bound_ns),
+                    us(self.fairness_threshold_ns)
+                );
+            }
+        }
         let worst = self
             .per_receiver
             .iter()
@@ -513,6 +658,7 @@ mod tests {
             receiver: r,
             msg: m,
             owd_ns: owd,
+            handover_ns: owd + 1000,
             handed_true_ns: t,
             holding_ns: 1000,
             late,
@@ -521,24 +667,74 @@ mod tests {
 
     #[test]
     fn dws_oml_pf_and_missing() {
-        let mut c = Collector::new(3, 2);
+        let mut c = Collector::new(3, 3);
         // Message 0: handed at 1000, 1100, 1300 -> DWS 300; OML 90.
         c.add(d(0, 0, 50, 1000, false));
         c.add(d(1, 0, 90, 1100, false));
         c.add(d(2, 0, 70, 1300, true));
-        // Message 1: only two receivers, identical instants -> DWS 0.
+        // Message 1: only two receivers, identical instants -> DWS 0, but
+        // receiver 2 never got it: unfair.
         c.add(d(0, 1, 10, 5000, false));
         c.add(d(1, 1, 20, 5000, false));
         c.add(d(1, 1, 20, 5000, false)); // duplicate delivery
-        let r = c.report(2, 100);
-        assert_eq!(r.missing_total, 1);
+                                         // Message 2: nobody got it (published, so it counts: unfair).
+        let r = c.report(3, 100);
+        assert_eq!(r.missing_total, 4);
         assert_eq!(r.duplicates_total, 1);
-        assert_eq!(r.per_receiver[2].missing, 1);
+        assert_eq!(r.per_receiver[2].missing, 2);
+        assert_eq!(r.messages_incomplete, 2);
         assert_eq!(r.dws_ns_max, 300);
-        assert_eq!(r.fairness_threshold_ns, 200);
-        assert!((r.p_f - 0.5).abs() < 1e-9);
+        // Headline: 1 µs threshold, over all 3 published: only message 0.
+        assert_eq!(r.fairness_threshold_ns, 1000);
+        assert!((r.p_f - 1.0 / 3.0).abs() < 1e-9, "{}", r.p_f);
+        // Second figure: 2 × 100 ns; message 0's 300 ns spread fails it.
+        assert_eq!(r.bound_threshold_ns, 200);
+        assert_eq!(r.p_f_bound, Some(0.0));
         assert!((r.late_fraction - 0.2).abs() < 1e-9);
         assert_eq!(r.oml_ns.max, 90);
+        // Hand-over latency: per delivery and its per-message max.
+        assert_eq!(r.handover_ns_max, 1090);
+        assert_eq!(r.handover_max_ns.count, 2);
+        assert_eq!(r.handover_max_ns.max, 1090);
+        assert_eq!(r.handover_max_ns_p50, 1020);
+    }
+
+    #[test]
+    fn a_worse_clock_never_scores_better_on_the_headline() {
+        // The same deliveries scored with a tight and a loose clock bound:
+        // the headline P(F) is the same; only the second figure moves.
+        let mut c = Collector::new(2, 2);
+        c.add(d(0, 0, 10, 1000, false));
+        c.add(d(1, 0, 10, 1500, false)); // DWS 500 ns
+        c.add(d(0, 1, 10, 9000, false));
+        c.add(d(1, 1, 10, 12_000, false)); // DWS 3 µs
+        let tight = c.report(2, 200);
+        let loose = c.report(2, 500_000);
+        assert_eq!(tight.p_f, 0.5);
+        assert_eq!(loose.p_f, 0.5);
+        assert_eq!(tight.p_f_bound, Some(0.0));
+        assert_eq!(loose.p_f_bound, Some(1.0));
+        // Unsynchronized: no bound-relative figure at all.
+        let unsync = c.report_with(
+            2,
+            ReportOptions {
+                clock_bound_ns: 16_000_000_000,
+                clock_status: ClockStatus::Unsynchronized,
+                fair_threshold_ns: DEFAULT_FAIR_THRESHOLD_NS,
+            },
+        );
+        assert_eq!(unsync.p_f, 0.5);
+        assert_eq!(unsync.p_f_bound, None);
+        assert!(unsync.render().contains("unsynchronized"));
+        // A configurable threshold.
+        let lax = c.report_with(
+            2,
+            ReportOptions {
+                fair_threshold_ns: 5_000,
+                ..ReportOptions::with_bound(200)
+            },
+        );
+        assert_eq!(lax.p_f, 1.0);
     }
 
     #[test]
@@ -570,5 +766,31 @@ mod tests {
         a.merge(&b);
         assert_eq!(a.report(50, 10), one.report(50, 10));
         assert!(Collector::from_bytes(b"short").is_none());
+    }
+
+    #[test]
+    fn merging_hostile_counts_saturates_instead_of_overflowing() {
+        // Another process's results are input: huge counts must not wrap
+        // (a debug build would panic) and bad spreads are refused.
+        let mut a = Collector::new(1, 1);
+        a.add(d(0, 0, 10, 1000, true));
+        let mut bytes = a.to_bytes();
+        // Overwrite the deliveries/late totals with u64::MAX and merge twice.
+        let msgs_end = 8 + 40;
+        let tally_end = msgs_end + 8 + 24;
+        bytes[tally_end..tally_end + 16].copy_from_slice(&[0xFF; 16]);
+        bytes[msgs_end + 8..msgs_end + 32].copy_from_slice(&[0xFF; 24]);
+        let hostile = Collector::from_bytes(&bytes).unwrap();
+        let mut c = Collector::new(1, 1);
+        c.merge(&hostile);
+        c.merge(&hostile);
+        let r = c.report(1, 100);
+        assert_eq!(r.deliveries, u64::MAX);
+        assert_eq!(r.per_receiver[0].delivered, u64::MAX);
+        assert_eq!(r.missing_total, 0);
+        // min > max is malformed.
+        let mut bad = a.to_bytes();
+        bad[8..16].copy_from_slice(&u64::MAX.to_le_bytes());
+        assert!(Collector::from_bytes(&bad).is_none());
     }
 }

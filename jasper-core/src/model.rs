@@ -127,7 +127,18 @@ impl Dist {
     }
 }
 
-/// Per-node clock model.
+/// Per-node clock model: the error of a node's clock is a process, not a
+/// constant, and it can break its declared bound.
+///
+/// error(t) = wander(t) + drift·t + miss(t) + step(t) + read noise, where
+/// wander is an Ornstein–Uhlenbeck process with stationary σ
+/// `offset_sigma_ns` and correlation time `wander_tau_ns` (so offsets are
+/// N(0, σ) and wander slowly); misses of ±(1, `tail_max_bounds`] × bound
+/// last `tail_duration_ns` and come often enough that a fraction
+/// `tail_prob` of the time is outside the bound; and a step of ±(1,
+/// `step_max_bounds`] × bound arrives at `step_rate_per_s` per node and
+/// lasts `step_duration_ns` (until the sync agent corrects it). Nothing is
+/// clamped to the bound.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ClockModel {
@@ -141,6 +152,20 @@ pub struct ClockModel {
     pub drift_ppb: f64,
     /// Per-read noise σ, ns.
     pub noise_ns: f64,
+    /// Correlation time of the offset's wander, ns (0: a fixed offset).
+    pub wander_tau_ns: f64,
+    /// Share of the time a clock is outside its declared bound (misses).
+    pub tail_prob: f64,
+    /// Largest miss, in bounds (≥ 1).
+    pub tail_max_bounds: f64,
+    /// How long a miss lasts.
+    pub tail_duration_ns: Dist,
+    /// Steps per node per second.
+    pub step_rate_per_s: f64,
+    /// Largest step, in bounds (> 1).
+    pub step_max_bounds: f64,
+    /// How long a step lasts.
+    pub step_duration_ns: Dist,
 }
 
 impl Default for ClockModel {
@@ -151,6 +176,13 @@ impl Default for ClockModel {
             bound_ns: None,
             drift_ppb: 0.0,
             noise_ns: 0.0,
+            wander_tau_ns: 1e9,
+            tail_prob: 1e-4,
+            tail_max_bounds: 3.0,
+            tail_duration_ns: Dist::Constant { ns: 100_000.0 },
+            step_rate_per_s: 1e-3,
+            step_max_bounds: 3.0,
+            step_duration_ns: Dist::Uniform { a: 1e6, b: 10e6 },
         }
     }
 }
@@ -209,6 +241,27 @@ pub struct CloudModel {
     pub reorder_delay_ns: Dist,
     /// Clocks.
     pub clock: ClockModel,
+    /// At a receiver, how late after its clock reaches the deadline the
+    /// hand-over starts (spin/wake error), drawn per release.
+    pub release_jitter_ns: Dist,
+    /// At a receiver, the cost of handing one message to the MP; messages
+    /// released together go out one after another.
+    pub handoff_ns: Dist,
+    /// Per-level overrides of `base_ns` and `jitter_ns`: entry `k` applies
+    /// to links into nodes `k + 1` hops from the publisher (0: publisher →
+    /// root, 1: root → level 2, …, the last: last proxy → receiver; direct
+    /// unicast is level 0).
+    pub levels: Vec<LevelModel>,
+}
+
+/// Delay distributions of one tree level (unset: the model's).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct LevelModel {
+    /// Base latency.
+    pub base_ns: Option<Dist>,
+    /// Jitter above base.
+    pub jitter_ns: Option<Dist>,
 }
 
 impl Default for CloudModel {
@@ -232,6 +285,12 @@ impl Default for CloudModel {
                 b: 50_000.0,
             },
             clock: ClockModel::default(),
+            release_jitter_ns: Dist::Lognormal {
+                median_ns: 30.0,
+                p99_ns: 150.0,
+            },
+            handoff_ns: Dist::Constant { ns: 200.0 },
+            levels: Vec::new(),
         }
     }
 }
@@ -254,9 +313,25 @@ impl CloudModel {
             clock: ClockModel {
                 bound_ns: Some(0),
                 offset_sigma_ns: Some(0.0),
+                tail_prob: 0.0,
+                step_rate_per_s: 0.0,
                 ..ClockModel::default()
             },
+            release_jitter_ns: Dist::ZERO,
+            handoff_ns: Dist::ZERO,
+            levels: Vec::new(),
         }
+    }
+
+    /// Base and jitter distributions of links into nodes `level + 1` hops
+    /// from the publisher.
+    pub fn level(&self, level: usize) -> (&Dist, &Dist) {
+        let l = self.levels.get(level);
+        (
+            l.and_then(|l| l.base_ns.as_ref()).unwrap_or(&self.base_ns),
+            l.and_then(|l| l.jitter_ns.as_ref())
+                .unwrap_or(&self.jitter_ns),
+        )
     }
 
     /// Check every parameter; the error names the key.
@@ -269,8 +344,35 @@ impl CloudModel {
             ("copy_cost_ns", &self.copy_cost_ns),
             ("proxy_processing_ns", &self.proxy_processing_ns),
             ("reorder_delay_ns", &self.reorder_delay_ns),
+            ("release_jitter_ns", &self.release_jitter_ns),
+            ("handoff_ns", &self.handoff_ns),
+            ("clock.step_duration_ns", &self.clock.step_duration_ns),
+            ("clock.tail_duration_ns", &self.clock.tail_duration_ns),
         ] {
             d.validate().map_err(|e| format!("{k}: {e}"))?;
+        }
+        for (i, l) in self.levels.iter().enumerate() {
+            for (k, d) in [("base_ns", &l.base_ns), ("jitter_ns", &l.jitter_ns)] {
+                if let Some(d) = d {
+                    d.validate().map_err(|e| format!("levels[{i}].{k}: {e}"))?;
+                }
+            }
+        }
+        let c = &self.clock;
+        if !(0.0..=1.0).contains(&c.tail_prob) {
+            return Err(format!(
+                "clock.tail_prob = {} must be a probability in [0, 1]",
+                c.tail_prob
+            ));
+        }
+        if !(c.wander_tau_ns >= 0.0
+            && c.step_rate_per_s >= 0.0
+            && c.tail_max_bounds >= 1.0
+            && c.step_max_bounds >= 1.0)
+        {
+            return Err(
+                "clock.wander_tau_ns and clock.step_rate_per_s must be ≥ 0, clock.tail_max_bounds and clock.step_max_bounds ≥ 1".into(),
+            );
         }
         for (k, p) in [
             ("loss", self.loss),
@@ -323,10 +425,23 @@ impl LinkState {
         now_ns: u64,
         rng: &mut R,
     ) -> LinkFate {
+        self.transmit_at_level(model, usize::MAX, now_ns, rng)
+    }
+
+    /// [`LinkState::transmit`] with the delay distributions of `level`
+    /// ([`CloudModel::level`]).
+    pub fn transmit_at_level<R: Rng + ?Sized>(
+        &mut self,
+        model: &CloudModel,
+        level: usize,
+        now_ns: u64,
+        rng: &mut R,
+    ) -> LinkFate {
         if model.loss > 0.0 && rng.random_bool(model.loss) {
             return LinkFate::Lost;
         }
-        let mut delay = model.base_ns.sample(rng) + model.jitter_ns.sample(rng);
+        let (base, jitter) = model.level(level);
+        let mut delay = base.sample(rng) + jitter.sample(rng);
         if model.slow_rate_per_s > 0.0 {
             let exp = Exp::new(model.slow_rate_per_s / 1e9).ok();
             let draw = |rng: &mut R| exp.map(|e| e.sample(rng) as u64).unwrap_or(u64::MAX / 4);
@@ -343,7 +458,7 @@ impl LinkState {
             delay += model.reorder_delay_ns.sample(rng);
         }
         let duplicate_ns = (model.duplicate > 0.0 && rng.random_bool(model.duplicate))
-            .then(|| model.base_ns.sample(rng) + model.jitter_ns.sample(rng));
+            .then(|| base.sample(rng) + jitter.sample(rng));
         LinkFate::Delivered {
             delay_ns: delay,
             duplicate_ns,
@@ -419,6 +534,31 @@ mod tests {
             }
         }
         assert!(slow > 100, "{slow}");
+    }
+
+    #[test]
+    fn per_level_distributions_override_the_model() {
+        let mut m = CloudModel::zero();
+        m.base_ns = Dist::Constant { ns: 7.0 };
+        m.levels = vec![
+            LevelModel::default(),
+            LevelModel {
+                base_ns: Some(Dist::Constant { ns: 100.0 }),
+                jitter_ns: Some(Dist::Constant { ns: 5.0 }),
+            },
+        ];
+        let mut r = rng(1);
+        let mut l = LinkState::default();
+        let delay = |f| match f {
+            LinkFate::Delivered { delay_ns, .. } => delay_ns,
+            LinkFate::Lost => u64::MAX,
+        };
+        assert_eq!(delay(l.transmit_at_level(&m, 0, 0, &mut r)), 7);
+        assert_eq!(delay(l.transmit_at_level(&m, 1, 0, &mut r)), 105);
+        assert_eq!(delay(l.transmit_at_level(&m, 9, 0, &mut r)), 7);
+        assert_eq!(delay(l.transmit(&m, 0, &mut r)), 7);
+        m.levels[1].base_ns = Some(Dist::Uniform { a: 2.0, b: 1.0 });
+        assert!(m.validate().unwrap_err().starts_with("levels[1].base_ns"));
     }
 
     #[test]

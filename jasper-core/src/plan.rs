@@ -282,12 +282,13 @@ fn fanout_for_depth(endpoints: usize, depth: u32) -> u32 {
     f.max(2)
 }
 
-fn depth_for_fanout(endpoints: usize, fanout: u32) -> u32 {
-    let mut d = 1;
-    while (fanout as u128).pow(d) < endpoints as u128 {
-        d += 1;
-    }
-    d
+/// Most proxy levels a tree may have.
+pub const MAX_DEPTH: u32 = 16;
+
+/// Smallest depth at which `fanout` reaches `endpoints`, or `None` when no
+/// depth up to [`MAX_DEPTH`] does (fanout 1 never branches).
+fn depth_for_fanout(endpoints: usize, fanout: u32) -> Option<u32> {
+    (1..=MAX_DEPTH).find(|d| (fanout as u128).saturating_pow(*d) >= endpoints as u128)
 }
 
 /// Number of proxies per level for `endpoints` endpoints.
@@ -335,16 +336,33 @@ impl Plan {
             (_, Some(0)) => return err("fanout = 0", "set fanout to at least 1"),
             (Some(d), Some(f)) => (d, f),
             (Some(d), None) => (d, fanout_for_depth(e, d)),
-            (None, Some(f)) => (depth_for_fanout(e, f), f),
+            (None, Some(f)) => match depth_for_fanout(e, f) {
+                Some(d) => (d, f),
+                None => {
+                    return err(
+                        format!(
+                        "fanout {f} cannot reach {e} receiver endpoints within {MAX_DEPTH} levels"
+                    ),
+                        if f == 1 {
+                            "a fanout-1 tree never branches: set fanout to at least 2 (e.g. 10), or give depth as well".to_string()
+                        } else {
+                            format!(
+                                "raise fanout (at least {}), or give depth as well",
+                                fanout_for_depth(e, MAX_DEPTH)
+                            )
+                        },
+                    )
+                }
+            },
             (None, None) => {
                 let d = auto_depth(e);
                 (d, fanout_for_depth(e, d))
             }
         };
-        if depth > 16 {
+        if depth > MAX_DEPTH {
             return err(
                 format!("depth {depth} is too deep"),
-                "use at most 16 levels",
+                format!("use at most {MAX_DEPTH} levels"),
             );
         }
         let sizes = level_sizes(e, depth, fanout);
@@ -716,7 +734,7 @@ pub fn proxies_needed(receivers: usize, hedged_receivers: bool, spec: &TreeSpec)
     let (depth, fanout) = match (spec.depth, spec.fanout) {
         (Some(d), Some(f)) => (d.max(1), f.max(1)),
         (Some(d), None) => (d.max(1), fanout_for_depth(e, d.max(1))),
-        (None, Some(f)) => (depth_for_fanout(e, f.max(2)), f.max(1)),
+        (None, Some(f)) => (depth_for_fanout(e, f.max(2)).unwrap_or(MAX_DEPTH), f.max(1)),
         (None, None) => {
             let d = auto_depth(e);
             (d, fanout_for_depth(e, d))
@@ -905,6 +923,26 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn fanout_without_depth_that_cannot_branch_is_an_error() {
+        // Fanout 1 never reaches 10 endpoints: an error naming the fix,
+        // not an endless search for a depth.
+        let only_fanout = |f| TreeSpec {
+            depth: None,
+            fanout: Some(f),
+            hedge: 0,
+            spray: false,
+        };
+        let e = plan(10, false, only_fanout(1)).unwrap_err();
+        assert!(e.problem.contains("fanout 1"), "{e}");
+        assert!(e.fix.contains("at least 2"), "{e}");
+        // One endpoint needs no branching.
+        assert_eq!(plan(1, false, only_fanout(1)).unwrap().depth, 1);
+        // 2^16 < 100,000: fanout 2 needs 17 levels, beyond the limit.
+        assert_eq!(depth_for_fanout(100_000, 2), None);
+        assert_eq!(depth_for_fanout(100_000, 10), Some(5));
     }
 
     #[test]

@@ -466,12 +466,12 @@ impl Receiver {
                 return None;
             }
             // A newer session (a restarted publisher): reset sequence state
-            // for this stream, starting at the first sequence seen.
+            // for this stream.
             self.streams[i] = StreamState::new(
                 stream,
                 session,
                 self.cfg.dedup_window,
-                seq,
+                self.join_point(seq),
                 self.cfg.join_reorder,
             );
             self.stats.sessions += 1;
@@ -482,19 +482,29 @@ impl Receiver {
             self.stats.stream_limit += 1;
             return None;
         }
-        // First packet of a stream: a receiver that starts (or restarts)
-        // mid-session starts at the first sequence it sees — no phantom gap
-        // back to 0. The session announce gives the true first sequence.
         self.streams.push(StreamState::new(
             stream,
             session,
             self.cfg.dedup_window,
-            seq,
+            self.join_point(seq),
             self.cfg.join_reorder,
         ));
         self.stats.sessions += 1;
         self.events.push_back(Event::NewSession { stream, session });
         Some(self.streams.len() - 1)
+    }
+
+    /// Where gap accounting starts for a stream first seen at `seq`.
+    /// Sessions start at 0: a first sequence within `join_reorder` of it
+    /// means the receiver was there from the start and missed the first
+    /// packets (gaps); a receiver that (re)starts further into a session
+    /// starts at the first sequence it sees — no phantom millions.
+    fn join_point(&self, seq: u64) -> u64 {
+        if seq <= self.cfg.join_reorder {
+            0
+        } else {
+            seq
+        }
     }
 
     fn learn_next(&mut self, si: usize, next: u64) {
@@ -1016,21 +1026,21 @@ mod tests {
                 ..ReceiverConfig::default()
             },
         );
-        let p = data(100, 2, 5_000, 1);
+        let p = data(100_000, 2, 5_000, 1);
         r.handle_packet(100, 0, &p);
         assert!(r.is_duplicate(&p), "a replay is recognised before any work");
         r.handle_packet(150, 0, &p);
         assert_eq!(r.stats().duplicates, 2);
         // A jump beyond max_seq_jump is refused, and the next real packet is fine.
-        r.handle_packet(160, 0, &data(102 + (1 << 22), 1, 5_000, 1));
+        r.handle_packet(160, 0, &data(100_002 + (1 << 22), 1, 5_000, 1));
         assert_eq!(r.stats().seq_jump, 1);
-        r.handle_packet(170, 0, &data(102, 1, 5_000, 1));
+        r.handle_packet(170, 0, &data(100_002, 1, 5_000, 1));
         let out = drain(&mut r, 5_000);
         assert_eq!(
             out.iter().map(|x| x.seq).collect::<Vec<_>>(),
-            vec![100, 101, 102]
+            vec![100_000, 100_001, 100_002]
         );
-        // Started mid-stream at 100: no phantom gap back to 0.
+        // Joined mid-stream at 100,000: no phantom gap back to 0.
         assert_eq!(r.stats().gaps_detected, 0);
         // Streams are bounded.
         for st in 2..10u32 {

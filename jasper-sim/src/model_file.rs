@@ -48,8 +48,19 @@ pub fn load(path: &Path) -> Result<CloudModel, String> {
         ("copy_cost_ns", &mut m.copy_cost_ns),
         ("proxy_processing_ns", &mut m.proxy_processing_ns),
         ("reorder_delay_ns", &mut m.reorder_delay_ns),
+        ("release_jitter_ns", &mut m.release_jitter_ns),
+        ("handoff_ns", &mut m.handoff_ns),
+        ("clock.tail_duration_ns", &mut m.clock.tail_duration_ns),
+        ("clock.step_duration_ns", &mut m.clock.step_duration_ns),
     ] {
         load_samples(d, base, key)?;
+    }
+    for (i, l) in m.levels.iter_mut().enumerate() {
+        for (key, d) in [("base_ns", &mut l.base_ns), ("jitter_ns", &mut l.jitter_ns)] {
+            if let Some(d) = d {
+                load_samples(d, base, &format!("levels[{i}].{key}"))?;
+            }
+        }
     }
     m.validate()
         .map_err(|e| format!("{}: {e}", path.display()))?;
@@ -77,6 +88,23 @@ mod tests {
                 file: Some("s.txt".into()),
                 samples: vec![1000.0, 2000.0]
             }
+        );
+        // Per-level distributions, from the MODEL.md example.
+        std::fs::write(
+            dir.join("levels.toml"),
+            "[[levels]]\nbase_ns = { kind = \"uniform\", a = 0.0, b = 100000.0 }\n[[levels]]\njitter_ns = { kind = \"empirical\", file = \"s.txt\" }\n",
+        )
+        .unwrap();
+        let m = load(&dir.join("levels.toml")).unwrap();
+        assert_eq!(
+            m.levels[0].base_ns,
+            Some(Dist::Uniform {
+                a: 0.0,
+                b: 100000.0
+            })
+        );
+        assert!(
+            matches!(&m.levels[1].jitter_ns, Some(Dist::Empirical { samples, .. }) if samples.len() == 2)
         );
         std::fs::write(dir.join("bad.toml"), "los = 0.0\n").unwrap();
         assert!(load(&dir.join("bad.toml")).unwrap_err().contains("los"));

@@ -1,0 +1,297 @@
+//! Simulated clocks: each node's clock error is a process
+//! ([`jasper_core::model::ClockModel`]) with its own random stream, so the
+//! same node has the same clock in every scheme run from one seed.
+//!
+//! error(t) = wander(t) + drift·(t − start) + miss(t) + step(t) + injected
+//! steps, and each reading adds read noise. Misses and steps are episodes
+//! beyond the declared bound; nothing is clamped: a clock can break its
+//! bound, and the checkers count when it does. The engine learns from
+//! [`ClockProcess::next_change`] when the error jumps, so a receiver whose
+//! clock jumps past a deadline is released at that instant, as a spinning
+//! receiver would be.
+
+use jasper_core::model::{ClockModel, Dist, SimRng};
+use rand::Rng;
+use rand_distr::{Distribution, Exp, StandardNormal};
+
+/// An episode source: Poisson arrivals, each adding `±(1, max] × bound`
+/// for a drawn duration; its own random stream.
+#[derive(Debug, Clone)]
+struct Episodes {
+    rng: SimRng,
+    rate_per_s: f64,
+    max_bounds: f64,
+    duration: Dist,
+    value: f64,
+    until: u64,
+    next: u64,
+}
+
+impl Episodes {
+    fn new(rng: SimRng, rate_per_s: f64, max_bounds: f64, duration: Dist) -> Self {
+        Episodes {
+            rng,
+            rate_per_s,
+            max_bounds,
+            duration,
+            value: 0.0,
+            until: 0,
+            next: u64::MAX,
+        }
+    }
+
+    fn gap(&mut self, from: u64) -> u64 {
+        if self.rate_per_s <= 0.0 {
+            return u64::MAX;
+        }
+        match Exp::new(self.rate_per_s / 1e9) {
+            Ok(e) => from.saturating_add(e.sample(&mut self.rng) as u64),
+            Err(_) => u64::MAX,
+        }
+    }
+
+    fn advance(&mut self, t: u64, bound: f64) {
+        while self.next <= t {
+            let at = self.next;
+            let size = (bound * self.rng.random_range(1.0..=self.max_bounds.max(1.0 + 1e-9)))
+                .max(bound + 1.0);
+            self.value = if self.rng.random_bool(0.5) {
+                size
+            } else {
+                -size
+            };
+            self.until = at.saturating_add(self.duration.sample(&mut self.rng).max(1));
+            self.next = self.gap(at);
+        }
+    }
+
+    fn at(&self, t: u64) -> f64 {
+        if t < self.until {
+            self.value
+        } else {
+            0.0
+        }
+    }
+
+    /// The next instant the episode contribution changes after `t`.
+    fn next_change(&self, t: u64) -> u64 {
+        let end = if self.until > t { self.until } else { u64::MAX };
+        end.min(self.next)
+    }
+}
+
+/// The wander is sampled on this grid and interpolated, so its path does
+/// not depend on when the clock happens to be read (common random numbers
+/// across schemes that read it at different instants).
+const WANDER_GRID_NS: u64 = 1_000_000;
+
+/// One node's clock error process.
+#[derive(Debug, Clone)]
+pub struct ClockProcess {
+    sigma: f64,
+    tau: f64,
+    noise: f64,
+    bound: f64,
+    start: u64,
+    drift_ppb: f64,
+    /// Wander at grid points `k` and `k + 1`.
+    w0: f64,
+    w1: f64,
+    k: u64,
+    wander_rng: SimRng,
+    noise_rng: SimRng,
+    misses: Episodes,
+    steps: Episodes,
+    injected: f64,
+}
+
+impl ClockProcess {
+    /// A clock whose process starts at true time `start`.
+    pub fn new(model: &ClockModel, start: u64, mut rng: SimRng) -> Self {
+        let sigma = model.offset_sigma_ns();
+        let bound = model.bound_ns() as f64;
+        let mut sub = || jasper_core::model::rng(rng.random::<u64>());
+        let (mut wander_rng, noise_rng, miss_rng, step_rng) = (sub(), sub(), sub(), sub());
+        let z: f64 = StandardNormal.sample(&mut wander_rng);
+        let drift_ppb = model.draw_drift(&mut wander_rng);
+        // Misses: a fraction `tail_prob` of the time, in episodes of the
+        // mean duration.
+        let mean_ns = mean(&model.tail_duration_ns).max(1.0);
+        let miss_rate = model.tail_prob / (mean_ns / 1e9);
+        let mut c = ClockProcess {
+            sigma,
+            tau: model.wander_tau_ns,
+            noise: model.noise_ns,
+            bound,
+            start,
+            drift_ppb,
+            w0: z * sigma,
+            w1: z * sigma,
+            k: 0,
+            wander_rng,
+            noise_rng,
+            misses: Episodes::new(
+                miss_rng,
+                miss_rate,
+                model.tail_max_bounds,
+                model.tail_duration_ns.clone(),
+            ),
+            steps: Episodes::new(
+                step_rng,
+                model.step_rate_per_s,
+                model.step_max_bounds,
+                model.step_duration_ns.clone(),
+            ),
+            injected: 0.0,
+        };
+        c.w1 = c.next_wander(c.w0);
+        c.misses.next = c.misses.gap(start);
+        c.steps.next = c.steps.gap(start);
+        c
+    }
+
+    fn next_wander(&mut self, w: f64) -> f64 {
+        if self.tau <= 0.0 || self.sigma <= 0.0 {
+            return w;
+        }
+        let a = (-(WANDER_GRID_NS as f64) / self.tau).exp();
+        let z: f64 = StandardNormal.sample(&mut self.wander_rng);
+        w * a + self.sigma * (1.0 - a * a).sqrt() * z
+    }
+
+    /// Move the process to true time `t`.
+    pub fn advance(&mut self, t: u64) {
+        let grid = t.saturating_sub(self.start) / WANDER_GRID_NS;
+        while self.k < grid {
+            self.k += 1;
+            self.w0 = self.w1;
+            self.w1 = self.next_wander(self.w0);
+        }
+        self.misses.advance(t, self.bound);
+        self.steps.advance(t, self.bound);
+    }
+
+    /// The error without read noise at `t`, from the state as of the last
+    /// [`ClockProcess::advance`] (for scheduling).
+    pub fn smooth_error(&self, t: u64) -> f64 {
+        let since = t.saturating_sub(self.start);
+        let frac = ((since as f64 - (self.k * WANDER_GRID_NS) as f64) / WANDER_GRID_NS as f64)
+            .clamp(0.0, 1.0);
+        let wander = self.w0 + (self.w1 - self.w0) * frac;
+        let drift = since as f64 * self.drift_ppb / 1e9;
+        wander + drift + self.misses.at(t) + self.steps.at(t) + self.injected
+    }
+
+    /// The error of a reading taken at true time `t` (local − true), ns.
+    pub fn read_error(&mut self, t: u64) -> i64 {
+        self.advance(t);
+        let mut e = self.smooth_error(t);
+        if self.noise > 0.0 {
+            let z: f64 = StandardNormal.sample(&mut self.noise_rng);
+            e += z * self.noise;
+        }
+        e.round() as i64
+    }
+
+    /// The next instant after `t` at which the error jumps (a miss or a
+    /// step starts or ends); `u64::MAX` if none is due.
+    pub fn next_change(&self, t: u64) -> u64 {
+        self.misses.next_change(t).min(self.steps.next_change(t))
+    }
+
+    /// A fault: the offset jumps by `ns` and stays.
+    pub fn inject_step(&mut self, ns: i64) {
+        self.injected += ns as f64;
+    }
+
+    /// Read noise σ, ns.
+    pub fn noise_ns(&self) -> f64 {
+        self.noise
+    }
+}
+
+fn mean(d: &Dist) -> f64 {
+    match d {
+        Dist::Constant { ns } => *ns,
+        Dist::Uniform { a, b } => (a + b) / 2.0,
+        Dist::Lognormal { median_ns, p99_ns } => {
+            let sigma = (p99_ns / median_ns).max(1.0).ln() / 2.326_347_874;
+            median_ns * (sigma * sigma / 2.0).exp()
+        }
+        Dist::Empirical { samples, .. } => {
+            samples.iter().sum::<f64>() / samples.len().max(1) as f64
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use jasper_core::model::rng;
+
+    #[test]
+    fn offsets_spread_as_declared_and_misses_break_the_bound() {
+        let m = ClockModel {
+            tail_prob: 1e-2,
+            step_rate_per_s: 0.0,
+            ..ClockModel::default()
+        };
+        let (mut outside, mut sum2, mut total) = (0u64, 0.0, 0u64);
+        let n = 500;
+        for i in 0..n {
+            let mut c = ClockProcess::new(&m, 0, rng(i));
+            for k in 0..2000u64 {
+                let e = c.read_error(k * 50_000);
+                outside += (e.unsigned_abs() > 200) as u64;
+                total += 1;
+                if k == 0 {
+                    sum2 += (e * e) as f64;
+                }
+            }
+        }
+        let sigma = (sum2 / n as f64).sqrt();
+        assert!((40.0..60.0).contains(&sigma), "{sigma}");
+        // 1% of the time in misses (plus N(0, 50) beyond 4σ, ~6e-5).
+        let share = outside as f64 / total as f64;
+        assert!((0.005..0.02).contains(&share), "{share}");
+    }
+
+    #[test]
+    fn steps_go_beyond_the_bound_end_and_are_announced() {
+        let m = ClockModel {
+            tail_prob: 0.0,
+            step_rate_per_s: 100.0,
+            offset_sigma_ns: Some(0.0),
+            step_duration_ns: Dist::Constant { ns: 1e6 },
+            ..ClockModel::default()
+        };
+        let mut c = ClockProcess::new(&m, 0, rng(5));
+        let errs: Vec<i64> = (0..100_000u64).map(|k| c.read_error(k * 10_000)).collect();
+        let stepped = errs.iter().filter(|e| e.unsigned_abs() > 200).count();
+        // ~100 steps/s × 1 ms over 1 s ≈ 10% of the time.
+        assert!((3_000..20_000).contains(&stepped), "{stepped}");
+        assert!(errs.iter().all(|e| e.unsigned_abs() <= 600));
+        assert!(errs.contains(&0));
+        // Every change is announced: between announced instants the error
+        // is constant (no wander here).
+        let mut c = ClockProcess::new(&m, 0, rng(6));
+        let mut t = 0;
+        for _ in 0..50 {
+            let e = c.read_error(t);
+            let next = c.next_change(t);
+            assert!(next > t && next < u64::MAX);
+            assert_eq!(c.read_error(next - 1), e);
+            t = next;
+        }
+    }
+
+    #[test]
+    fn same_stream_same_clock() {
+        let m = ClockModel::default();
+        let mut a = ClockProcess::new(&m, 0, rng(9));
+        let mut b = ClockProcess::new(&m, 0, rng(9));
+        for k in 0..1000u64 {
+            assert_eq!(a.read_error(k * 1000), b.read_error(k * 1000));
+        }
+    }
+}

@@ -1,0 +1,729 @@
+//! The event engine: virtual time, the real `jasper-core` nodes, links,
+//! hosts and clocks. Events are keyed by (time, sequence); time jumps to
+//! the next one; nothing sleeps or reads the host clock.
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
+use std::hash::{BuildHasherDefault, Hasher};
+use std::rc::Rc;
+use std::time::Instant;
+
+use jasper_core::deadline::StepTuner;
+use jasper_core::metrics::{Collector, Delivery, ReportOptions};
+use jasper_core::model::{rng, LinkFate, LinkState, SimRng};
+use jasper_core::plan::{loopback_inventory, proxies_needed, Fanout, NodeId, Plan, Role, SENDER};
+use jasper_core::proxy::{ProxyConfig, ProxyCore, Verdict};
+use jasper_core::receiver::Receiver;
+use jasper_core::sender::SenderCore;
+use jasper_core::wire::{emit_report, Header, Kind};
+
+use crate::checkers::{Checker, Observed};
+use crate::clocks::ClockProcess;
+use crate::schemes::{fixed_offset, node_configs, tree_spec, Scheme};
+use crate::{SchemeResult, SimParams};
+
+/// Stream kinds (common random numbers).
+const CLOCK: u64 = 1;
+const HOST: u64 = 2;
+const RELEASE: u64 = 3;
+const LINK: u64 = 4;
+
+fn splitmix(mut z: u64) -> u64 {
+    z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+/// The random stream of one (kind, key) under `seed`.
+pub(crate) fn stream(seed: u64, kind: u64, key: u64) -> SimRng {
+    rng(splitmix(
+        seed ^ splitmix(kind.wrapping_mul(0xD6E8_FEB8_6659_FD93) ^ splitmix(key)),
+    ))
+}
+
+struct Link {
+    state: LinkState,
+    rng: SimRng,
+}
+
+enum Node {
+    Sender(Box<SenderCore>),
+    Proxy(Box<ProxyCore>),
+    Receiver(Box<Receiver>),
+}
+
+enum Ev {
+    Deliver {
+        to: NodeId,
+        from: NodeId,
+        pkt: Rc<[u8]>,
+    },
+    Publish,
+    Wake(NodeId),
+    Tune,
+    ClockStep(NodeId, i64),
+    /// A receiver's clock error jumps (a miss or step starts or ends).
+    ClockJump(NodeId),
+}
+
+struct Sim {
+    scheme: Scheme,
+    params: SimParams,
+    plan: Plan,
+    now: u64,
+    start: u64,
+    /// Pending events: `time << 64 | sequence << 24 | slot` (one integer
+    /// compare per heap step; sequence < 2^40, slot < 2^24).
+    heap: BinaryHeap<Reverse<u128>>,
+    evs: Vec<Option<Ev>>,
+    free: Vec<u32>,
+    ctr: u64,
+    events: u64,
+    nodes: Vec<Node>,
+    clocks: Vec<ClockProcess>,
+    /// Per node: its host's stream (copy and processing costs).
+    host_rng: Vec<SimRng>,
+    /// Per node: its release jitter and hand-off stream.
+    release_rng: Vec<SimRng>,
+    /// Per node: the role-based key of its streams.
+    stream_key: Vec<u64>,
+    /// Per node: hops from the publisher.
+    hops: Vec<u32>,
+    /// Declared clock bound, ns.
+    bound: u64,
+    /// Per node: the smooth clock error its last wake was scheduled with.
+    sched_err: Vec<f64>,
+    /// Per node: how far its clock just jumped (during a jump's wake), ns.
+    jump_allowance: Vec<u64>,
+    busy: Vec<u64>,
+    /// Per host: total time spent sending copies, ns.
+    busy_total: Vec<u64>,
+    links: HashMap<u64, Link, BuildHasherDefault<LinkHasher>>,
+    armed: Vec<Option<u64>>,
+    published: u64,
+    receiver_index: Vec<u32>,
+    proxy_pos: Vec<Option<usize>>,
+    crashed_at: Vec<Option<u64>>,
+    collector: Collector,
+    checker: Checker,
+    tuner: Option<StepTuner>,
+    end_ns: u64,
+    /// Per receiver: 0 running, 1 saw the end of session, 2 drained (counted).
+    finished: Vec<u8>,
+    finished_count: usize,
+}
+
+const REPORT_LEN: usize = 96;
+
+/// Hasher for link keys (`from << 32 | to`): one multiply, no DoS concern
+/// in a simulator.
+#[derive(Default)]
+struct LinkHasher(u64);
+
+impl Hasher for LinkHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = (self.0 ^ *b as u64).wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+    fn write_u64(&mut self, v: u64) {
+        self.0 = v.wrapping_mul(0x9E37_79B9_7F4A_7C15).rotate_left(29);
+    }
+}
+
+impl Sim {
+    fn new(scheme: Scheme, params: SimParams) -> Result<Sim, String> {
+        let spec = tree_spec(scheme, &params);
+        let proxies = proxies_needed(params.receivers, false, &spec);
+        let inv = loopback_inventory(proxies, params.receivers, false, 1);
+        let mut plan = Plan::build(&inv, &spec).map_err(|e| e.to_string())?;
+        if !scheme.uses_tree() {
+            // Direct unicast: the sender feeds every receiver; no proxies.
+            let eps: Vec<NodeId> = plan.endpoints().collect();
+            plan.tables[SENDER as usize].fanout = Fanout::Direct {
+                children: eps.clone(),
+            };
+            plan.tables[SENDER as usize].report_children = eps.clone();
+            for e in eps {
+                plan.tables[e as usize].parent = Some(SENDER);
+            }
+        }
+        let n = plan.nodes.len();
+        let start = 1_700_000_000_000_000_000u64;
+        // Common random numbers: every node's clock, host costs and release
+        // jitter, and every link, draw from their own stream keyed by the
+        // node's role (sender, proxy position, MP and endpoint), so two
+        // schemes run from one seed differ only where their designs do.
+        let mut stream_key = vec![0u64; n];
+        let mut hops = vec![0u32; n];
+        for node in &plan.nodes {
+            let i = node.id as usize;
+            (stream_key[i], hops[i]) = match node.role {
+                Role::Sender => (0, 0),
+                Role::Proxy { level } => (0, level),
+                Role::Receiver { mp, endpoint } => (
+                    1 + 2 * mp as u64 + endpoint as u64,
+                    if scheme.uses_tree() {
+                        plan.depth + 1
+                    } else {
+                        1
+                    },
+                ),
+            };
+        }
+        for (pos, p) in plan.proxies().enumerate() {
+            stream_key[p as usize] = (1 << 40) + pos as u64;
+        }
+        let seed = params.seed;
+        let clocks = (0..n)
+            .map(|i| {
+                ClockProcess::new(
+                    &params.model.clock,
+                    start,
+                    stream(seed, CLOCK, stream_key[i]),
+                )
+            })
+            .collect();
+        let host_rng = (0..n).map(|i| stream(seed, HOST, stream_key[i])).collect();
+        let release_rng = (0..n)
+            .map(|i| stream(seed, RELEASE, stream_key[i]))
+            .collect();
+        let bound = params.model.clock.bound_ns();
+        let (sender_cfg, recv_cfg) = node_configs(scheme, &params);
+        let mut receiver_index = vec![u32::MAX; n];
+        let mut proxy_pos = vec![None; n];
+        for (i, p) in plan.proxies().enumerate() {
+            proxy_pos[p as usize] = Some(i);
+        }
+        let nodes = plan
+            .nodes
+            .iter()
+            .map(|node| match node.role {
+                Role::Sender => Node::Sender(Box::new(SenderCore::new(sender_cfg))),
+                Role::Proxy { .. } => Node::Proxy(Box::new(ProxyCore::new(
+                    plan.tables[node.id as usize].clone(),
+                    ProxyConfig::default(),
+                ))),
+                Role::Receiver { mp, .. } => {
+                    receiver_index[node.id as usize] = mp;
+                    Node::Receiver(Box::new(Receiver::new(node.id, recv_cfg)))
+                }
+            })
+            .collect();
+        let mut crashed_at = vec![None; n];
+        for (pos, at) in &params.faults.crashes {
+            if let Some(p) = plan.proxies().nth(*pos) {
+                crashed_at[p as usize] = Some(start + at);
+            }
+        }
+        let messages = params.messages;
+        let receivers = params.receivers;
+        // Runs until every receiver has the end of session and drained, or
+        // 10 s (simulated) after the last publish.
+        let end_ns = start + (messages as f64 / params.rate * 1e9) as u64 + 10_000_000_000;
+        Ok(Sim {
+            scheme,
+            plan,
+            now: start,
+            start,
+            heap: BinaryHeap::new(),
+            evs: Vec::new(),
+            free: Vec::new(),
+            ctr: 0,
+            events: 0,
+            nodes,
+            clocks,
+            host_rng,
+            release_rng,
+            stream_key,
+            hops,
+            sched_err: vec![0.0; n],
+            jump_allowance: vec![0; n],
+            busy: vec![0; n],
+            busy_total: vec![0; n],
+            links: HashMap::default(),
+            armed: vec![None; n],
+            published: 0,
+            receiver_index,
+            proxy_pos,
+            crashed_at,
+            collector: Collector::new(receivers, messages as usize),
+            checker: Checker::new(receivers, messages as usize, bound),
+            bound,
+            tuner: (scheme == Scheme::Cloudex).then(|| StepTuner::new(100_000, 5_000, 0.01)),
+            params,
+            end_ns,
+            finished: vec![0; n],
+            finished_count: 0,
+        })
+    }
+
+    /// Node `id`'s clock at true time `t` (a reading: noise and tails
+    /// included; nothing keeps it within the bound).
+    fn local(&mut self, id: NodeId, t: u64) -> u64 {
+        let e = self.clocks[id as usize].read_error(t);
+        t.saturating_add_signed(e)
+    }
+
+    /// True time at which node `id`'s clock reads `local` (its current
+    /// smooth error; noise and tails ignored), not before now.
+    fn true_time_of(&mut self, id: NodeId, local: u64) -> u64 {
+        let smooth = self.clocks[id as usize].smooth_error(self.now);
+        self.sched_err[id as usize] = smooth;
+        local
+            .saturating_add_signed(-(smooth.round() as i64))
+            .max(self.now)
+    }
+
+    fn at(&mut self, t: u64, ev: Ev) {
+        self.ctr += 1;
+        let slot = match self.free.pop() {
+            Some(s) => {
+                self.evs[s as usize] = Some(ev);
+                s
+            }
+            None => {
+                self.evs.push(Some(ev));
+                (self.evs.len() - 1) as u32
+            }
+        };
+        debug_assert!(slot < 1 << 24 && self.ctr < 1 << 40);
+        self.heap.push(Reverse(
+            (t as u128) << 64 | (self.ctr as u128) << 24 | slot as u128,
+        ));
+    }
+
+    fn wake_at(&mut self, id: NodeId, t: u64) {
+        // Strictly after now: the inverse clock mapping (drift, noise,
+        // rounding) may land a hair early; waking again 1 ns later always
+        // makes progress instead of re-arming at the same instant.
+        let t = t.max(self.now + 1);
+        if self.armed[id as usize].is_none_or(|a| t < a) {
+            self.armed[id as usize] = Some(t);
+            self.at(t, Ev::Wake(id));
+        }
+    }
+
+    /// Send `pkt` from `from` to every destination, serializing the per-copy
+    /// cost on `from`'s host starting no earlier than `ready`.
+    fn transmit(&mut self, from: NodeId, ready: u64, pkt: Rc<[u8]>, dsts: &[NodeId]) {
+        let mut t = ready.max(self.busy[from as usize]);
+        for &to in dsts {
+            let cost = self
+                .params
+                .model
+                .copy_cost_ns
+                .sample(&mut self.host_rng[from as usize]);
+            t += cost;
+            self.busy_total[from as usize] += cost;
+            let (kf, kt) = (self.stream_key[from as usize], self.stream_key[to as usize]);
+            let seed = self.params.seed;
+            let link = self
+                .links
+                .entry((from as u64) << 32 | to as u64)
+                .or_insert_with(|| Link {
+                    state: LinkState::default(),
+                    rng: stream(seed, LINK, kf.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ kt),
+                });
+            let level = self.hops[from as usize].max(self.hops[to as usize]).max(1) as usize - 1;
+            let fate = link
+                .state
+                .transmit_at_level(&self.params.model, level, t, &mut link.rng);
+            if let LinkFate::Delivered {
+                delay_ns,
+                duplicate_ns,
+            } = fate
+            {
+                self.at(
+                    t + delay_ns,
+                    Ev::Deliver {
+                        to,
+                        from,
+                        pkt: pkt.clone(),
+                    },
+                );
+                if let Some(d) = duplicate_ns {
+                    self.at(
+                        t + d,
+                        Ev::Deliver {
+                            to,
+                            from,
+                            pkt: pkt.clone(),
+                        },
+                    );
+                }
+            }
+        }
+        self.busy[from as usize] = t;
+    }
+
+    fn send_report(&mut self, from: NodeId, to: NodeId, rep: jasper_core::wire::DelayReport) {
+        let mut buf = [0u8; REPORT_LEN];
+        let mut h = Header::new(Kind::DelayReport);
+        h.send_time_ns = self.now;
+        if let Ok(n) = emit_report(&h, &rep, &mut buf) {
+            self.transmit(from, self.now, Rc::from(&buf[..n]), &[to]);
+        }
+    }
+
+    fn sender_flush(&mut self) {
+        let Node::Sender(s) = &mut self.nodes[SENDER as usize] else {
+            return;
+        };
+        let mut out = Vec::new();
+        while let Some(p) = s.poll_transmit() {
+            out.push(p);
+        }
+        let timeout = s.poll_timeout();
+        let mut dsts = Vec::new();
+        self.plan.tables[SENDER as usize]
+            .fanout
+            .for_each(0, |c, _| dsts.push(c));
+        for p in out {
+            let pkt: Rc<[u8]> = Rc::from(p.as_slice());
+            self.transmit(SENDER, self.now, pkt, &dsts);
+        }
+        if let Some(t) = timeout {
+            let tt = self.true_time_of(SENDER, t);
+            self.wake_at(SENDER, tt);
+        }
+    }
+
+    fn run(&mut self) {
+        self.at(self.now, Ev::Publish);
+        for (node, at, step) in self.params.faults.clock_steps.clone() {
+            self.at(self.start + at, Ev::ClockStep(node, step));
+        }
+        if self.tuner.is_some() {
+            self.at(self.now + 1_000_000, Ev::Tune);
+        }
+        for id in 0..self.nodes.len() {
+            if matches!(self.nodes[id], Node::Receiver(_)) {
+                let next = self.clocks[id].next_change(self.now);
+                if next <= self.end_ns {
+                    self.at(next, Ev::ClockJump(id as NodeId));
+                }
+            }
+        }
+        while let Some(Reverse(key)) = self.heap.pop() {
+            let (t, slot) = ((key >> 64) as u64, (key & 0xFF_FFFF) as u32);
+            if t > self.end_ns {
+                break;
+            }
+            self.now = t;
+            self.events += 1;
+            let Some(ev) = self.evs[slot as usize].take() else {
+                continue;
+            };
+            self.free.push(slot);
+            match ev {
+                Ev::Publish => self.publish(),
+                Ev::Deliver { to, from, pkt } => self.deliver(to, from, pkt),
+                Ev::Wake(id) => {
+                    if self.armed[id as usize] == Some(t) {
+                        self.armed[id as usize] = None;
+                        self.wake(id);
+                    }
+                }
+                Ev::ClockJump(id) => {
+                    let i = id as usize;
+                    let before = self.clocks[i].smooth_error(t.saturating_sub(1));
+                    self.clocks[i].advance(t);
+                    let after = self.clocks[i].smooth_error(t);
+                    // A spinning receiver sees the jump at once: wake it.
+                    self.jump_allowance[i] = (after - before).abs().ceil() as u64;
+                    self.wake(id);
+                    self.jump_allowance[i] = 0;
+                    let next = self.clocks[i].next_change(t);
+                    if next <= self.end_ns {
+                        self.at(next, Ev::ClockJump(id));
+                    }
+                }
+                Ev::ClockStep(node, step) => {
+                    // The offset jumps and stays, whatever the bound.
+                    if let Some(c) = self.clocks.get_mut(node as usize) {
+                        c.inject_step(step);
+                    }
+                }
+                Ev::Tune => {
+                    if let Some(tuner) = &mut self.tuner {
+                        tuner.adjust();
+                        let off = tuner.offset_ns;
+                        if let Node::Sender(s) = &mut self.nodes[SENDER as usize] {
+                            s.set_deadline_policy(fixed_offset(off));
+                        }
+                        self.at(self.now + 1_000_000, Ev::Tune);
+                    }
+                }
+            }
+        }
+    }
+
+    fn publish(&mut self) {
+        let now = self.local(SENDER, self.now);
+        let reading = jasper_core::clock::Reading {
+            now_ns: now,
+            error_bound_ns: self.bound,
+            status: jasper_core::clock::ClockStatus::Synchronized,
+        };
+        let seq = self.published;
+        let Node::Sender(s) = &mut self.nodes[SENDER as usize] else {
+            return;
+        };
+        let _ = s.publish(reading, &seq.to_be_bytes());
+        self.published += 1;
+        if self.published == self.params.messages {
+            s.end_session(reading);
+        } else {
+            let next = self.start + (self.published as f64 / self.params.rate * 1e9) as u64;
+            self.at(next, Ev::Publish);
+        }
+        self.sender_flush();
+    }
+
+    fn deliver(&mut self, to: NodeId, _from: NodeId, pkt: Rc<[u8]>) {
+        let local = self.local(to, self.now);
+        match &mut self.nodes[to as usize] {
+            Node::Sender(s) => {
+                let _ = s.handle_packet(&pkt);
+            }
+            Node::Proxy(p) => {
+                if self.crashed_at[to as usize].is_some_and(|c| self.now >= c) {
+                    return;
+                }
+                let mut buf = pkt.to_vec();
+                let verdict = p.handle_packet(local, &mut buf);
+                let timeout = p.poll_timeout();
+                if let Verdict::Forward { key } = verdict {
+                    let mut dsts = Vec::new();
+                    p.for_each_destination(key, |d, _| dsts.push(d));
+                    let mut ready = self.now
+                        + self
+                            .params
+                            .model
+                            .proxy_processing_ns
+                            .sample(&mut self.host_rng[to as usize]);
+                    if let Some(pos) = self.proxy_pos[to as usize] {
+                        for st in &self.params.faults.stalls {
+                            if st.proxies.contains(&pos) && (st.from_msg..st.to_msg).contains(&key)
+                            {
+                                ready += st.stall_ns;
+                            }
+                        }
+                    }
+                    self.transmit(to, ready, Rc::from(buf), &dsts);
+                }
+                if let Some(t) = timeout {
+                    let tt = self.true_time_of(to, t);
+                    self.wake_at(to, tt);
+                }
+            }
+            Node::Receiver(r) => {
+                let accepted = r.stats().accepted;
+                r.handle_packet(local, self.bound, &pkt);
+                // A data copy that added nothing (a hedged duplicate) changes
+                // no timer: skip the wake-up (most deliveries at H = 2).
+                let is_data = pkt.get(5) == Some(&(jasper_core::wire::Kind::Data as u8));
+                if !is_data || r.stats().accepted != accepted {
+                    self.wake(to);
+                }
+            }
+        }
+    }
+
+    fn wake(&mut self, id: NodeId) {
+        let local = self.local(id, self.now);
+        match &mut self.nodes[id as usize] {
+            Node::Sender(s) => {
+                let reading = jasper_core::clock::Reading {
+                    now_ns: local,
+                    error_bound_ns: self.bound,
+                    status: jasper_core::clock::ClockStatus::Synchronized,
+                };
+                s.handle_timeout(reading);
+                self.sender_flush();
+            }
+            Node::Proxy(p) => {
+                if self.crashed_at[id as usize].is_some_and(|c| self.now >= c) {
+                    return;
+                }
+                let report = p.poll_report(local);
+                let timeout = p.poll_timeout();
+                if let Some((parent, rep)) = report {
+                    self.send_report(id, parent, rep);
+                }
+                if let Some(t) = timeout {
+                    let tt = self.true_time_of(id, t);
+                    self.wake_at(id, tt);
+                }
+            }
+            Node::Receiver(r) => {
+                let ri = self.receiver_index[id as usize] as usize;
+                let hold = self.scheme.holds();
+                let clock_error_ns = local as i64 - self.now as i64;
+                // How far past the deadline its own clock may legitimately
+                // read at this wake: the clock moved since the wake was
+                // scheduled (wander, a jump) or reads with noise.
+                let moved = (self.clocks[id as usize].smooth_error(self.now)
+                    - self.sched_err[id as usize])
+                    .abs();
+                let lag_allowance_ns = self.jump_allowance[id as usize]
+                    + (moved + 8.0 * self.clocks[id as usize].noise_ns()).ceil() as u64;
+                let model = &self.params.model;
+                let rr = &mut self.release_rng[id as usize];
+                let (collector, checker, tuner, now) = (
+                    &mut self.collector,
+                    &mut self.checker,
+                    &mut self.tuner,
+                    self.now,
+                );
+                // The hand-over starts after the spin/wake error and each
+                // message costs a hand-off: one after another.
+                let mut extra: Option<u64> = None;
+                r.poll_release(local, |rel, _payload| {
+                    let e = match extra {
+                        None => model.release_jitter_ns.sample(rr),
+                        Some(e) => e + model.handoff_ns.sample(rr),
+                    };
+                    extra = Some(e);
+                    checker.on_release(
+                        ri,
+                        rel,
+                        hold,
+                        Observed {
+                            clock_error_ns,
+                            extra_ns: e,
+                            lag_allowance_ns,
+                        },
+                    );
+                    if let Some(t) = tuner.as_mut() {
+                        t.observe(rel.late);
+                    }
+                    collector.add(Delivery {
+                        receiver: ri as u32,
+                        msg: rel.seq,
+                        owd_ns: rel.owd_ns(),
+                        handover_ns: (rel.release_ns + e) as i64 - rel.send_time_ns as i64,
+                        handed_true_ns: now + e,
+                        holding_ns: rel.holding_ns(),
+                        late: rel.late,
+                    });
+                });
+                let state = &mut self.finished[id as usize];
+                while let Some(e) = r.poll_event() {
+                    if matches!(e, jasper_core::receiver::Event::EndOfSession { .. }) && *state == 0
+                    {
+                        *state = 1;
+                    }
+                }
+                if *state == 1 && r.held() == 0 {
+                    *state = 2;
+                    self.finished_count += 1;
+                    if self.finished_count == self.params.receivers {
+                        // Everyone has the end of session: data that the
+                        // end-of-session notice overtook is still in flight;
+                        // give it 50 ms, then stop.
+                        self.end_ns = self.end_ns.min(self.now + 50_000_000);
+                    }
+                }
+                let report = r.poll_report(local);
+                let next = r.poll_timeout();
+                if let (Some(rep), Some(parent)) = (report, self.plan.tables[id as usize].parent) {
+                    self.send_report(id, parent, rep);
+                }
+                if let Some(t) = next {
+                    let tt = self.true_time_of(id, t);
+                    self.wake_at(id, tt);
+                }
+            }
+        }
+    }
+
+    fn finish(mut self, wall: Instant) -> SchemeResult {
+        let messages = self.params.messages;
+        let report = self.collector.report_with(
+            messages,
+            ReportOptions {
+                fair_threshold_ns: self.params.fair_threshold_ns,
+                ..ReportOptions::with_bound(self.bound)
+            },
+        );
+        // Exactly once.
+        for (r, t) in report.per_receiver.iter().enumerate() {
+            if t.duplicates > 0 {
+                self.checker.fail(format!(
+                    "receiver {r} was handed {} messages twice",
+                    t.duplicates
+                ));
+            }
+        }
+        // Spread explained by the actual clock errors (hold schemes).
+        self.checker.finish(&self.collector, self.scheme.holds());
+        // Every missing message was detected by its receiver (when it learned
+        // where the session ended).
+        let mut no_eos = 0;
+        let mut mismatch = None;
+        for node in &self.nodes {
+            if let Node::Receiver(r) = node {
+                let st = r.stats();
+                if r.next_expected(1) != Some(messages) {
+                    no_eos += 1;
+                    continue;
+                }
+                let missing = messages.saturating_sub(st.released);
+                let detected = st.gaps_detected.saturating_sub(st.gaps_filled);
+                if missing != detected && mismatch.is_none() {
+                    mismatch = Some(format!(
+                        "a receiver misses {missing} messages but detected {detected} as missing"
+                    ));
+                }
+            }
+        }
+        if let Some(m) = mismatch {
+            self.checker.fail(m);
+        }
+        let spec = if self.scheme.uses_tree() {
+            format!(
+                "tree depth {} fanout {} hedge {} spray {}",
+                self.plan.depth, self.plan.fanout, self.plan.hedge, self.plan.spray
+            )
+        } else {
+            "direct unicast".into()
+        };
+        SchemeResult {
+            scheme: self.scheme,
+            description: format!(
+                "{}: {spec}, {} receivers, {} messages at {} msg/s, seed {}",
+                self.scheme.name(),
+                self.params.receivers,
+                messages,
+                self.params.rate,
+                self.params.seed
+            ),
+            report,
+            collector: self.collector,
+            events: self.events,
+            wall_s: wall.elapsed().as_secs_f64(),
+            violation_count: self.checker.violation_count(),
+            clock: self.checker.clock_promise(),
+            violations: self.checker.into_violations(),
+            no_end_of_session: no_eos,
+            max_host_load: {
+                let period = (messages as f64 / self.params.rate * 1e9).max(1.0);
+                self.busy_total.iter().copied().max().unwrap_or(0) as f64 / period
+            },
+        }
+    }
+}
+
+/// Run one scheme. Errors are shape problems (the plan's message).
+pub fn run(scheme: Scheme, params: &SimParams) -> Result<SchemeResult, String> {
+    let wall = Instant::now();
+    let mut sim = Sim::new(scheme, params.clone())?;
+    sim.run();
+    Ok(sim.finish(wall))
+}

@@ -1,0 +1,101 @@
+//! Fault scenarios beyond the cloud model's link faults (stalled and
+//! crashed proxies, clock steps) and the random scenarios of the swarm test.
+
+use jasper_core::model::{rng, CloudModel};
+use jasper_core::plan::NodeId;
+use rand::Rng;
+use serde::{Deserialize, Serialize};
+
+use crate::SimParams;
+
+/// Proxy stall: proxies at these plan positions (index among all proxies,
+/// root = 0) delay messages `from_msg..to_msg` by `stall_ns`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Stall {
+    /// Proxy positions.
+    pub proxies: Vec<usize>,
+    /// First message affected.
+    pub from_msg: u64,
+    /// One past the last message affected.
+    pub to_msg: u64,
+    /// Added delay.
+    pub stall_ns: u64,
+}
+
+/// Faults beyond the model's link faults.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Faults {
+    /// Stalled proxies.
+    pub stalls: Vec<Stall>,
+    /// (proxy position, time since start in ns): the proxy drops everything from then on.
+    pub crashes: Vec<(usize, u64)>,
+    /// (node id, time since start, step ns): the node's clock offset jumps
+    /// and stays off (nothing keeps it within its bound).
+    pub clock_steps: Vec<(NodeId, u64, i64)>,
+}
+
+/// Draw a random fault scenario from `seed` (for swarm testing).
+pub fn random_scenario(seed: u64) -> SimParams {
+    let mut r = rng(seed ^ 0x5EED_5EED);
+    let receivers = r.random_range(4..=120);
+    let messages = r.random_range(50..=300);
+    let mut model = CloudModel {
+        loss: [0.0, 1e-4, 1e-3, 1e-2][r.random_range(0..4)],
+        duplicate: [0.0, 1e-3, 1e-2][r.random_range(0..3)],
+        reorder: [0.0, 1e-2, 5e-2][r.random_range(0..3)],
+        slow_rate_per_s: [0.0, 0.1, 20.0][r.random_range(0..3)],
+        ..CloudModel::default()
+    };
+    model.clock.class = [
+        jasper_core::clock::ClockClass::Huygens,
+        jasper_core::clock::ClockClass::Ptp,
+        jasper_core::clock::ClockClass::Ntp,
+    ][r.random_range(0..3)];
+    model.clock.drift_ppb = [0.0, 100.0][r.random_range(0..2)];
+    let mut faults = Faults::default();
+    if r.random_bool(0.3) {
+        faults.stalls.push(Stall {
+            proxies: vec![r.random_range(0..3)],
+            from_msg: r.random_range(0..messages),
+            to_msg: messages,
+            stall_ns: 300_000,
+        });
+    }
+    if r.random_bool(0.2) {
+        faults
+            .crashes
+            .push((r.random_range(1..4), r.random_range(0..20_000_000)));
+    }
+    if r.random_bool(0.3) {
+        // A node's clock steps mid-run, by up to 4 × its bound: clocks break
+        // their promise, and the run must report it, not pass by construction.
+        let node = r.random_range(1..(receivers as u32 + 4));
+        let b = model.clock.bound_ns() as i64;
+        faults.clock_steps.push((
+            node,
+            r.random_range(0..20_000_000),
+            r.random_range(-4 * b..=4 * b),
+        ));
+    }
+    // Clock tails and steps: none, the reference rates, or frequent.
+    let (tail, steps) = [(0.0, 0.0), (1e-4, 1e-3), (1e-2, 1.0)][r.random_range(0..3)];
+    model.clock.tail_prob = tail;
+    model.clock.step_rate_per_s = steps;
+    // Level 2 has ceil(R / F) ≈ √R proxies; H must leave room for siblings.
+    let fanout = ((receivers as f64).sqrt().ceil() as u32).max(2);
+    let level2 = (receivers as u32).div_ceil(fanout);
+    let hedge = r.random_range(0..=2).min(level2.saturating_sub(1));
+    SimParams {
+        receivers,
+        messages,
+        rate: [2000.0, 5000.0, 20000.0][r.random_range(0..3)],
+        seed,
+        depth: Some(2),
+        fanout: Some(fanout),
+        hedge: Some(hedge),
+        spray: Some(r.random_bool(0.5)),
+        model,
+        faults,
+        ..SimParams::default()
+    }
+}

@@ -1,0 +1,146 @@
+//! The schemes compared and how each one is configured: tree shape,
+//! hedging, deadline rule and receiver settings. Everything a scheme does
+//! differently lives here; the engine runs them all the same way.
+
+use jasper_core::deadline::{DeadlinePolicy, EstimatorConfig};
+use jasper_core::plan::TreeSpec;
+use jasper_core::receiver::ReceiverConfig;
+use jasper_core::sender::SenderConfig;
+use serde::{Deserialize, Serialize};
+
+use crate::SimParams;
+
+/// The schemes compared.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Scheme {
+    /// Direct unicast from the sender to every receiver, handed over on arrival.
+    Direct,
+    /// Direct unicast + hold-and-release with an offset moved by ±5 µs steps
+    /// toward a 1% late ratio (CloudEx).
+    Cloudex,
+    /// Tree (fanout 10, depth round(log10 N)), sibling hedging H=2, deadline =
+    /// p97 of a 10 ms window + 25 µs (Jasper v1).
+    JasperV1,
+    /// Ours: the Jasper-v1 tree with round-robin spraying, deadline = p99 of a
+    /// 10 ms window + 25 µs + the clock bound.
+    Ours,
+}
+
+impl Scheme {
+    /// All schemes, in table order.
+    pub const ALL: [Scheme; 4] = [
+        Scheme::Direct,
+        Scheme::Cloudex,
+        Scheme::JasperV1,
+        Scheme::Ours,
+    ];
+    /// Name used on the command line and in JSON.
+    pub fn name(self) -> &'static str {
+        match self {
+            Scheme::Direct => "direct",
+            Scheme::Cloudex => "cloudex",
+            Scheme::JasperV1 => "jasper-v1",
+            Scheme::Ours => "ours",
+        }
+    }
+    /// Parse a name.
+    pub fn parse(s: &str) -> Option<Scheme> {
+        Scheme::ALL.into_iter().find(|x| x.name() == s)
+    }
+    /// Whether the scheme uses the proxy tree (else direct unicast).
+    pub fn uses_tree(self) -> bool {
+        matches!(self, Scheme::JasperV1 | Scheme::Ours)
+    }
+    /// Whether receivers hold until the deadline.
+    pub fn holds(self) -> bool {
+        self != Scheme::Direct
+    }
+    /// The window percentile of the deadline estimate (tree schemes).
+    pub fn default_percentile(self) -> f64 {
+        if self == Scheme::Ours {
+            99.0
+        } else {
+            97.0
+        }
+    }
+    /// The safety margin added to the estimate, ns.
+    pub fn default_margin_ns(self) -> u64 {
+        25_000
+    }
+}
+
+/// The tree shape of a tree scheme (overrides from `p`).
+pub fn tree_spec(scheme: Scheme, p: &SimParams) -> TreeSpec {
+    if !scheme.uses_tree() {
+        return TreeSpec {
+            depth: Some(1),
+            fanout: Some(p.receivers.max(1) as u32),
+            hedge: 0,
+            spray: false,
+        };
+    }
+    let spray = scheme == Scheme::Ours;
+    let mut s = TreeSpec {
+        depth: p.depth,
+        fanout: p.fanout,
+        hedge: p.hedge.unwrap_or(2),
+        spray: p.spray.unwrap_or(spray),
+    };
+    if s.depth.is_none() && s.fanout.is_none() {
+        // The paper's rule of thumb: fanout 10, depth round(log10 N).
+        // Hedging needs siblings below the root: at least two levels.
+        let min_depth = if s.hedge > 0 { 2 } else { 1 };
+        let d = ((p.receivers as f64).log10().round() as u32).max(min_depth);
+        s.depth = Some(d);
+        s.fanout = Some(((p.receivers as f64).powf(1.0 / d as f64).ceil() as u32).max(2));
+    }
+    s
+}
+
+/// A deadline offset that never moves.
+pub fn fixed_offset(off: u64) -> DeadlinePolicy {
+    DeadlinePolicy {
+        initial_offset_ns: off,
+        margin_ns: 0,
+        add_clock_bound: false,
+        floor_ns: off,
+        ceiling_ns: off,
+    }
+}
+
+/// The sender's and receivers' configuration of a scheme.
+pub fn node_configs(scheme: Scheme, p: &SimParams) -> (SenderConfig, ReceiverConfig) {
+    let margin_ns = p.margin_ns.unwrap_or(scheme.default_margin_ns());
+    let sender = SenderConfig {
+        // Direct unicast pays N copies per heartbeat: heartbeat rarely.
+        heartbeat_interval_ns: if scheme.uses_tree() {
+            1_000_000
+        } else {
+            100_000_000
+        },
+        deadline: match scheme {
+            Scheme::Direct => DeadlinePolicy::default(),
+            Scheme::Cloudex => fixed_offset(100_000),
+            Scheme::JasperV1 | Scheme::Ours => DeadlinePolicy {
+                initial_offset_ns: 500_000,
+                margin_ns,
+                add_clock_bound: scheme == Scheme::Ours,
+                floor_ns: 0,
+                ceiling_ns: 5_000_000,
+            },
+        },
+        ..SenderConfig::default()
+    };
+    let receiver = ReceiverConfig {
+        dedup_window: 4096,
+        max_held: 1 << 20,
+        hold: scheme.holds(),
+        estimator: EstimatorConfig {
+            percentile: p.percentile.unwrap_or(scheme.default_percentile()),
+            ..EstimatorConfig::default()
+        },
+        ..ReceiverConfig::default()
+    };
+    (sender, receiver)
+}
