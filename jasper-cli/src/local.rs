@@ -1034,6 +1034,19 @@ fn print_trust(r: &RunResult) {
                 .join(", ")
         }
     );
+    let gaps = sum(&r.nodes, &["core", "gaps_detected"])
+        .saturating_sub(sum(&r.nodes, &["core", "gaps_filled"]));
+    let missing = r.report.missing_total;
+    if missing > 0 || gaps > 0 {
+        println!(
+            "  missing {missing}: receivers detected {gaps} as gaps{}",
+            if missing > gaps {
+                "; the rest no receiver could see (lost before it started, while its process was down, or after its only upstream died: see the events and dead upstreams below)"
+            } else {
+                ""
+            }
+        );
+    }
     let forged = sum(&r.nodes, &["forged_deliveries"]);
     let out_of_range = sum(&r.nodes, &["out_of_range_deliveries"]);
     let rss = r

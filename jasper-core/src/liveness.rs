@@ -12,6 +12,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::plan::NodeId;
 
+/// Packets overtaken by their end of session still arrive this long after it.
+const ENDED_REORDER_NS: u64 = 100_000_000;
+
 /// The state of one upstream, for reports.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct UpstreamState {
@@ -33,6 +36,7 @@ pub struct UpstreamState {
 #[derive(Debug, Clone)]
 pub struct Liveness {
     addrs: Vec<SocketAddr>,
+    ended_at: Vec<u64>,
     states: Vec<UpstreamState>,
     dead_after_ns: u64,
 }
@@ -42,6 +46,7 @@ impl Liveness {
     pub fn new(upstreams: &[(NodeId, SocketAddr)], dead_after_ns: u64) -> Liveness {
         Liveness {
             addrs: upstreams.iter().map(|u| u.1).collect(),
+            ended_at: vec![0; upstreams.len()],
             states: upstreams
                 .iter()
                 .map(|(node, _)| UpstreamState {
@@ -65,7 +70,13 @@ impl Liveness {
             let s = &mut self.states[i];
             s.heard = true;
             s.dead = false;
-            s.ended = ends;
+            if ends {
+                s.ended = true;
+                self.ended_at[i] = now_ns;
+            } else if s.ended && now_ns.saturating_sub(self.ended_at[i]) > ENDED_REORDER_NS {
+                // A packet well after the end of session: a new session.
+                s.ended = false;
+            }
             s.last_ns = now_ns;
         }
     }

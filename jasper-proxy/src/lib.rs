@@ -31,6 +31,7 @@ pub struct ProxyNode {
     core: ProxyCore,
     guard: Guard,
     liveness: Liveness,
+    liveness_at: u64,
     io: BoxedIo,
     clock: NodeClock,
     peers: Vec<Option<SocketAddr>>,
@@ -96,6 +97,7 @@ impl ProxyNode {
             core: ProxyCore::new(cfg.table.clone(), cfg.proxy),
             guard: jasper_io::trust::guard(cfg)?,
             liveness: jasper_io::trust::liveness(cfg),
+            liveness_at: 0,
             io,
             clock: NodeClock::from_config(&cfg.clock),
             peers: peer_table(cfg),
@@ -136,8 +138,11 @@ impl ProxyNode {
             }
         }
         let now = self.clock.now_ns();
-        if let Some((parent, rep)) = self.core.poll_report(now) {
+        if now.saturating_sub(self.liveness_at) >= 10_000_000 {
+            self.liveness_at = now;
             self.liveness.poll(now);
+        }
+        if let Some((parent, rep)) = self.core.poll_report(now) {
             if let Some(addr) = self.peers.get(parent as usize).copied().flatten() {
                 let mut buf = [0u8; 128];
                 let mut h = Header::new(Kind::DelayReport);

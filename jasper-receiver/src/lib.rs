@@ -70,8 +70,12 @@ pub struct ReceiverNode {
     ended: bool,
     ended_at: Option<std::time::Instant>,
     exit_after_session: bool,
+    liveness_at: u64,
     gaps: Vec<Event>,
 }
+
+/// How often upstream liveness is checked, ns.
+const LIVENESS_EVERY_NS: u64 = 10_000_000;
 
 impl std::fmt::Debug for ReceiverNode {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -158,6 +162,7 @@ impl ReceiverNode {
             ended: false,
             ended_at: None,
             exit_after_session: false,
+            liveness_at: 0,
             gaps: Vec::new(),
         })
     }
@@ -235,8 +240,11 @@ impl ReceiverNode {
     /// Reports to the parent, MoldUDP64 flush/heartbeat, transmit.
     pub fn housekeeping(&mut self) -> io::Result<()> {
         let now = self.clock.now_ns();
-        if let Some(rep) = self.core.poll_report(now) {
+        if now.saturating_sub(self.liveness_at) >= LIVENESS_EVERY_NS {
+            self.liveness_at = now;
             self.liveness.poll(now);
+        }
+        if let Some(rep) = self.core.poll_report(now) {
             let mut h = Header::new(Kind::DelayReport);
             h.send_time_ns = now;
             let mut buf = [0u8; 128];
