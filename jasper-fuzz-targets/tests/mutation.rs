@@ -272,6 +272,30 @@ fn key_files_and_node_configs() {
 }
 
 #[test]
+fn every_numeric_config_field_at_its_extremes() {
+    // Each number in a receiver's and a proxy's config set to 0, the
+    // largest TOML integer and 2^62 in turn: a config that validates must
+    // never make a node panic or abort (a 2^62 dedup window once did).
+    let cfgs = node_config_texts();
+    for role in ["role = \"receiver\"", "role = \"proxy\""] {
+        let text = cfgs.iter().find(|t| t.contains(role)).expect("a config");
+        let lines: Vec<&str> = text.lines().collect();
+        for (i, l) in lines.iter().enumerate() {
+            let Some(eq) = l.find(" = ") else { continue };
+            if l[eq + 3..].parse::<u64>().is_err() {
+                continue;
+            }
+            for v in ["0", "9223372036854775807", "4611686018427387904"] {
+                let mut m = lines.clone();
+                let changed = format!("{}{v}", &l[..eq + 3]);
+                m[i] = &changed;
+                check::node_config(&m.join("\n"));
+            }
+        }
+    }
+}
+
+#[test]
 fn byte_targets_on_mutated_seeds() {
     for_seeds(600, 2, |seed| {
         let mut g = Gen::new(seed);
