@@ -36,6 +36,11 @@ use crate::proxy::ProxyConfig;
 use crate::receiver::ReceiverConfig;
 use crate::sender::SenderConfig;
 
+/// Largest dedup window (receiver and proxy), in sequences: each stream's
+/// bitmap is allocated whole (window / 8 bytes, 8 MiB here) when its first
+/// packet arrives, so an unbounded window aborts the node on that packet.
+pub const MAX_DEDUP_WINDOW: u64 = 1 << 26;
+
 /// A configuration problem: which field, what is wrong, how to fix it.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("config error in `{field}`: {problem} — {fix}")]
@@ -628,10 +633,16 @@ impl NodeConfig {
                 "use e.g. window_ns = 10000000, max_samples = 65536",
             );
         }
-        if !r.dedup_window.is_power_of_two() || r.dedup_window < 64 {
+        if !r.dedup_window.is_power_of_two()
+            || r.dedup_window < 64
+            || r.dedup_window > MAX_DEDUP_WINDOW
+        {
             return bad(
                 "receiver.core.dedup_window",
-                format!("{} is not a power of two ≥ 64", r.dedup_window),
+                format!(
+                    "{} is not a power of two in 64..={MAX_DEDUP_WINDOW}",
+                    r.dedup_window
+                ),
                 "use e.g. 1048576",
             );
         }
@@ -666,10 +677,16 @@ impl NodeConfig {
             );
         }
         let p = &self.proxy;
-        if !p.dedup_window.is_power_of_two() || p.dedup_window < 64 {
+        if !p.dedup_window.is_power_of_two()
+            || p.dedup_window < 64
+            || p.dedup_window > MAX_DEDUP_WINDOW
+        {
             return bad(
                 "proxy.dedup_window",
-                format!("{} is not a power of two ≥ 64", p.dedup_window),
+                format!(
+                    "{} is not a power of two in 64..={MAX_DEDUP_WINDOW}",
+                    p.dedup_window
+                ),
                 "use e.g. 65536",
             );
         }
@@ -907,6 +924,26 @@ mod tests {
             c.validate().unwrap_err().field,
             "receiver.core.max_held_bytes"
         );
+    }
+
+    #[test]
+    fn dedup_windows_are_bounded() {
+        // Found by the node_config fuzz check: a window of 2^62 validated,
+        // then the first packet asked for a 2^59-byte bitmap and aborted.
+        let huge = 1u64 << 62;
+        let mut c = sample();
+        c.receiver.core.dedup_window = huge;
+        assert_eq!(
+            c.validate().unwrap_err().field,
+            "receiver.core.dedup_window"
+        );
+        let mut c = sample();
+        c.proxy.dedup_window = huge;
+        assert_eq!(c.validate().unwrap_err().field, "proxy.dedup_window");
+        let mut c = sample();
+        c.receiver.core.dedup_window = MAX_DEDUP_WINDOW;
+        c.proxy.dedup_window = MAX_DEDUP_WINDOW;
+        assert!(c.validate().is_ok());
     }
 
     #[test]

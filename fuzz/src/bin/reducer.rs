@@ -1,0 +1,6 @@
+//! AFL target: `jasper_fuzz_targets::targets::reducer` (invariants in its docs).
+fn main() {
+    afl::fuzz!(|data: &[u8]| {
+        jasper_fuzz_targets::targets::reducer(data);
+    });
+}
