@@ -144,7 +144,17 @@ pub struct Collector {
     deliveries: u64,
     late: u64,
     negative_owd: u64,
+    /// Largest message index + 1 and receiver index + 1 ever stored: a
+    /// number read from a packet never sizes memory beyond these.
+    limit_msgs: usize,
+    limit_receivers: usize,
+    out_of_range: u64,
 }
+
+/// Message indexes a collector stores when it was not told how many to expect.
+pub const DEFAULT_MESSAGE_LIMIT: usize = 1 << 24;
+/// Receiver indexes a collector stores at most.
+pub const RECEIVER_LIMIT: usize = 1 << 20;
 
 /// How to score a collection (see [`Collector::report_with`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -170,9 +180,28 @@ impl ReportOptions {
 
 impl Collector {
     /// For `receivers` receivers and (up to) `messages` messages (grows if needed).
+    ///
+    /// Deliveries of message indexes ≥ `messages` (or ≥
+    /// [`DEFAULT_MESSAGE_LIMIT`] when `messages` is 0) are counted as out of
+    /// range and never stored.
     pub fn new(receivers: usize, messages: usize) -> Self {
+        Self::with_limit(
+            receivers,
+            messages,
+            if messages == 0 {
+                DEFAULT_MESSAGE_LIMIT
+            } else {
+                messages
+            },
+        )
+    }
+
+    /// Like [`Collector::new`], preallocating `messages` but storing up to
+    /// `limit` message indexes.
+    pub fn with_limit(receivers: usize, messages: usize, limit: usize) -> Self {
+        let receivers = receivers.min(RECEIVER_LIMIT);
         Collector {
-            msgs: vec![MsgAgg::default(); messages],
+            msgs: vec![MsgAgg::default(); messages.min(limit)],
             seen: vec![Vec::new(); receivers],
             tally: vec![ReceiverTally::default(); receivers],
             owd: histogram(),
@@ -181,7 +210,16 @@ impl Collector {
             deliveries: 0,
             late: 0,
             negative_owd: 0,
+            limit_msgs: limit,
+            limit_receivers: RECEIVER_LIMIT.max(receivers),
+            out_of_range: 0,
         }
+    }
+
+    /// Deliveries refused because their message or receiver index was
+    /// beyond the limits.
+    pub fn out_of_range(&self) -> u64 {
+        self.out_of_range
     }
 
     /// Number of receivers.
@@ -192,6 +230,10 @@ impl Collector {
     /// Record one delivery.
     pub fn add(&mut self, d: Delivery) {
         let r = d.receiver as usize;
+        if r >= self.limit_receivers || d.msg >= self.limit_msgs as u64 {
+            self.out_of_range += 1;
+            return;
+        }
         if r >= self.tally.len() {
             self.tally.resize(r + 1, ReceiverTally::default());
             self.seen.resize(r + 1, Vec::new());
@@ -462,6 +504,9 @@ impl Collector {
             msgs.push(a);
         }
         let r = get!(b)? as usize;
+        if r > RECEIVER_LIMIT {
+            return None;
+        }
         if r > b.len() / 24 {
             return None;
         }
@@ -498,6 +543,9 @@ impl Collector {
             deliveries,
             late,
             negative_owd,
+            limit_msgs: DEFAULT_MESSAGE_LIMIT,
+            limit_receivers: RECEIVER_LIMIT,
+            out_of_range: 0,
         })
     }
 }
@@ -792,5 +840,22 @@ mod tests {
         let mut bad = a.to_bytes();
         bad[8..16].copy_from_slice(&u64::MAX.to_le_bytes());
         assert!(Collector::from_bytes(&bad).is_none());
+    }
+    #[test]
+    fn numbers_from_packets_never_size_the_collector() {
+        let mut c = Collector::new(2, 100);
+        for (receiver, msg) in [(0u32, 1u64 << 40), (1, 100), (u32::MAX, 5)] {
+            c.add(Delivery {
+                receiver,
+                msg,
+                owd_ns: 1,
+                handover_ns: 1,
+                handed_true_ns: 1,
+                holding_ns: 0,
+                late: false,
+            });
+        }
+        assert_eq!(c.out_of_range(), 3);
+        assert_eq!(c.receivers(), 2);
     }
 }

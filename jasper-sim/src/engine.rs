@@ -8,6 +8,8 @@ use std::hash::{BuildHasherDefault, Hasher};
 use std::rc::Rc;
 use std::time::Instant;
 
+use rand::Rng;
+
 use jasper_core::deadline::StepTuner;
 use jasper_core::metrics::{Collector, Delivery, ReportOptions};
 use jasper_core::model::{rng, LinkFate, LinkState, SimRng};
@@ -63,6 +65,8 @@ enum Ev {
     Wake(NodeId),
     Tune,
     ClockStep(NodeId, i64),
+    /// The Byzantine injector sends one packet.
+    Inject,
     /// A receiver's clock error jumps (a miss or step starts or ends).
     ClockJump(NodeId),
 }
@@ -107,6 +111,9 @@ struct Sim {
     crashed_at: Vec<Option<u64>>,
     collector: Collector,
     checker: Checker,
+    /// Keys and guards (with Byzantine injectors), and the injector's draws.
+    trust: Option<crate::byzantine::Trust>,
+    byz_rng: SimRng,
     tuner: Option<StepTuner>,
     end_ns: u64,
     /// Per receiver: 0 running, 1 saw the end of session, 2 drained (counted).
@@ -225,7 +232,18 @@ impl Sim {
         // Runs until every receiver has the end of session and drained, or
         // 10 s (simulated) after the last publish.
         let end_ns = start + (messages as f64 / params.rate * 1e9) as u64 + 10_000_000_000;
+        let trust = params
+            .faults
+            .byzantine
+            .clone()
+            .map(|b| crate::byzantine::Trust::new(&plan, &plan.tables, seed, b));
+        let mut nodes: Vec<Node> = nodes;
+        if let (Some(t), Some(Node::Sender(s))) = (&trust, nodes.get_mut(SENDER as usize)) {
+            s.set_auth(Some(t.auths[SENDER as usize].clone()));
+        }
         Ok(Sim {
+            trust,
+            byz_rng: stream(seed, 0xB7, 1),
             scheme,
             plan,
             now: start,
@@ -362,10 +380,17 @@ impl Sim {
     }
 
     fn send_report(&mut self, from: NodeId, to: NodeId, rep: jasper_core::wire::DelayReport) {
-        let mut buf = [0u8; REPORT_LEN];
+        let mut buf = [0u8; REPORT_LEN + jasper_core::auth::NODE_TRAILER];
         let mut h = Header::new(Kind::DelayReport);
         h.send_time_ns = self.now;
-        if let Ok(n) = emit_report(&h, &rep, &mut buf) {
+        if let Ok(n) = emit_report(&h, &rep, &mut buf[..REPORT_LEN]) {
+            let n = match &self.trust {
+                Some(t) => match t.auths[from as usize].seal_node(&mut buf, n, from) {
+                    Ok(n) => n,
+                    Err(_) => return,
+                },
+                None => n,
+            };
             self.transmit(from, self.now, Rc::from(&buf[..n]), &[to]);
         }
     }
@@ -401,6 +426,13 @@ impl Sim {
         if self.tuner.is_some() {
             self.at(self.now + 1_000_000, Ev::Tune);
         }
+        if let Some(b) = self.params.faults.byzantine.clone() {
+            let period = (self.params.messages as f64 / self.params.rate * 1e9) as u64;
+            for _ in 0..b.injections {
+                let at = self.start + self.byz_rng.random_range(0..period.max(1));
+                self.at(at, Ev::Inject);
+            }
+        }
         for id in 0..self.nodes.len() {
             if matches!(self.nodes[id], Node::Receiver(_)) {
                 let next = self.clocks[id].next_change(self.now);
@@ -422,6 +454,7 @@ impl Sim {
             self.free.push(slot);
             match ev {
                 Ev::Publish => self.publish(),
+                Ev::Inject => self.inject(),
                 Ev::Deliver { to, from, pkt } => self.deliver(to, from, pkt),
                 Ev::Wake(id) => {
                     if self.armed[id as usize] == Some(t) {
@@ -485,8 +518,39 @@ impl Sim {
         self.sender_flush();
     }
 
-    fn deliver(&mut self, to: NodeId, _from: NodeId, pkt: Rc<[u8]>) {
+    /// One packet from the Byzantine injector, delivered at once.
+    fn inject(&mut self) {
+        let Some(t) = &mut self.trust else { return };
+        let (next_seq, session) = match &self.nodes[SENDER as usize] {
+            Node::Sender(s) => (s.next_seq(), s.session()),
+            _ => (0, 0),
+        };
+        if let Some((from, to, pkt)) = t.forge(
+            &self.plan,
+            &self.plan.tables,
+            self.now,
+            next_seq,
+            session,
+            &mut self.byz_rng,
+        ) {
+            self.at(self.now, Ev::Deliver { to, from, pkt });
+        }
+    }
+
+    fn deliver(&mut self, to: NodeId, from: NodeId, pkt: Rc<[u8]>) {
         let local = self.local(to, self.now);
+        if let Some(t) = &mut self.trust {
+            // The node's guard first: nothing it refuses touches any state.
+            if t.guards[to as usize]
+                .admit(local, crate::byzantine::addr(from), &pkt)
+                .is_err()
+            {
+                return;
+            }
+            if from != crate::byzantine::ATTACKER {
+                t.capture(from, to, &pkt, &mut self.byz_rng);
+            }
+        }
         match &mut self.nodes[to as usize] {
             Node::Sender(s) => {
                 let _ = s.handle_packet(&pkt);
@@ -584,7 +648,11 @@ impl Sim {
                 // The hand-over starts after the spin/wake error and each
                 // message costs a hand-off: one after another.
                 let mut extra: Option<u64> = None;
-                r.poll_release(local, |rel, _payload| {
+                let mut forged = 0u64;
+                r.poll_release(local, |rel, payload| {
+                    if crate::byzantine::is_forged(payload) {
+                        forged += 1;
+                    }
                     let e = match extra {
                         None => model.release_jitter_ns.sample(rr),
                         Some(e) => e + model.handoff_ns.sample(rr),
@@ -613,6 +681,9 @@ impl Sim {
                         late: rel.late,
                     });
                 });
+                if let Some(t) = &mut self.trust {
+                    t.forged_released += forged;
+                }
                 let state = &mut self.finished[id as usize];
                 while let Some(e) = r.poll_event() {
                     if matches!(e, jasper_core::receiver::Event::EndOfSession { .. }) && *state == 0
@@ -686,6 +757,14 @@ impl Sim {
         if let Some(m) = mismatch {
             self.checker.fail(m);
         }
+        if let Some(t) = &self.trust {
+            if t.forged_released > 0 {
+                self.checker.fail(format!(
+                    "{} forged messages handed to MPs ({} packets injected)",
+                    t.forged_released, t.injected
+                ));
+            }
+        }
         let spec = if self.scheme.uses_tree() {
             format!(
                 "tree depth {} fanout {} hedge {} spray {}",
@@ -712,6 +791,7 @@ impl Sim {
             clock: self.checker.clock_promise(),
             violations: self.checker.into_violations(),
             no_end_of_session: no_eos,
+            guard: self.trust.as_ref().map(|t| (t.injected, t.totals())),
             max_host_load: {
                 let period = (messages as f64 / self.params.rate * 1e9).max(1.0);
                 self.busy_total.iter().copied().max().unwrap_or(0) as f64 / period

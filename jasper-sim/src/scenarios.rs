@@ -32,6 +32,9 @@ pub struct Faults {
     /// (node id, time since start, step ns): the node's clock offset jumps
     /// and stays off (nothing keeps it within its bound).
     pub clock_steps: Vec<(NodeId, u64, i64)>,
+    /// Authenticated nodes under attack (forged, replayed, insider packets).
+    #[serde(default)]
+    pub byzantine: Option<crate::byzantine::Byzantine>,
 }
 
 /// Draw a random fault scenario from `seed` (for swarm testing).
@@ -85,6 +88,16 @@ pub fn random_scenario(seed: u64) -> SimParams {
     let fanout = ((receivers as f64).sqrt().ceil() as u32).max(2);
     let level2 = (receivers as u32).div_ceil(fanout);
     let hedge = r.random_range(0..=2).min(level2.saturating_sub(1));
+    // Byzantine injectors: an outsider (maybe forging sources) or an insider
+    // holding MP 0's keys (from its own address: the covered case).
+    if r.random_bool(0.4) {
+        let insider = r.random_bool(0.5);
+        faults.byzantine = Some(crate::byzantine::Byzantine {
+            injections: r.random_range(50..=500),
+            insider_mp: insider.then_some(0),
+            spoof: !insider && r.random_bool(0.5),
+        });
+    }
     SimParams {
         receivers,
         messages,
