@@ -91,3 +91,55 @@ pub fn cdf_svg(path: &Path, series: &[(&str, &Collector, u64)]) -> anyhow::Resul
         .with_context(|| format!("cannot write {}", path.display()))?;
     Ok(())
 }
+
+/// P(F) against the median per-message hand-over latency, one line of
+/// points per scheme (a frontier).
+pub fn frontier_svg(path: &Path, series: &[(&str, Vec<(f64, f64)>)]) -> anyhow::Result<()> {
+    let root = SVGBackend::new(path, (700, 480)).into_drawing_area();
+    root.fill(&WHITE).context("plot background")?;
+    let pts = series.iter().flat_map(|(_, v)| v.iter());
+    let (mut x0, mut x1, mut y0) = (f64::MAX, f64::MIN, 100.0f64);
+    for (x, y) in pts {
+        x0 = x0.min(*x);
+        x1 = x1.max(*x);
+        y0 = y0.min(*y);
+    }
+    if x0 > x1 {
+        (x0, x1) = (0.0, 1.0);
+    }
+    let pad = ((x1 - x0) * 0.05).max(1.0);
+    let mut chart = ChartBuilder::on(&root)
+        .caption("P(F) vs hand-over latency", ("sans-serif", 18))
+        .margin(10)
+        .x_label_area_size(35)
+        .y_label_area_size(50)
+        .build_cartesian_2d((x0 - pad)..(x1 + pad), (y0 - 1.0).max(0.0)..100.0)
+        .context("plot axes")?;
+    chart
+        .configure_mesh()
+        .x_desc("per-message max hand-over latency, median (µs)")
+        .y_desc("P(F) at the threshold (%)")
+        .draw()
+        .context("plot mesh")?;
+    let colors = [RED, BLUE, GREEN, MAGENTA];
+    for (i, (name, v)) in series.iter().enumerate() {
+        let color = colors[i % colors.len()];
+        chart
+            .draw_series(LineSeries::new(v.iter().copied(), color.stroke_width(2)))
+            .context("plot series")?
+            .label(*name)
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 15, y)], color));
+        chart
+            .draw_series(v.iter().map(|p| Circle::new(*p, 3, color.filled())))
+            .context("plot points")?;
+    }
+    chart
+        .configure_series_labels()
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .draw()
+        .context("legend")?;
+    root.present()
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(())
+}

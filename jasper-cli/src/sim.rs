@@ -58,10 +58,26 @@ pub struct SimArgs {
     /// Deadline safety margin of the tree schemes, ns (default 25000).
     #[arg(long)]
     pub margin_ns: Option<u64>,
+    /// "ours" with a tracked deadline: the quantile (0..1) of the root's
+    /// per-interval max reports kept over `--tracked-history-ms`.
+    #[arg(long)]
+    pub tracked_quantile: Option<f64>,
+    /// History of the tracked deadline, ms.
+    #[arg(long, default_value_t = 100)]
+    pub tracked_history_ms: u64,
     /// Headline fairness threshold: a message is fair when every receiver
     /// was handed it within this spread (ns; the paper's 1 µs resolution).
     #[arg(long, default_value_t = jasper_core::metrics::DEFAULT_FAIR_THRESHOLD_NS)]
     pub fair_threshold_ns: u64,
+    /// Trace each tree scheme's P(F)-vs-hand-over-latency frontier by
+    /// sweeping its deadline knob (jasper-v1: percentile × margin; ours:
+    /// the tracked deadline's margin) over `--seeds`, and say which points
+    /// of jasper-v1 ours dominates.
+    #[arg(long)]
+    pub frontier: bool,
+    /// Seeds averaged by `--frontier` (comma separated).
+    #[arg(long, default_value = "1,2")]
+    pub seeds: String,
     /// Sweep a parameter: `n=100,1000`, `depth=2,3`, `fanout=5,10`, `hedge=0,1,2` (repeatable; the product is run).
     #[arg(long)]
     pub sweep: Vec<String>,
@@ -103,6 +119,10 @@ fn scheme_json(r: &SchemeResult) -> Value {
         "clock_messages_beyond_2b": r.clock.messages_beyond_2b,
         "clock_messages_beyond_2b_by_clock": r.clock.messages_beyond_2b_by_clock,
         "clock_max_abs_error_ns": r.clock.max_abs_error_ns,
+        "unfair_incomplete": r.unfair.incomplete,
+        "unfair_late": r.unfair.late,
+        "unfair_spread_clock": r.unfair.spread_clock,
+        "unfair_spread_other": r.unfair.spread_other,
         "description": r.description,
     })
 }
@@ -162,6 +182,19 @@ fn print_table(results: &[SchemeResult]) {
                 String::new()
             }
         );
+    }
+    for r in results {
+        let u = &r.unfair;
+        if r.scheme.holds() {
+            println!(
+                "  {}: unfair messages — {} incomplete, {} late somewhere, {} spread by a clock outside its bound, {} spread otherwise",
+                r.scheme.name(),
+                u.incomplete,
+                u.late,
+                u.spread_clock,
+                u.spread_other
+            );
+        }
     }
     for r in results {
         let c = &r.clock;
@@ -243,7 +276,16 @@ pub fn main(a: SimArgs) -> anyhow::Result<()> {
         fair_threshold_ns: a.fair_threshold_ns,
         percentile: a.percentile,
         margin_ns: a.margin_ns,
+        tracked: a
+            .tracked_quantile
+            .map(|quantile| jasper_sim::schemes::Tracked {
+                history_ns: a.tracked_history_ms * 1_000_000,
+                quantile,
+            }),
     };
+    if a.frontier {
+        return frontier(&a, &base);
+    }
     if !a.sweep.is_empty() {
         return sweep(&a, &schemes, &base);
     }
@@ -360,6 +402,243 @@ fn sweep(a: &SimArgs, schemes: &[Scheme], base: &SimParams) -> anyhow::Result<()
         std::fs::write(path, serde_json::to_string_pretty(&json!({"sweep": rows}))?)
             .with_context(|| format!("cannot write {}", path.display()))?;
         println!("results written to {}", path.display());
+    }
+    Ok(())
+}
+
+/// One point of a frontier: a scheme with one knob setting, averaged over seeds.
+#[derive(Debug, Clone)]
+struct FrontierPoint {
+    scheme: Scheme,
+    knob: String,
+    p_f: f64,
+    handover_p50_ns: f64,
+    handover_p99_ns: f64,
+    late: f64,
+}
+
+/// The knob settings `--frontier` sweeps.
+fn frontier_grid(base: &SimParams) -> Vec<(Scheme, String, SimParams)> {
+    let mut out = Vec::new();
+    for percentile in [95.0, 97.0, 99.0] {
+        for margin in [0u64, 25_000, 50_000] {
+            out.push((
+                Scheme::JasperV1,
+                format!("p{percentile} + {} µs", margin / 1000),
+                SimParams {
+                    percentile: Some(percentile),
+                    margin_ns: Some(margin),
+                    ..base.clone()
+                },
+            ));
+        }
+    }
+    for margin in (2..=12).map(|k| k * 10_000u64) {
+        out.push((
+            Scheme::Ours,
+            format!("median + {} µs", margin / 1000),
+            SimParams {
+                margin_ns: Some(margin),
+                tracked: Some(jasper_sim::schemes::Tracked {
+                    history_ns: 100_000_000,
+                    quantile: 0.5,
+                }),
+                ..base.clone()
+            },
+        ));
+    }
+    out
+}
+
+fn frontier(a: &SimArgs, base: &SimParams) -> anyhow::Result<()> {
+    let seeds: Vec<u64> = a
+        .seeds
+        .split(',')
+        .map(|v| v.trim().parse::<u64>())
+        .collect::<Result<_, _>>()
+        .with_context(|| format!("--seeds {:?}: comma-separated integers", a.seeds))?;
+    anyhow::ensure!(!seeds.is_empty(), "--seeds: give at least one seed");
+    let grid = frontier_grid(base);
+    let jobs: Vec<(usize, u64)> = (0..grid.len())
+        .flat_map(|g| seeds.iter().map(move |s| (g, *s)))
+        .collect();
+    println!(
+        "frontier: {} receivers, {} messages at {} msg/s, seeds {:?}: {} runs",
+        base.receivers,
+        base.messages,
+        base.rate,
+        seeds,
+        jobs.len()
+    );
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let results = std::sync::Mutex::new(Vec::new());
+    let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
+    std::thread::scope(|scope| {
+        for _ in 0..workers {
+            scope.spawn(|| loop {
+                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let Some(&(g, seed)) = jobs.get(i) else {
+                    break;
+                };
+                let (scheme, _, p) = &grid[g];
+                let r = run(*scheme, &SimParams { seed, ..p.clone() });
+                if let Ok(mut v) = results.lock() {
+                    v.push((g, seed, r));
+                }
+            });
+        }
+    });
+    let results = results
+        .into_inner()
+        .map_err(|_| anyhow::anyhow!("a frontier run panicked"))?;
+    let mut points = Vec::new();
+    for (g, (scheme, knob, _)) in grid.iter().enumerate() {
+        let runs: Vec<&SchemeResult> = results
+            .iter()
+            .filter(|(i, _, _)| *i == g)
+            .filter_map(|(_, _, r)| r.as_ref().ok())
+            .collect();
+        if let Some((_, seed, Err(e))) = results.iter().find(|(i, _, r)| *i == g && r.is_err()) {
+            anyhow::bail!("{} {knob}: {e} (seed {seed})", scheme.name());
+        }
+        let n = runs.len().max(1) as f64;
+        let avg = |f: &dyn Fn(&SchemeResult) -> f64| runs.iter().map(|r| f(r)).sum::<f64>() / n;
+        points.push(FrontierPoint {
+            scheme: *scheme,
+            knob: knob.clone(),
+            p_f: avg(&|r| r.report.p_f),
+            handover_p50_ns: avg(&|r| r.report.handover_max_ns_p50 as f64),
+            handover_p99_ns: avg(&|r| r.report.handover_max_ns_p99 as f64),
+            late: avg(&|r| r.report.late_fraction),
+        });
+    }
+    // A point dominates another when it is at least as fair at no more
+    // latency (p50 and p99), and strictly better in one of them.
+    let dominates = |x: &FrontierPoint, y: &FrontierPoint| {
+        x.p_f >= y.p_f
+            && x.handover_p50_ns <= y.handover_p50_ns
+            && x.handover_p99_ns <= y.handover_p99_ns
+            && (x.p_f > y.p_f
+                || x.handover_p50_ns < y.handover_p50_ns
+                || x.handover_p99_ns < y.handover_p99_ns)
+    };
+    println!(
+        "{:<10} {:<18} {:>9} {:>12} {:>12} {:>8}  dominated by",
+        "scheme", "knob", "P(F)", "HOmax p50", "HOmax p99", "late"
+    );
+    let mut rows = Vec::new();
+    for p in &points {
+        let by: Vec<String> = points
+            .iter()
+            .filter(|q| q.scheme != p.scheme && dominates(q, p))
+            .map(|q| format!("{} {}", q.scheme.name(), q.knob))
+            .collect();
+        println!(
+            "{:<10} {:<18} {:>8.2}% {:>10.1}µs {:>10.1}µs {:>7.3}%  {}",
+            p.scheme.name(),
+            p.knob,
+            p.p_f * 100.0,
+            p.handover_p50_ns / 1e3,
+            p.handover_p99_ns / 1e3,
+            p.late * 100.0,
+            by.join("; ")
+        );
+        rows.push(json!({
+            "scheme": p.scheme.name(), "knob": p.knob, "p_f": p.p_f,
+            "handover_max_ns_p50": p.handover_p50_ns, "handover_max_ns_p99": p.handover_p99_ns,
+            "late_fraction": p.late, "dominated_by": by,
+        }));
+    }
+    // Pareto frontier of each scheme, and whether ours covers jasper-v1's.
+    let pareto = |s: Scheme| -> Vec<&FrontierPoint> {
+        points
+            .iter()
+            .filter(|p| p.scheme == s)
+            .filter(|p| !points.iter().any(|q| q.scheme == s && dominates(q, p)))
+            .collect()
+    };
+    let v1 = pareto(Scheme::JasperV1);
+    let ours = pareto(Scheme::Ours);
+    let undominated: Vec<&&FrontierPoint> = v1
+        .iter()
+        .filter(|p| !ours.iter().any(|q| dominates(q, p)))
+        .collect();
+    // Ours's frontier interpolated at each of jasper-v1's latencies.
+    let mut curve: Vec<(f64, f64)> = ours.iter().map(|p| (p.handover_p50_ns, p.p_f)).collect();
+    curve.sort_by(|x, y| x.0.total_cmp(&y.0));
+    let at = |x: f64| -> Option<f64> {
+        curve
+            .windows(2)
+            .find(|w| w[0].0 <= x && x <= w[1].0)
+            .map(|w| {
+                let f = if w[1].0 > w[0].0 {
+                    (x - w[0].0) / (w[1].0 - w[0].0)
+                } else {
+                    0.0
+                };
+                w[0].1 + f * (w[1].1 - w[0].1)
+            })
+    };
+    for p in &v1 {
+        match at(p.handover_p50_ns) {
+            Some(o) => println!(
+                "  at jasper-v1 {} ({:.1} µs): jasper-v1 {:.2}%, ours {:.2}% ({:+.2} points)",
+                p.knob,
+                p.handover_p50_ns / 1e3,
+                p.p_f * 100.0,
+                o * 100.0,
+                (o - p.p_f) * 100.0
+            ),
+            None => println!(
+                "  at jasper-v1 {} ({:.1} µs): outside ours's swept range",
+                p.knob,
+                p.handover_p50_ns / 1e3
+            ),
+        }
+    }
+    println!(
+        "jasper-v1's frontier: {} points, {} dominated by ours{}",
+        v1.len(),
+        v1.len() - undominated.len(),
+        if undominated.is_empty() {
+            String::new()
+        } else {
+            format!(
+                "; not dominated: {}",
+                undominated
+                    .iter()
+                    .map(|p| p.knob.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+        }
+    );
+    if let Some(path) = &a.json {
+        std::fs::write(
+            path,
+            serde_json::to_string_pretty(&json!({
+                "receivers": base.receivers, "messages": base.messages, "rate": base.rate,
+                "seeds": seeds, "fairness_threshold_ns": base.fair_threshold_ns, "points": rows,
+            }))?,
+        )
+        .with_context(|| format!("cannot write {}", path.display()))?;
+        println!("results written to {}", path.display());
+    }
+    if let Some(path) = &a.plot {
+        let series: Vec<(&str, Vec<(f64, f64)>)> = [Scheme::JasperV1, Scheme::Ours]
+            .iter()
+            .map(|s| {
+                let mut v: Vec<(f64, f64)> = points
+                    .iter()
+                    .filter(|p| p.scheme == *s)
+                    .map(|p| (p.handover_p50_ns / 1e3, p.p_f * 100.0))
+                    .collect();
+                v.sort_by(|x, y| x.0.total_cmp(&y.0));
+                (s.name(), v)
+            })
+            .collect();
+        crate::plot::frontier_svg(path, &series)?;
+        println!("plot written to {}", path.display());
     }
     Ok(())
 }

@@ -13,6 +13,11 @@
 //!   `deadline = send_time + estimate + margin (+ clock bound)`, clamped to
 //!   `[floor, ceiling]` and never decreasing within a stream (so release order
 //!   by deadline is sequence order).
+//! - [`QuantileTracker`]: a quantile of the tree's recent reduced reports
+//!   over a longer history — with receivers reporting their per-interval
+//!   max, a quantile of the per-message max delay (OML) itself rather than
+//!   the max of per-receiver window percentiles. The simulator's "ours"
+//!   drives the sender's offset with it.
 //! - [`StepTuner`]: the CloudEx-style alternative (offset moved in fixed steps
 //!   toward a target late ratio), used as a baseline by the simulator.
 
@@ -301,6 +306,65 @@ impl DeadlineState {
     }
 }
 
+/// A quantile over a sliding history of observations (e.g. the root's
+/// reduced reports, one per report interval). Bounded: at most
+/// `max_samples` kept; exact quantile by selection when asked.
+#[derive(Debug, Clone)]
+pub struct QuantileTracker {
+    history_ns: u64,
+    quantile: f64,
+    max_samples: usize,
+    samples: VecDeque<(u64, u64)>,
+    scratch: Vec<u64>,
+}
+
+impl QuantileTracker {
+    /// Track quantile `quantile` (0..=1) over the last `history_ns`.
+    pub fn new(history_ns: u64, quantile: f64, max_samples: usize) -> Self {
+        QuantileTracker {
+            history_ns,
+            quantile: quantile.clamp(0.0, 1.0),
+            max_samples: max_samples.max(1),
+            samples: VecDeque::new(),
+            scratch: Vec::new(),
+        }
+    }
+
+    /// Record `value` observed at `now_ns`.
+    pub fn observe(&mut self, now_ns: u64, value: u64) {
+        if self.samples.len() >= self.max_samples {
+            self.samples.pop_front();
+        }
+        self.samples.push_back((now_ns, value));
+    }
+
+    /// The quantile of the history ending at `now_ns`; `None` when empty.
+    pub fn quantile(&mut self, now_ns: u64) -> Option<u64> {
+        let horizon = now_ns.saturating_sub(self.history_ns);
+        while self.samples.front().is_some_and(|(t, _)| *t < horizon) {
+            self.samples.pop_front();
+        }
+        if self.samples.is_empty() {
+            return None;
+        }
+        self.scratch.clear();
+        self.scratch.extend(self.samples.iter().map(|(_, v)| *v));
+        let n = self.scratch.len();
+        let rank = ((self.quantile * n as f64).ceil() as usize).clamp(1, n) - 1;
+        Some(*self.scratch.select_nth_unstable(rank).1)
+    }
+
+    /// Observations in the history (as of the last call).
+    pub fn len(&self) -> usize {
+        self.samples.len()
+    }
+
+    /// Whether the history is empty.
+    pub fn is_empty(&self) -> bool {
+        self.samples.is_empty()
+    }
+}
+
 /// CloudEx-style offset tuning: move by `step_ns` toward a target late ratio.
 #[derive(Debug, Clone, Copy)]
 pub struct StepTuner {
@@ -498,6 +562,26 @@ mod tests {
             ..rep(1, 1, 0)
         });
         assert_eq!(s.offset_ns(0), 1_000_000, "empty reports are ignored");
+    }
+
+    #[test]
+    fn quantile_tracker_follows_its_history() {
+        let mut q = QuantileTracker::new(100_000_000, 0.9, 1000);
+        assert_eq!(q.quantile(0), None);
+        for i in 0..100u64 {
+            q.observe(i * 1_000_000, (i % 10 + 1) * 1_000);
+        }
+        // Values 1..10 µs, ten of each: the 90th percentile is 9 µs.
+        assert_eq!(q.quantile(99_000_000), Some(9_000));
+        // 50 ms later half the history expired; what is left still spans 1..10.
+        assert_eq!(q.quantile(150_000_000), Some(9_000));
+        assert_eq!(q.len(), 50);
+        // Bounded.
+        let mut b = QuantileTracker::new(u64::MAX, 1.0, 3);
+        for v in [5, 1, 2, 3] {
+            b.observe(0, v);
+        }
+        assert_eq!(b.quantile(0), Some(3));
     }
 
     #[test]

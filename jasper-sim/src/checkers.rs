@@ -65,6 +65,22 @@ pub struct ClockPromise {
     pub max_abs_error_ns: u64,
 }
 
+/// Why messages were unfair at the headline threshold (each counted once,
+/// in this order).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct UnfairCauses {
+    /// Some receiver never got it.
+    pub incomplete: u64,
+    /// Some receiver got it after its deadline.
+    pub late: u64,
+    /// On time everywhere, but the spread exceeded the threshold with a
+    /// clock outside its bound.
+    pub spread_clock: u64,
+    /// On time everywhere, clocks within their bound, spread too wide
+    /// (clock error within the bound, release jitter, hand-off).
+    pub spread_other: u64,
+}
+
 /// Invariants checked beside the nodes.
 #[derive(Debug)]
 pub struct Checker {
@@ -206,6 +222,37 @@ impl Checker {
     /// What the clocks did.
     pub fn clock_promise(&self) -> ClockPromise {
         self.promise
+    }
+
+    /// Classify the unfair messages of a holding scheme: `receivers` per
+    /// message, DWS within `threshold_ns` is fair.
+    pub fn unfair_causes(
+        &self,
+        collector: &Collector,
+        receivers: u32,
+        threshold_ns: u64,
+    ) -> UnfairCauses {
+        let mut c = UnfairCauses::default();
+        for (i, m) in self.msgs.iter().enumerate() {
+            let dws = collector.dws_at(i as u64).unwrap_or(0);
+            if m.late + m.on_time < receivers {
+                c.incomplete += 1;
+            } else if dws <= threshold_ns {
+                continue;
+            } else if m.late > 0 {
+                c.late += 1;
+            } else if m.outside_bound {
+                c.spread_clock += 1;
+            } else {
+                c.spread_other += 1;
+            }
+        }
+        c
+    }
+
+    /// Per message: receivers that got it late.
+    pub fn late_per_message(&self) -> Vec<u32> {
+        self.msgs.iter().map(|m| m.late).collect()
     }
 
     /// Take the kept violations.

@@ -10,7 +10,7 @@ use std::time::Instant;
 
 use rand::Rng;
 
-use jasper_core::deadline::StepTuner;
+use jasper_core::deadline::{QuantileTracker, StepTuner};
 use jasper_core::metrics::{Collector, Delivery, ReportOptions};
 use jasper_core::model::{rng, LinkFate, LinkState, SimRng};
 use jasper_core::plan::{loopback_inventory, proxies_needed, Fanout, NodeId, Plan, Role, SENDER};
@@ -115,6 +115,8 @@ struct Sim {
     trust: Option<crate::byzantine::Trust>,
     byz_rng: SimRng,
     tuner: Option<StepTuner>,
+    /// "ours" with a tracked deadline: the quantile of the root's reports.
+    tracker: Option<(QuantileTracker, u64)>,
     end_ns: u64,
     /// Per receiver: 0 running, 1 saw the end of session, 2 drained (counted).
     finished: Vec<u8>,
@@ -273,6 +275,13 @@ impl Sim {
             checker: Checker::new(receivers, messages as usize, bound),
             bound,
             tuner: (scheme == Scheme::Cloudex).then(|| StepTuner::new(100_000, 5_000, 0.01)),
+            tracker: match (scheme, params.tracked) {
+                (Scheme::Ours, Some(t)) => Some((
+                    QuantileTracker::new(t.history_ns, t.quantile, 1 << 16),
+                    params.margin_ns.unwrap_or(0) + bound,
+                )),
+                _ => None,
+            },
             params,
             end_ns,
             finished: vec![0; n],
@@ -554,6 +563,12 @@ impl Sim {
         match &mut self.nodes[to as usize] {
             Node::Sender(s) => {
                 let _ = s.handle_packet(&pkt);
+                if let (Some((tracker, extra)), Some(e)) = (&mut self.tracker, s.estimate()) {
+                    tracker.observe(local, e.owd_ns);
+                    if let Some(q) = tracker.quantile(local) {
+                        s.set_deadline_policy(fixed_offset(q + *extra));
+                    }
+                }
             }
             Node::Proxy(p) => {
                 if self.crashed_at[to as usize].is_some_and(|c| self.now >= c) {
@@ -734,6 +749,15 @@ impl Sim {
         }
         // Spread explained by the actual clock errors (hold schemes).
         self.checker.finish(&self.collector, self.scheme.holds());
+        let unfair = if self.scheme.holds() {
+            self.checker.unfair_causes(
+                &self.collector,
+                self.params.receivers as u32,
+                self.params.fair_threshold_ns,
+            )
+        } else {
+            Default::default()
+        };
         // Every missing message was detected by its receiver (when it learned
         // where the session ended).
         let mut no_eos = 0;
@@ -789,6 +813,8 @@ impl Sim {
             wall_s: wall.elapsed().as_secs_f64(),
             violation_count: self.checker.violation_count(),
             clock: self.checker.clock_promise(),
+            unfair,
+            late_per_message: self.checker.late_per_message(),
             violations: self.checker.into_violations(),
             no_end_of_session: no_eos,
             guard: self.trust.as_ref().map(|t| (t.injected, t.totals())),

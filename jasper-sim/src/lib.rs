@@ -35,7 +35,7 @@ pub mod montecarlo;
 pub mod scenarios;
 pub mod schemes;
 
-pub use checkers::{Checker, ClockPromise};
+pub use checkers::{Checker, ClockPromise, UnfairCauses};
 pub use engine::run;
 pub use scenarios::{random_scenario, Faults, Stall};
 pub use schemes::Scheme;
@@ -69,6 +69,8 @@ pub struct SimParams {
     pub percentile: Option<f64>,
     /// Deadline margin override, ns (tree schemes).
     pub margin_ns: Option<u64>,
+    /// "ours" with a tracked deadline (see [`schemes::Tracked`]).
+    pub tracked: Option<schemes::Tracked>,
 }
 
 impl Default for SimParams {
@@ -87,6 +89,7 @@ impl Default for SimParams {
             fair_threshold_ns: jasper_core::metrics::DEFAULT_FAIR_THRESHOLD_NS,
             percentile: None,
             margin_ns: None,
+            tracked: None,
         }
     }
 }
@@ -110,6 +113,10 @@ pub struct SchemeResult {
     pub violation_count: u64,
     /// What the clocks did against their declared bound.
     pub clock: ClockPromise,
+    /// Why messages were unfair (holding schemes).
+    pub unfair: UnfairCauses,
+    /// Per message: receivers that got it after its deadline.
+    pub late_per_message: Vec<u32>,
     /// Human-readable configuration.
     pub description: String,
     /// Receivers that never learned the end of the session.
@@ -417,5 +424,25 @@ mod tests {
             r.report.p_f
         );
         assert_eq!(clean.clock.messages_beyond_2b_by_clock, 0);
+    }
+
+    #[test]
+    fn tracked_deadline_runs_clean_and_follows_its_margin() {
+        let tracked = |margin_ns| SimParams {
+            margin_ns: Some(margin_ns),
+            tracked: Some(schemes::Tracked {
+                history_ns: 100_000_000,
+                quantile: 0.5,
+            }),
+            messages: 400,
+            ..small(100)
+        };
+        let lo = run(Scheme::Ours, &tracked(20_000)).unwrap();
+        let hi = run(Scheme::Ours, &tracked(120_000)).unwrap();
+        assert!(lo.violations.is_empty(), "{:?}", lo.violations);
+        assert!(hi.violations.is_empty(), "{:?}", hi.violations);
+        // More margin: later hand-over, fewer late deliveries.
+        assert!(hi.report.handover_max_ns_p50 > lo.report.handover_max_ns_p50 + 50_000);
+        assert!(hi.report.late_fraction < lo.report.late_fraction);
     }
 }

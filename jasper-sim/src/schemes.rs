@@ -70,6 +70,20 @@ impl Scheme {
     }
 }
 
+/// "ours" with a tracked deadline: every receiver reports the max one-way
+/// delay it saw in each report interval, the proxies max-reduce, so the
+/// root reports the max over the tree of each interval — the per-message
+/// max delay (OML) itself. The sender keeps these reports over `history_ns`
+/// and sets the offset to their `quantile` + margin + clock bound
+/// ([`jasper_core::deadline::QuantileTracker`]).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Tracked {
+    /// History kept at the sender, ns.
+    pub history_ns: u64,
+    /// Quantile of the history (0..=1).
+    pub quantile: f64,
+}
+
 /// The tree shape of a tree scheme (overrides from `p`).
 pub fn tree_spec(scheme: Scheme, p: &SimParams) -> TreeSpec {
     if !scheme.uses_tree() {
@@ -132,15 +146,26 @@ pub fn node_configs(scheme: Scheme, p: &SimParams) -> (SenderConfig, ReceiverCon
         },
         ..SenderConfig::default()
     };
+    let tracked = scheme == Scheme::Ours && p.tracked.is_some();
+    let defaults = ReceiverConfig::default();
     let receiver = ReceiverConfig {
         dedup_window: 4096,
         max_held: 1 << 20,
         hold: scheme.holds(),
-        estimator: EstimatorConfig {
-            percentile: p.percentile.unwrap_or(scheme.default_percentile()),
-            ..EstimatorConfig::default()
+        estimator: if tracked {
+            // The max of each report interval.
+            EstimatorConfig {
+                window_ns: defaults.report_interval_ns,
+                percentile: 100.0,
+                ..EstimatorConfig::default()
+            }
+        } else {
+            EstimatorConfig {
+                percentile: p.percentile.unwrap_or(scheme.default_percentile()),
+                ..EstimatorConfig::default()
+            }
         },
-        ..ReceiverConfig::default()
+        ..defaults
     };
     (sender, receiver)
 }
