@@ -26,6 +26,34 @@ use jasper_core::config::{ClockSection, ClockSource, KernelClockSettings};
 
 use crate::host_now_ns;
 
+/// `Clock` for a source that caches `(bound, status)` in `current()`:
+/// time from `$now`, bound and status from the cache (no syscall per read).
+macro_rules! cached_clock {
+    ($ty:ty, |$s:ident| $now:expr) => {
+        impl jasper_core::clock::Clock for $ty {
+            fn now_ns(&self) -> u64 {
+                #[allow(unused_variables)]
+                let $s = self;
+                $now
+            }
+            fn error_bound_ns(&self) -> u64 {
+                self.current().0
+            }
+            fn status(&self) -> jasper_core::clock::ClockStatus {
+                self.current().1
+            }
+            fn read(&self) -> jasper_core::clock::Reading {
+                let (error_bound_ns, status) = self.current();
+                jasper_core::clock::Reading {
+                    now_ns: jasper_core::clock::Clock::now_ns(self),
+                    error_bound_ns,
+                    status,
+                }
+            }
+        }
+    };
+}
+
 #[path = "clock_clockbound.rs"]
 pub mod clockbound;
 #[path = "clock_kernel.rs"]

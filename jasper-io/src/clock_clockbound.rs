@@ -29,7 +29,7 @@ use std::cell::Cell;
 use std::fs::File;
 use std::sync::atomic::{fence, AtomicU16, Ordering};
 
-use jasper_core::clock::{Clock, ClockStatus};
+use jasper_core::clock::ClockStatus;
 use jasper_core::config::ClockBoundSettings;
 
 use crate::clock::{mono_now_ns, worse, ClockError, StepDetector, STEP_SETTLE_NS};
@@ -303,29 +303,12 @@ impl ClockBoundClock {
     }
 }
 
-impl Clock for ClockBoundClock {
-    fn now_ns(&self) -> u64 {
-        host_now_ns()
-    }
-    fn error_bound_ns(&self) -> u64 {
-        self.current().0
-    }
-    fn status(&self) -> ClockStatus {
-        self.current().1
-    }
-    fn read(&self) -> jasper_core::clock::Reading {
-        let (error_bound_ns, status) = self.current();
-        jasper_core::clock::Reading {
-            now_ns: host_now_ns(),
-            error_bound_ns,
-            status,
-        }
-    }
-}
+cached_clock!(ClockBoundClock, |s| host_now_ns());
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use jasper_core::clock::Clock;
 
     /// A synthetic v2 segment, as the daemon would write it.
     fn segment_v2(

@@ -9,7 +9,7 @@
 
 use std::cell::Cell;
 
-use jasper_core::clock::{Clock, ClockStatus};
+use jasper_core::clock::ClockStatus;
 use jasper_core::config::{KernelBound, KernelClockSettings};
 
 use crate::clock::{mono_now_ns, worse, StepDetector, STEP_SETTLE_NS};
@@ -144,25 +144,7 @@ impl KernelClock {
     }
 }
 
-impl Clock for KernelClock {
-    fn now_ns(&self) -> u64 {
-        host_now_ns()
-    }
-    fn error_bound_ns(&self) -> u64 {
-        self.current().0
-    }
-    fn status(&self) -> ClockStatus {
-        self.current().1
-    }
-    fn read(&self) -> jasper_core::clock::Reading {
-        let (error_bound_ns, status) = self.current();
-        jasper_core::clock::Reading {
-            now_ns: host_now_ns(),
-            error_bound_ns,
-            status,
-        }
-    }
-}
+cached_clock!(KernelClock, |s| host_now_ns());
 
 #[cfg(test)]
 mod tests {

@@ -18,7 +18,7 @@ use std::cell::Cell;
 use std::fs::File;
 use std::os::fd::AsRawFd;
 
-use jasper_core::clock::{Clock, ClockStatus};
+use jasper_core::clock::ClockStatus;
 use jasper_core::config::PhcSettings;
 
 use crate::clock::{clock_ns, mono_now_ns, worse, ClockError, StepDetector, STEP_SETTLE_NS};
@@ -222,29 +222,12 @@ impl PhcClock {
     }
 }
 
-impl Clock for PhcClock {
-    fn now_ns(&self) -> u64 {
-        self.at(host_now_ns())
-    }
-    fn error_bound_ns(&self) -> u64 {
-        self.current().0
-    }
-    fn status(&self) -> ClockStatus {
-        self.current().1
-    }
-    fn read(&self) -> jasper_core::clock::Reading {
-        let (error_bound_ns, status) = self.current();
-        jasper_core::clock::Reading {
-            now_ns: self.now_ns(),
-            error_bound_ns,
-            status,
-        }
-    }
-}
+cached_clock!(PhcClock, |s| s.at(host_now_ns()));
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use jasper_core::clock::Clock;
 
     #[test]
     fn narrowest_sample_gives_the_offset() {
