@@ -30,6 +30,10 @@ pub struct KeysArgs {
     /// Remove key set ID from every node's key file.
     #[arg(long, value_name = "ID")]
     pub retire: Option<u8>,
+    /// Replace existing keys with fresh ones (every node must then get its
+    /// new file before it restarts).
+    #[arg(long)]
+    pub force: bool,
 }
 
 fn role_key(role: NodeRole) -> jasper_core::auth::KeyRole {
@@ -75,35 +79,52 @@ fn read(dir: &Path, c: &NodeConfig) -> anyhow::Result<KeyFile> {
 pub fn main(a: KeysArgs) -> anyhow::Result<()> {
     let dir = &a.configs;
     let cfgs = load_configs(dir)?;
+    // Every step checks every node's file first and writes only when all
+    // can change: a fleet is never left half rolled over.
     if let Some(id) = a.activate {
+        let mut files = Vec::new();
         for (_, c) in &cfgs {
             let mut kf = read(dir, c)?;
             if !kf.keyset.iter().any(|k| k.id == id) {
                 bail!(
-                    "{} has no key set {id}: run `jasper keys --add` first",
+                    "{} has no key set {id}: run `jasper keys --add` first (nothing was changed)",
                     c.node.name
                 );
             }
             kf.active = id;
-            jasper_io::trust::write_key_file(&key_path(dir, c), &kf).map_err(anyhow::Error::msg)?;
+            files.push(kf);
         }
-        println!("every node now sends with key set {id}; restart the nodes (publisher last), then `--retire` the old set");
+        let others = files
+            .iter()
+            .flat_map(|f| f.keyset.iter().map(|k| k.id))
+            .any(|k| k != id);
+        write_all(dir, &cfgs, &files)?;
+        if others {
+            println!("every node now sends with key set {id}; restart the nodes (publisher last), then `--retire` the old set");
+        } else {
+            println!("every node sends with key set {id} (the only one)");
+        }
         return Ok(());
     }
     if let Some(id) = a.retire {
+        let mut files = Vec::new();
         for (_, c) in &cfgs {
             let mut kf = read(dir, c)?;
             if kf.active == id {
                 bail!(
-                    "{}: key set {id} is still active: `--activate` the new one first",
+                    "{}: key set {id} is still active: `--activate` the new one first (nothing was changed)",
                     c.node.name
                 );
+            }
+            if !kf.keyset.iter().any(|k| k.id == id) {
+                bail!("{} has no key set {id} (nothing was changed)", c.node.name);
             }
             kf.keyset.retain(|k| k.id != id);
             kf.check(c.node.id, role_key(c.node.role))
                 .map_err(|e| anyhow::anyhow!("{}: {e}", c.node.name))?;
-            jasper_io::trust::write_key_file(&key_path(dir, c), &kf).map_err(anyhow::Error::msg)?;
+            files.push(kf);
         }
+        write_all(dir, &cfgs, &files)?;
         println!("key set {id} retired; restart the nodes");
         return Ok(());
     }
@@ -138,7 +159,9 @@ pub fn main(a: KeysArgs) -> anyhow::Result<()> {
         println!("key set {next} added to every node (still sending with the old set); restart the nodes, then `--activate {next}`");
         return Ok(());
     }
-    // Fresh keys for every node, configs pointed at them.
+    // Fresh keys for every node, configs pointed at them: never over
+    // existing keys by accident.
+    refuse_existing_keys(dir, a.force)?;
     let masters = jasper_io::trust::random_masters(1).map_err(anyhow::Error::msg)?;
     let mut plain: Vec<NodeConfig> = cfgs.iter().map(|(_, c)| c.clone()).collect();
     jasper_io::trust::install_keys(&mut plain, &dir.join("keys"), &masters, Some(dir))
@@ -150,5 +173,33 @@ pub fn main(a: KeysArgs) -> anyhow::Result<()> {
         "keys written to {} (mode 0600), one per node; each config names its file",
         dir.join("keys").display()
     );
+    Ok(())
+}
+
+fn write_all(dir: &Path, cfgs: &[(PathBuf, NodeConfig)], files: &[KeyFile]) -> anyhow::Result<()> {
+    for ((_, c), kf) in cfgs.iter().zip(files) {
+        jasper_io::trust::write_key_file(&key_path(dir, c), kf).map_err(anyhow::Error::msg)?;
+    }
+    Ok(())
+}
+
+/// Refuse to replace existing key files unless forced.
+pub fn refuse_existing_keys(dir: &Path, force: bool) -> anyhow::Result<()> {
+    let keys = dir.join("keys");
+    let existing = std::fs::read_dir(&keys)
+        .map(|d| {
+            d.filter_map(Result::ok)
+                .filter(|e| e.path().extension().is_some_and(|x| x == "key"))
+                .count()
+        })
+        .unwrap_or(0);
+    if existing > 0 && !force {
+        bail!(
+            "{} already holds {existing} key files: replacing them breaks every node at its next restart. \
+             Roll keys over with `jasper keys --configs {} --add`, or pass --force to replace them",
+            keys.display(),
+            dir.display()
+        );
+    }
     Ok(())
 }

@@ -409,17 +409,29 @@ fn run_once(args: &LocalArgs, variant: Variant, stop: &AtomicBool) -> anyhow::Re
         failures.push(Failure::RestartPublisher { at_s });
     }
     failures.sort_by(|a, b| a.at_s().total_cmp(&b.at_s()));
+    let named: Vec<AttackKind> = args
+        .attack
+        .iter()
+        .filter(|a| *a != "all")
+        .map(|a| {
+            <AttackKind as ValueEnum>::from_str(a, true)
+                .map_err(|_| anyhow::anyhow!("--attack {a:?}: unknown attack (see --help)"))
+        })
+        .collect::<anyhow::Result<_>>()?;
     let attacks: Vec<AttackKind> = if args.attack.iter().any(|a| a == "all") {
         AttackKind::all()
     } else {
-        args.attack
-            .iter()
-            .map(|a| {
-                <AttackKind as ValueEnum>::from_str(a, true)
-                    .map_err(|_| anyhow::anyhow!("--attack {a:?}: unknown attack (see --help)"))
-            })
-            .collect::<anyhow::Result<_>>()?
+        named
     };
+    for f in &failures {
+        if f.at_s() >= args.duration {
+            bail!(
+                "a failure at {:.2} s would come after the feed ends ({} s): schedule it within --duration",
+                f.at_s(),
+                args.duration
+            );
+        }
+    }
     let spec = tree_spec(args);
     let inv = inventory(args, &spec)?;
     let plan =
@@ -686,7 +698,7 @@ fn run_once(args: &LocalArgs, variant: Variant, stop: &AtomicBool) -> anyhow::Re
                     happened.push(Happened {
                         at_s: elapsed,
                         what: format!(
-                            "receivers{group} killed (SIGKILL): MPs {}",
+                            "receivers{group} killed (SIGKILL): its {} MPs get nothing until it restarts",
                             groups[group].len()
                         ),
                     });
@@ -1041,7 +1053,7 @@ fn print_trust(r: &RunResult) {
         println!(
             "  missing {missing}: receivers detected {gaps} as gaps{}",
             if missing > gaps {
-                "; the rest no receiver could see (lost before it started, while its process was down, or after its only upstream died: see the events and dead upstreams below)"
+                "; the rest no receiver could see (lost before it started, while its process was down, after its only upstream died — see the events and dead upstreams below — or after a forged end of session, possible only for an insider forging source addresses: docs/SECURITY.md)"
             } else {
                 ""
             }
@@ -1062,8 +1074,14 @@ fn print_trust(r: &RunResult) {
     );
     for a in &r.attacks {
         println!(
-            "  attack {:?} by {:?}: {} packets sent",
-            a.kind, a.attacker, a.packets
+            "  attack {} by {}: {} packets sent",
+            a.kind
+                .to_possible_value()
+                .map_or_else(String::new, |v| v.get_name().to_string()),
+            a.attacker
+                .to_possible_value()
+                .map_or_else(String::new, |v| v.get_name().to_string()),
+            a.packets
         );
     }
     for h in &r.happened {

@@ -121,6 +121,9 @@ struct PlanArgs {
     /// Backend written into proxy and receiver configs.
     #[arg(long, value_enum, default_value_t = BackendArg::Udp)]
     backend: BackendArg,
+    /// Replace keys already in `<out>/keys` (otherwise refused).
+    #[arg(long)]
+    force: bool,
 }
 
 fn plan_cmd(a: PlanArgs) -> anyhow::Result<()> {
@@ -151,6 +154,7 @@ fn plan_cmd(a: PlanArgs) -> anyhow::Result<()> {
             direct: false,
             keys_dir: None,
         };
+        crate::keys::refuse_existing_keys(&dir, a.force)?;
         let mut cfgs = jasper_core::plan_configs::node_configs(&plan, &opts);
         // Keys: one file per node under <out>/keys (mode 0600), never inside
         // the shareable configs; each config names its file relative to itself.
@@ -197,6 +201,7 @@ fn node_cmd(config: PathBuf, managed: bool) -> anyhow::Result<()> {
     let io = open_backend(&cfg, jasper_proxy::dpdk_opener()).map_err(anyhow::Error::msg)?;
     let mut node = jasper_proxy::ProxyNode::new(&cfg, io).map_err(anyhow::Error::msg)?;
     jasper_io::runtime::warn_if_unsynchronized(&cfg.node.name, node.clock());
+    jasper_io::runtime::warn_if_insecure(&cfg.node.name, node.report(&cfg.node.name).authenticated);
     println!("ready {}", cfg.node.name);
     let stop = stop_on_signals();
     node.run(&stop, ParentWatch::new(managed))?;
@@ -291,6 +296,7 @@ fn receivers_cmd(
     }
     for n in &nodes {
         jasper_io::runtime::warn_if_unsynchronized(n.name(), n.clock());
+        jasper_io::runtime::warn_if_insecure(n.name(), n.report().authenticated);
         println!("ready {}", n.name());
     }
     let stop = stop_on_signals();

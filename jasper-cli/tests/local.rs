@@ -236,7 +236,37 @@ fn keys_roll_over_with_two_sets_accepted() {
         !read("mp0.key").contains("tree ="),
         "receivers never hold the tree key"
     );
+    // Existing keys are never replaced by accident.
+    let again = jasper().args(["keys", "--configs", d]).output().unwrap();
+    assert!(!again.status.success());
+    assert!(String::from_utf8_lossy(&again.stderr).contains("--add"));
+    let replan = jasper()
+        .args(["plan", "--inventory", inv.to_str().unwrap(), "--out", d])
+        .output()
+        .unwrap();
+    assert!(!replan.status.success(), "re-planning over keys is refused");
     assert!(ok(&["keys", "--configs", d, "--add"]).contains("key set 2 added"));
+    // A step that cannot apply to every node changes none.
+    let p1 = dir.join("keys").join("p1.key");
+    let saved = std::fs::read_to_string(&p1).unwrap();
+    let broken = saved.replace("id = 2", "id = 7");
+    std::fs::write(&p1, &broken).unwrap();
+    let out = jasper()
+        .args(["keys", "--configs", d, "--activate", "2"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("nothing was changed"));
+    assert!(read("pub.key").contains("active = 1"), "no half roll-over");
+    std::fs::write(&p1, &saved).unwrap();
+    let out = jasper()
+        .args(["keys", "--configs", d, "--retire", "9"])
+        .output()
+        .unwrap();
+    assert!(
+        !out.status.success(),
+        "retiring a set nobody holds is an error"
+    );
     let both = read("p1.key");
     assert!(both.contains("id = 1") && both.contains("id = 2") && both.contains("active = 1"));
     // Retiring the active set is refused with the fix.

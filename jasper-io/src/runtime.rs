@@ -59,3 +59,12 @@ pub fn warn_if_unsynchronized(name: &str, clock: &dyn jasper_core::clock::Clock)
         );
     }
 }
+
+/// Say loudly, at start-up, that a node runs without authentication.
+pub fn warn_if_insecure(name: &str, authenticated: bool) {
+    if !authenticated {
+        eprintln!(
+            "warning: {name}: NOT authenticated ([trust] insecure = true): any host that can reach it controls it; create keys with `jasper keys`"
+        );
+    }
+}

@@ -29,6 +29,7 @@ fn real_main() -> anyhow::Result<()> {
     let io = open_backend(&cfg, dpdk_opener()).map_err(anyhow::Error::msg)?;
     let mut node = ProxyNode::new(&cfg, io).map_err(anyhow::Error::msg)?;
     jasper_io::runtime::warn_if_unsynchronized(&cfg.node.name, node.clock());
+    jasper_io::runtime::warn_if_insecure(&cfg.node.name, node.report(&cfg.node.name).authenticated);
     println!("ready {} {:?}", cfg.node.name, node.io().local_addrs());
     let stop = stop_on_signals();
     node.run(&stop, ParentWatch::new(args.managed))?;

@@ -46,6 +46,7 @@ fn real_main() -> anyhow::Result<()> {
     }
     for n in &nodes {
         jasper_io::runtime::warn_if_unsynchronized(n.name(), n.clock());
+        jasper_io::runtime::warn_if_insecure(n.name(), n.report().authenticated);
         println!("ready {} {:?}", n.name(), n.local_addrs());
     }
     let stop = stop_on_signals();
