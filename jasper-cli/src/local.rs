@@ -1104,7 +1104,9 @@ fn print_trust(r: &RunResult) {
             .get(id as usize)
             .cloned()
             .unwrap_or_else(|| format!("node {id}"));
-        println!("  upstream {name} (node {id}) marked dead (silent > 200 ms) by {by} nodes");
+        println!(
+            "  upstream {name} (node {id}) silent > 200 ms for {by} nodes (dead, or cut off above it)"
+        );
     }
     if let Some(s) = r.nodes.iter().find(|n| n["name"] == "sender") {
         if let Some(sessions) = s["sessions"].as_array().filter(|a| a.len() > 1) {

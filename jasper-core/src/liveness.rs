@@ -37,6 +37,8 @@ pub struct UpstreamState {
 pub struct Liveness {
     addrs: Vec<SocketAddr>,
     ended_at: Vec<u64>,
+    /// When any upstream was first heard (0 = none yet).
+    first_heard_ns: u64,
     states: Vec<UpstreamState>,
     dead_after_ns: u64,
 }
@@ -47,6 +49,7 @@ impl Liveness {
         Liveness {
             addrs: upstreams.iter().map(|u| u.1).collect(),
             ended_at: vec![0; upstreams.len()],
+            first_heard_ns: 0,
             states: upstreams
                 .iter()
                 .map(|(node, _)| UpstreamState {
@@ -67,6 +70,9 @@ impl Liveness {
     #[inline]
     pub fn heard(&mut self, now_ns: u64, src: SocketAddr, ends: bool) {
         if let Some(i) = self.addrs.iter().position(|a| *a == src) {
+            if self.first_heard_ns == 0 {
+                self.first_heard_ns = now_ns.max(1);
+            }
             let s = &mut self.states[i];
             s.heard = true;
             s.dead = false;
@@ -84,7 +90,19 @@ impl Liveness {
     /// Mark upstreams silent for too long; returns how many died just now.
     pub fn poll(&mut self, now_ns: u64) -> usize {
         let mut died = 0;
+        // An upstream never heard while the others have been talking for
+        // longer than the limit is dead too (e.g. it died before this node
+        // started).
+        let others_talk = self.first_heard_ns != 0
+            && now_ns.saturating_sub(self.first_heard_ns) > self.dead_after_ns
+            && self.states.iter().any(|s| s.heard && !s.dead && !s.ended);
         for s in &mut self.states {
+            if !s.heard && !s.dead && others_talk {
+                s.dead = true;
+                s.deaths += 1;
+                died += 1;
+                continue;
+            }
             if s.heard
                 && !s.dead
                 && !s.ended
@@ -134,6 +152,14 @@ mod tests {
     fn silent_upstreams_die_and_revive() {
         let a: SocketAddr = "10.0.0.1:1".parse().unwrap();
         let b: SocketAddr = "10.0.0.2:1".parse().unwrap();
+        let c: SocketAddr = "10.0.0.3:1".parse().unwrap();
+        let mut never = Liveness::new(&[(1, a), (3, c)], 100);
+        assert_eq!(never.poll(1_000), 0, "nobody heard yet: not dead");
+        never.heard(1_000, a, false);
+        assert_eq!(never.poll(1_050), 0);
+        never.heard(1_150, a, false);
+        assert_eq!(never.poll(1_200), 1, "silent while its sibling talks");
+        assert_eq!(never.dead(), vec![3]);
         let mut l = Liveness::new(&[(1, a), (2, b)], 100);
         assert_eq!(l.poll(1_000), 0, "never heard: not dead");
         l.heard(1_000, a, false);
