@@ -303,6 +303,27 @@ pub fn level_sizes(endpoints: usize, depth: u32, fanout: u32) -> Vec<usize> {
     sizes
 }
 
+/// A shape that uses exactly the inventory's proxies, as advice in an error
+/// (", e.g. --depth 2 --fanout 3"), or nothing when none is found.
+fn suggest_shape(inv: &Inventory, spec: &TreeSpec, endpoints: usize) -> String {
+    for depth in 1..=6u32 {
+        for fanout in 2..=(endpoints.max(2) as u32).min(1024) {
+            if level_sizes(endpoints, depth, fanout).iter().sum::<usize>() != inv.proxies.len() {
+                continue;
+            }
+            let candidate = TreeSpec {
+                depth: Some(depth),
+                fanout: Some(fanout),
+                ..*spec
+            };
+            if Plan::build(inv, &candidate).is_ok() {
+                return format!(", e.g. --depth {depth} --fanout {fanout}");
+            }
+        }
+    }
+    String::new()
+}
+
 /// Even split: item `j` of `n_items` goes to group `j * n_groups / n_items`.
 fn spread(n_items: usize, n_groups: usize) -> Vec<Vec<usize>> {
     let mut groups = vec![Vec::new(); n_groups];
@@ -395,7 +416,11 @@ impl Plan {
                     "the tree (depth {depth}, fanout {fanout}, {e} endpoints, levels {sizes:?}) needs {needed} proxies but the inventory lists {}",
                     inv.proxies.len()
                 ),
-                format!("add {} proxies, or lower depth, or raise fanout", needed - inv.proxies.len()),
+                format!(
+                    "add {} proxies, or lower depth, or raise fanout{}",
+                    needed - inv.proxies.len(),
+                    suggest_shape(inv, spec, e)
+                ),
             );
         }
         if inv.proxies.len() > needed {
@@ -404,7 +429,11 @@ impl Plan {
                     "the inventory lists {} proxies but the tree (depth {depth}, fanout {fanout}, levels {sizes:?}) uses {needed}; the rest would be unreachable",
                     inv.proxies.len()
                 ),
-                format!("remove {} proxies, or set depth/fanout so the tree uses them all", inv.proxies.len() - needed),
+                format!(
+                    "remove {} proxies, or set depth/fanout so the tree uses them all{}",
+                    inv.proxies.len() - needed,
+                    suggest_shape(inv, spec, e)
+                ),
             );
         }
         if spec.hedge > 0 {
@@ -951,6 +980,16 @@ mod tests {
         let e = Plan::build(&inv, &spec(2, 10, 0, false)).unwrap_err();
         assert!(e.problem.contains("uses 2"), "{e}");
         assert!(e.fix.contains("remove 1"), "{e}");
+        // ...and suggests a shape that uses every proxy, which plans.
+        assert!(e.fix.contains("e.g. --depth 2 --fanout"), "{e}");
+        let f: Vec<u32> = e
+            .fix
+            .rsplit("--fanout ")
+            .next()
+            .and_then(|x| x.parse().ok())
+            .into_iter()
+            .collect();
+        assert!(Plan::build(&inv, &spec(2, f[0], 0, false)).is_ok(), "{e}");
         let inv = loopback_inventory(1, 10, false, 20000);
         let e = Plan::build(&inv, &spec(2, 5, 0, false)).unwrap_err();
         assert!(e.fix.contains("add 2 proxies"), "{e}");
