@@ -34,6 +34,12 @@ pub fn read_key_file(path: &Path, node: u32, role: KeyRole) -> Result<KeyFile, S
             path.display()
         )
     })?;
+    if !meta.is_file() {
+        return Err(format!(
+            "key file {} is not a file — point [trust] key_file at the node's `<name>.key` written by `jasper keys`",
+            path.display()
+        ));
+    }
     let mode = meta.permissions().mode() & 0o777;
     if mode & 0o077 != 0 {
         return Err(format!(
@@ -187,6 +193,9 @@ mod tests {
         let path = dir.join("mp.key");
         let m = MasterKeys::from_random(1, &[5u8; 96]);
         let kf = m.key_file(KeyRole::Receiver, 4, None);
+        std::fs::create_dir_all(&dir).unwrap();
+        let not_a_file = read_key_file(&dir, 4, KeyRole::Receiver).unwrap_err();
+        assert!(not_a_file.contains("not a file"), "{not_a_file}");
         let missing = read_key_file(&path, 4, KeyRole::Receiver).unwrap_err();
         assert!(missing.contains("jasper keys"), "{missing}");
         write_key_file(&path, &kf).unwrap();
