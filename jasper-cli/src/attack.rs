@@ -292,28 +292,14 @@ pub fn fire(
     let (pub_src, parent_src) = (t.publisher, t.victim_parent);
     let root_src = t.root;
     match kind {
-        AttackKind::SeqJumpRoot => {
-            for p in both(data(
-                t,
-                t.stream,
-                t.session,
-                t.next_seq + (1 << 40),
-                soon,
-                36,
-            )) {
-                send_from(&p, pub_src, t.root);
-            }
-        }
-        AttackKind::NewSessionRoot => {
-            for p in both(data(
-                t,
-                t.stream,
-                t.session.saturating_add(1000),
-                0,
-                soon,
-                36,
-            )) {
-                send_from(&p, pub_src, t.root);
+        AttackKind::SeqJumpRoot | AttackKind::NewSessionRoot | AttackKind::SeqJumpReceiver => {
+            let (session, seq, src, dst) = match kind {
+                AttackKind::SeqJumpRoot => (t.session, t.next_seq + (1 << 40), pub_src, t.root),
+                AttackKind::NewSessionRoot => (t.session.saturating_add(1000), 0, pub_src, t.root),
+                _ => (t.session, t.next_seq + (1 << 22), parent_src, t.victim),
+            };
+            for p in both(data(t, t.stream, session, seq, soon, 36)) {
+                send_from(&p, src, dst);
             }
         }
         AttackKind::EndOfSession => {
@@ -322,18 +308,6 @@ pub fn fire(
                 for r in &t.receivers {
                     send_from(&p, parent_src, *r);
                 }
-            }
-        }
-        AttackKind::SeqJumpReceiver => {
-            for p in both(data(
-                t,
-                t.stream,
-                t.session,
-                t.next_seq + (1 << 22),
-                soon,
-                36,
-            )) {
-                send_from(&p, parent_src, t.victim);
             }
         }
         AttackKind::ReportsPublisher => {

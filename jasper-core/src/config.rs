@@ -633,19 +633,7 @@ impl NodeConfig {
                 "use e.g. window_ns = 10000000, max_samples = 65536",
             );
         }
-        if !r.dedup_window.is_power_of_two()
-            || r.dedup_window < 64
-            || r.dedup_window > MAX_DEDUP_WINDOW
-        {
-            return bad(
-                "receiver.core.dedup_window",
-                format!(
-                    "{} is not a power of two in 64..={MAX_DEDUP_WINDOW}",
-                    r.dedup_window
-                ),
-                "use e.g. 1048576",
-            );
-        }
+        check_window("receiver.core", r.dedup_window, r.max_seq_jump, 1 << 20)?;
         if r.max_held == 0 {
             return bad("receiver.core.max_held", "0", "use e.g. 1048576");
         }
@@ -659,16 +647,6 @@ impl NodeConfig {
                 "use e.g. 268435456 (256 MiB)",
             );
         }
-        if r.max_seq_jump == 0 || r.max_seq_jump > r.dedup_window {
-            return bad(
-                "receiver.core.max_seq_jump",
-                format!(
-                    "{} must be within 1..=dedup_window ({}): a larger jump would slide the dedup window past messages still to come",
-                    r.max_seq_jump, r.dedup_window
-                ),
-                format!("use at most {} (half the window is typical)", r.dedup_window),
-            );
-        }
         if r.max_streams == 0 {
             return bad(
                 "receiver.core.max_streams",
@@ -676,30 +654,12 @@ impl NodeConfig {
                 "use the number of publishers in the plan (e.g. 16)",
             );
         }
-        let p = &self.proxy;
-        if !p.dedup_window.is_power_of_two()
-            || p.dedup_window < 64
-            || p.dedup_window > MAX_DEDUP_WINDOW
-        {
-            return bad(
-                "proxy.dedup_window",
-                format!(
-                    "{} is not a power of two in 64..={MAX_DEDUP_WINDOW}",
-                    p.dedup_window
-                ),
-                "use e.g. 65536",
-            );
-        }
-        if p.max_seq_jump == 0 || p.max_seq_jump > p.dedup_window {
-            return bad(
-                "proxy.max_seq_jump",
-                format!(
-                    "{} must be within 1..=dedup_window ({})",
-                    p.max_seq_jump, p.dedup_window
-                ),
-                format!("use at most {}", p.dedup_window),
-            );
-        }
+        check_window(
+            "proxy",
+            self.proxy.dedup_window,
+            self.proxy.max_seq_jump,
+            1 << 16,
+        )?;
         let t = &self.trust;
         if t.key_file.is_none() && !t.insecure {
             return bad(
@@ -766,6 +726,28 @@ impl NodeConfig {
         }
         Ok(())
     }
+}
+
+/// A dedup window (power of two, bounded) and the largest sequence jump
+/// allowed with it (`0 < jump ≤ window`), for the section `prefix`.
+fn check_window(prefix: &str, window: u64, jump: u64, example: u64) -> Result<(), ConfigError> {
+    if !window.is_power_of_two() || !(64..=MAX_DEDUP_WINDOW).contains(&window) {
+        return bad(
+            &format!("{prefix}.dedup_window"),
+            format!("{window} is not a power of two in 64..={MAX_DEDUP_WINDOW}"),
+            format!("use e.g. {example}"),
+        );
+    }
+    if jump == 0 || jump > window {
+        return bad(
+            &format!("{prefix}.max_seq_jump"),
+            format!(
+                "{jump} must be within 1..=dedup_window ({window}): a larger jump would slide the dedup window past messages still to come"
+            ),
+            format!("use at most {window} (half the window is typical)"),
+        );
+    }
+    Ok(())
 }
 
 /// Parse `aa:bb:cc:dd:ee:ff`.
