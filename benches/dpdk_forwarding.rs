@@ -43,6 +43,7 @@ fn proxy(hedge: u32) -> (ProxyCore, Vec<u32>) {
         fanout: Some(10),
         hedge,
         spray: false,
+        roots: 1,
     };
     let plan = Plan::build(&loopback_inventory(11, 100, false, 20000), &spec).unwrap();
     let me = plan.levels[1][0];
@@ -100,6 +101,7 @@ fn guard(auth: bool, upstream: SocketAddr) -> Guard {
         Sources {
             upstream: vec![upstream],
             children: vec![],
+            downstream: vec![],
         },
     )
 }

@@ -67,6 +67,7 @@ fn run(rate: u64, max_packet: usize, auth: bool) -> Outcome {
         fanout: Some(RECEIVERS as u32),
         hedge: 0,
         spray: false,
+        roots: 1,
     };
     let (_plan, cfgs) = loopback_tree(RECEIVERS, spec, &opts, auth);
     let stop = Arc::new(AtomicBool::new(false));

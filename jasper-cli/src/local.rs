@@ -93,6 +93,10 @@ pub struct LocalArgs {
     /// Round-robin packet spraying.
     #[arg(long)]
     pub spray: bool,
+    /// Root proxies R: the publisher sends to each, each feeds the whole
+    /// level below (1 = a single root, a single point of failure).
+    #[arg(long, default_value_t = jasper_core::plan::DEFAULT_ROOTS)]
+    pub roots: u32,
     /// Feed every MP through two receiver endpoints.
     #[arg(long)]
     pub receiver_hedging: bool,
@@ -237,6 +241,7 @@ fn tree_spec(args: &LocalArgs) -> TreeSpec {
         fanout: Some(fanout),
         hedge: args.hedge,
         spray: args.spray,
+        roots: args.roots,
     }
 }
 
@@ -830,6 +835,7 @@ fn run_once(args: &LocalArgs, variant: Variant, stop: &AtomicBool) -> anyhow::Re
     let reports = publisher.stats().reports;
     let deadline_offset_ns = publisher.offset_ns();
     let publisher_guard = publisher.guard_stats().clone();
+    let publisher_retransmit = publisher.retransmit_stats();
     // Drain: receivers exit on their own once the end of session arrived and
     // everything held was released; keep the publisher's delayed packets flowing.
     let drain_until = Instant::now() + Duration::from_millis(3_000);
@@ -908,6 +914,7 @@ fn run_once(args: &LocalArgs, variant: Variant, stop: &AtomicBool) -> anyhow::Re
     nodes.push(json!({
         "name": "sender",
         "core": serde_json::to_value(publisher.stats())?,
+        "retransmit": serde_json::to_value(&publisher_retransmit)?,
         "reports": reports,
         "deadline_offset_ns": deadline_offset_ns,
         "guard": serde_json::to_value(&publisher_guard)?,
@@ -956,6 +963,73 @@ fn sum(nodes: &[Value], path: &[&str]) -> u64 {
         .sum()
 }
 
+/// Loss recovery over the run: requests, recovered and lost sequences,
+/// gap-to-recovery latency (median of the receivers' p50s, worst p99, max).
+fn recovery_summary(nodes: &[Value]) -> Value {
+    let lat: Vec<[u64; 3]> = nodes
+        .iter()
+        .filter_map(|n| n.get("recovery_ns")?.as_array().cloned())
+        .filter(|a| a.len() == 3)
+        .map(|a| [0, 1, 2].map(|i| a[i].as_u64().unwrap_or(0)))
+        .filter(|a| a[2] > 0)
+        .collect();
+    let mut p50s: Vec<u64> = lat.iter().map(|a| a[0]).collect();
+    p50s.sort_unstable();
+    let lost_ranges: Vec<Value> = nodes
+        .iter()
+        .filter_map(|n| {
+            let ranges = n.get("lost_ranges")?.as_array()?;
+            (!ranges.is_empty()).then(|| json!({"node": n["name"], "ranges": ranges}))
+        })
+        .collect();
+    json!({
+        "requests": sum(nodes, &["core", "recovery_requests"]),
+        "recovered": sum(nodes, &["core", "recovered"]),
+        "lost": sum(nodes, &["core", "lost"]),
+        "missing_now": sum(nodes, &["missing_now"]),
+        "gap_to_recovery_p50_ns": p50s.get(p50s.len() / 2).copied().unwrap_or(0),
+        "gap_to_recovery_p99_ns_worst_receiver": lat.iter().map(|a| a[1]).max().unwrap_or(0),
+        "gap_to_recovery_max_ns": lat.iter().map(|a| a[2]).max().unwrap_or(0),
+        "proxy_requests": sum(nodes, &["core", "retransmit_requests"]),
+        "proxy_packets_resent": sum(nodes, &["retransmit", "packets_resent"]),
+        "requests_passed_up": sum(nodes, &["retransmit", "requests_up"]),
+        "requests_rate_limited": sum(nodes, &["retransmit", "requests_limited"]),
+        "unavailable": sum(nodes, &["retransmit", "unavailable"]),
+        "lost_ranges": lost_ranges,
+    })
+}
+
+fn print_recovery(nodes: &[Value]) {
+    let s = recovery_summary(nodes);
+    let g = |k: &str| s[k].as_u64().unwrap_or(0);
+    if g("requests") == 0 && g("lost") == 0 && g("recovered") == 0 {
+        return;
+    }
+    println!(
+        "  recovery: {} requests, {} sequences recovered (gap → arrival p50 {:.1} µs, worst receiver p99 {:.1} µs, max {:.1} µs), {} lost, {} still missing; nodes re-sent {} packets, passed {} requests up, {} unavailable, {} rate-limited",
+        g("requests"),
+        g("recovered"),
+        g("gap_to_recovery_p50_ns") as f64 / 1e3,
+        g("gap_to_recovery_p99_ns_worst_receiver") as f64 / 1e3,
+        g("gap_to_recovery_max_ns") as f64 / 1e3,
+        g("lost"),
+        g("missing_now"),
+        g("proxy_packets_resent"),
+        g("requests_passed_up"),
+        g("unavailable"),
+        g("requests_rate_limited"),
+    );
+    if let Some(ranges) = s["lost_ranges"].as_array() {
+        for r in ranges.iter().take(8) {
+            println!(
+                "    lost at {}: (stream, session, first, count) {}",
+                r["node"].as_str().unwrap_or("?"),
+                r["ranges"]
+            );
+        }
+    }
+}
+
 fn clock_states(nodes: &[Value]) -> String {
     let mut states: Vec<&str> = nodes
         .iter()
@@ -997,6 +1071,7 @@ fn print_run(r: &RunResult) {
         sum(&r.nodes, &["core", "gaps_detected"]).saturating_sub(sum(&r.nodes, &["core", "gaps_filled"])),
         sum(&r.nodes, &["rx_packets"]),
     );
+    print_recovery(&r.nodes);
     print_trust(r);
 }
 
@@ -1144,6 +1219,7 @@ fn to_json(r: &RunResult) -> anyhow::Result<Value> {
             .map(|(k, v)| (k, json!(v)))
             .collect::<serde_json::Map<_, _>>()),
     );
+    o.insert("recovery".into(), recovery_summary(&r.nodes));
     o.insert(
         "gaps_unfilled".into(),
         json!(sum(&r.nodes, &["core", "gaps_detected"])

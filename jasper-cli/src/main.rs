@@ -118,6 +118,10 @@ struct PlanArgs {
     /// Round-robin packet spraying.
     #[arg(long)]
     spray: bool,
+    /// Root proxies R (the first R proxies of the inventory): the publisher
+    /// sends to each and each feeds the whole level below.
+    #[arg(long, default_value_t = jasper_core::plan::DEFAULT_ROOTS)]
+    roots: u32,
     /// Backend written into proxy and receiver configs.
     #[arg(long, value_enum, default_value_t = BackendArg::Udp)]
     backend: BackendArg,
@@ -136,6 +140,7 @@ fn plan_cmd(a: PlanArgs) -> anyhow::Result<()> {
         fanout: a.fanout,
         hedge: a.hedge,
         spray: a.spray,
+        roots: a.roots,
     };
     let plan =
         Plan::build(&inv, &spec).map_err(|e| anyhow::anyhow!("cannot plan the tree: {e}"))?;

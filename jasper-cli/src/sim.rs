@@ -40,6 +40,9 @@ pub struct SimArgs {
     /// Round-robin spraying on/off (default: off for jasper-v1, on for ours).
     #[arg(long)]
     pub spray: Option<bool>,
+    /// Root proxies R (default 1, the paper's single root).
+    #[arg(long)]
+    pub roots: Option<u32>,
     /// Cloud model TOML (keys in docs/MODEL.md; default the reference model).
     #[arg(long)]
     pub model: Option<PathBuf>,
@@ -271,6 +274,7 @@ pub fn main(a: SimArgs) -> anyhow::Result<()> {
         fanout: a.fanout,
         hedge: a.hedge,
         spray: a.spray,
+        roots: a.roots,
         model,
         faults: Default::default(),
         fair_threshold_ns: a.fair_threshold_ns,

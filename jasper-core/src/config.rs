@@ -802,7 +802,10 @@ mod tests {
     fn sample() -> NodeConfig {
         let p = Plan::build(
             &loopback_inventory(1, 4, false, 41000),
-            &TreeSpec::default(),
+            &TreeSpec {
+                roots: 1,
+                ..TreeSpec::default()
+            },
         )
         .unwrap();
         let t = p.tables[1].clone();

@@ -198,6 +198,9 @@ pub struct Sources {
     /// Report children: id and the addresses its reports may come from
     /// (a hedged MP reports for both endpoints from either socket).
     pub children: Vec<(NodeId, Vec<SocketAddr>)>,
+    /// Nodes this one sends data to (every fan-out destination), with the
+    /// addresses their retransmit requests may come from.
+    pub downstream: Vec<(NodeId, Vec<SocketAddr>)>,
 }
 
 /// The gate (see the module docs).
@@ -209,6 +212,8 @@ pub struct Guard {
     sources: Sources,
     /// Send time of the last report admitted per child (same order as `sources.children`).
     last_report: Vec<u64>,
+    /// Send time of the last request admitted per downstream node.
+    last_request: Vec<u64>,
     stats: GuardStats,
 }
 
@@ -220,12 +225,14 @@ impl Guard {
         sources.upstream.sort_unstable();
         sources.upstream.dedup();
         let n = sources.children.len();
+        let d = sources.downstream.len();
         Guard {
             role,
             cfg,
             auth,
             sources,
             last_report: vec![0; n],
+            last_request: vec![0; d],
             stats: GuardStats::default(),
         }
     }
@@ -330,8 +337,42 @@ impl Guard {
                 self.last_report[ci] = h.send_time_ns;
                 Ok(repr)
             }
-            // Retransmission is not served yet: refused like any unexpected kind.
-            Kind::RetransmitRequest => Err(Reject::UnexpectedKind),
+            // Requests: from a node this one sends data to, tagged with
+            // that node's key, fresh and newer than its last one (a replay
+            // cannot make this node retransmit again).
+            Kind::RetransmitRequest => {
+                if self.role == GuardRole::Receiver {
+                    return Err(Reject::UnexpectedKind);
+                }
+                let Body::Request(req) = repr.body else {
+                    return Err(Reject::Malformed("bad_body"));
+                };
+                if !self.cfg.streams.contains(&h.stream) {
+                    return Err(Reject::UnknownStream);
+                }
+                let Some(di) = self
+                    .sources
+                    .downstream
+                    .iter()
+                    .position(|(c, _)| *c == req.node)
+                else {
+                    return Err(Reject::NotAChild);
+                };
+                if self.cfg.check_sources && !self.sources.downstream[di].1.contains(&src) {
+                    return Err(Reject::UnknownSource);
+                }
+                if let Some(auth) = &self.auth {
+                    auth.verify_node(bytes, req.node).map_err(Reject::Tag)?;
+                }
+                if h.send_time_ns.abs_diff(now_ns) > self.cfg.report_max_age_ns {
+                    return Err(Reject::StaleReport);
+                }
+                if h.send_time_ns <= self.last_request[di] {
+                    return Err(Reject::Replayed);
+                }
+                self.last_request[di] = h.send_time_ns;
+                Ok(repr)
+            }
         }
     }
 }
@@ -395,6 +436,7 @@ mod tests {
             Sources {
                 upstream: vec![addr(1000)],
                 children: vec![(5, vec![addr(1005)]), (6, vec![addr(1006), addr(1016)])],
+                downstream: vec![(5, vec![addr(1005)]), (6, vec![addr(1006), addr(1016)])],
             },
         )
     }
@@ -497,6 +539,7 @@ mod tests {
             Sources {
                 upstream: vec![addr(1000)],
                 children: vec![],
+                downstream: vec![],
             },
         );
         assert!(g

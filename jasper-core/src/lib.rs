@@ -37,5 +37,7 @@ pub mod plan;
 pub mod plan_configs;
 pub mod proxy;
 pub mod receiver;
+pub mod recovery;
+pub mod retransmit;
 pub mod sender;
 pub mod wire;

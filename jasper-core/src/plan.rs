@@ -40,8 +40,10 @@ pub type NodeId = u32;
 
 /// The sender's id.
 pub const SENDER: NodeId = 0;
-/// The root proxy's id.
+/// The first root proxy's id (roots are `ROOT..ROOT + R`).
 pub const ROOT: NodeId = 1;
+/// Most root proxies a tree may have.
+pub const MAX_ROOTS: u32 = 8;
 
 /// A machine in the inventory.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -81,7 +83,7 @@ pub struct Inventory {
 }
 
 /// Requested tree shape and hedging.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TreeSpec {
     /// Proxy levels; `None` = automatic.
@@ -96,6 +98,30 @@ pub struct TreeSpec {
     /// Round-robin packet spraying.
     #[serde(default)]
     pub spray: bool,
+    /// Root proxies R: the publisher sends every packet to each, and each
+    /// sends it to the whole level below, so the first hop is hedged too
+    /// and no single proxy is a single point of failure.
+    #[serde(default = "default_roots")]
+    pub roots: u32,
+}
+
+/// Root proxies unless the shape says otherwise.
+pub const DEFAULT_ROOTS: u32 = 2;
+
+fn default_roots() -> u32 {
+    DEFAULT_ROOTS
+}
+
+impl Default for TreeSpec {
+    fn default() -> Self {
+        TreeSpec {
+            depth: None,
+            fanout: None,
+            hedge: 0,
+            spray: false,
+            roots: DEFAULT_ROOTS,
+        }
+    }
 }
 
 /// An inventory or shape that cannot make a tree; the message says what to change.
@@ -244,6 +270,10 @@ pub struct ForwardingTable {
     pub upstreams: Vec<NodeId>,
     /// Nodes whose delay reports this node reduces (primary children).
     pub report_children: Vec<NodeId>,
+    /// Further nodes that take this node's delay reports besides `parent`
+    /// (the other root proxies, for the level below the roots).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub report_also: Vec<NodeId>,
     /// Data fan-out.
     pub fanout: Fanout,
 }
@@ -259,9 +289,12 @@ pub struct Plan {
     pub hedge: u32,
     /// Spraying on.
     pub spray: bool,
+    /// Root proxies R.
+    #[serde(default = "default_roots")]
+    pub roots: u32,
     /// Every node, indexed by id.
     pub nodes: Vec<PlannedNode>,
-    /// Proxy ids per level (`levels[0]` = `[ROOT]`).
+    /// Proxy ids per level (`levels[0]` = the roots).
     pub levels: Vec<Vec<NodeId>>,
     /// Forwarding table per node, indexed by id.
     pub tables: Vec<ForwardingTable>,
@@ -308,7 +341,9 @@ pub fn level_sizes(endpoints: usize, depth: u32, fanout: u32) -> Vec<usize> {
 fn suggest_shape(inv: &Inventory, spec: &TreeSpec, endpoints: usize) -> String {
     for depth in 1..=6u32 {
         for fanout in 2..=(endpoints.max(2) as u32).min(1024) {
-            if level_sizes(endpoints, depth, fanout).iter().sum::<usize>() != inv.proxies.len() {
+            if level_sizes(endpoints, depth, fanout).iter().sum::<usize>() - 1 + spec.roots as usize
+                != inv.proxies.len()
+            {
                 continue;
             }
             let candidate = TreeSpec {
@@ -380,6 +415,12 @@ impl Plan {
                 (d, fanout_for_depth(e, d))
             }
         };
+        if spec.roots == 0 || spec.roots > MAX_ROOTS {
+            return err(
+                format!("roots = {}", spec.roots),
+                format!("use 1 to {MAX_ROOTS} root proxies (2 hedges the first hop)"),
+            );
+        }
         if depth > MAX_DEPTH {
             return err(
                 format!("depth {depth} is too deep"),
@@ -409,6 +450,10 @@ impl Plan {
                 );
             }
         }
+        // The roots all feed the same level below: R of them count as one
+        // for capacity.
+        let mut sizes = sizes;
+        sizes[0] = spec.roots as usize;
         let needed: usize = sizes.iter().sum();
         if inv.proxies.len() < needed {
             return err(
@@ -507,7 +552,7 @@ impl Plan {
 
         // Primary children of each proxy.
         let mut primary: Vec<Vec<NodeId>> = vec![Vec::new(); total];
-        primary[SENDER as usize].push(ROOT);
+        primary[SENDER as usize] = levels[0].clone();
         for l in 0..levels.len() {
             let below: Vec<NodeId> = if l + 1 < levels.len() {
                 levels[l + 1].clone()
@@ -525,6 +570,21 @@ impl Plan {
                 parent[c as usize] = Some(p as NodeId);
             }
         }
+        // Below the roots every node reports to every root (its primary
+        // parent first), so the publisher's estimate survives a root's loss;
+        // each root reduces the whole level below.
+        let below_roots: Vec<NodeId> = levels[0]
+            .iter()
+            .flat_map(|r| primary[*r as usize].clone())
+            .collect();
+        let mut report_also: Vec<Vec<NodeId>> = vec![Vec::new(); total];
+        for &c in &below_roots {
+            report_also[c as usize] = levels[0]
+                .iter()
+                .copied()
+                .filter(|r| Some(*r) != parent[c as usize])
+                .collect();
+        }
 
         // Fan-out.
         let mut tables: Vec<ForwardingTable> = (0..total as u32)
@@ -533,15 +593,19 @@ impl Plan {
                 parent: parent[id as usize],
                 upstreams: Vec::new(),
                 report_children: primary[id as usize].clone(),
+                report_also: report_also[id as usize].clone(),
                 fanout: Fanout::None,
             })
             .collect();
         tables[SENDER as usize].fanout = Fanout::Direct {
-            children: vec![ROOT],
+            children: levels[0].clone(),
         };
-        tables[ROOT as usize].fanout = Fanout::Direct {
-            children: primary[ROOT as usize].clone(),
-        };
+        for &r in &levels[0] {
+            tables[r as usize].fanout = Fanout::Direct {
+                children: below_roots.clone(),
+            };
+            tables[r as usize].report_children = below_roots.clone();
+        }
         for level in levels.iter().skip(1) {
             let slots: Vec<Vec<NodeId>> =
                 level.iter().map(|p| primary[*p as usize].clone()).collect();
@@ -578,6 +642,7 @@ impl Plan {
             fanout,
             hedge: spec.hedge,
             spray: spec.spray,
+            roots: spec.roots,
             nodes,
             levels,
             tables,
@@ -612,7 +677,7 @@ impl Plan {
         if self.depth >= 2 {
             self.hedge + 1
         } else {
-            1
+            self.roots
         }
     }
 
@@ -622,18 +687,19 @@ impl Plan {
         let mut s = String::new();
         let _ = writeln!(
             s,
-            "tree: depth {} fanout {} hedge {} spray {} — {} proxies, {} receiver endpoints for {} MPs",
+            "tree: depth {} fanout {} hedge {} spray {} roots {} — {} proxies, {} receiver endpoints for {} MPs",
             self.depth,
             self.fanout,
             self.hedge,
             self.spray,
+            self.roots,
             self.proxies().count(),
             self.endpoints().count(),
             self.mps
         );
         let _ = writeln!(
             s,
-            "  sender {} {} -> root",
+            "  sender {} {} -> roots",
             self.nodes[0].name, self.nodes[0].addr
         );
         for (l, level) in self.levels.iter().enumerate() {
@@ -769,7 +835,7 @@ pub fn proxies_needed(receivers: usize, hedged_receivers: bool, spec: &TreeSpec)
             (d, fanout_for_depth(e, d))
         }
     };
-    level_sizes(e, depth, fanout).iter().sum()
+    level_sizes(e, depth, fanout).iter().sum::<usize>() - 1 + spec.roots.max(1) as usize
 }
 
 #[cfg(test)]
@@ -788,6 +854,7 @@ mod tests {
             fanout: Some(fanout),
             hedge,
             spray,
+            roots: 1,
         }
     }
 
@@ -831,17 +898,79 @@ mod tests {
         assert_eq!((p.depth, p.fanout), (2, 10));
         assert_eq!(
             p.levels.iter().map(Vec::len).collect::<Vec<_>>(),
-            vec![1, 10]
+            vec![2, 10]
         );
         let p = plan(1000, false, TreeSpec::default()).unwrap();
         assert_eq!((p.depth, p.fanout), (3, 10));
         assert_eq!(
             p.levels.iter().map(Vec::len).collect::<Vec<_>>(),
-            vec![1, 10, 100]
+            vec![2, 10, 100]
         );
         let p = plan(16, false, TreeSpec::default()).unwrap();
         assert_eq!(p.depth, 1);
         assert_eq!(p.tables[ROOT as usize].fanout.copies(), 16);
+    }
+
+    #[test]
+    fn hedged_roots_each_feed_and_hear_the_whole_level_below() {
+        let p = plan(
+            16,
+            false,
+            TreeSpec {
+                depth: Some(2),
+                fanout: Some(4),
+                hedge: 1,
+                roots: 2,
+                ..TreeSpec::default()
+            },
+        )
+        .unwrap();
+        let roots = p.levels[0].clone();
+        assert_eq!(roots.len(), 2);
+        let mut sent = Vec::new();
+        p.tables[SENDER as usize]
+            .fanout
+            .for_each(0, |c, _| sent.push(c));
+        assert_eq!(sent, roots);
+        assert_eq!(p.tables[SENDER as usize].report_children, roots);
+        for &r in &roots {
+            assert_eq!(p.tables[r as usize].fanout.copies(), 4);
+            assert_eq!(p.tables[r as usize].report_children, p.levels[1]);
+            assert_eq!(p.tables[r as usize].upstreams, vec![SENDER]);
+        }
+        for &l2 in &p.levels[1] {
+            let t = &p.tables[l2 as usize];
+            assert_eq!(t.upstreams, roots, "both roots feed level 2");
+            let mut reports_to: Vec<NodeId> =
+                t.parent.into_iter().chain(t.report_also.clone()).collect();
+            reports_to.sort_unstable();
+            assert_eq!(reports_to, roots, "level 2 reports to both roots");
+        }
+        // A one-level tree: every receiver hears both roots.
+        let p = plan(
+            4,
+            false,
+            TreeSpec {
+                depth: Some(1),
+                roots: 2,
+                ..TreeSpec::default()
+            },
+        )
+        .unwrap();
+        assert_eq!(p.copies_per_endpoint(), 2);
+        for e in p.endpoints() {
+            assert_eq!(p.tables[e as usize].upstreams, p.levels[0]);
+        }
+        let e = plan(
+            4,
+            false,
+            TreeSpec {
+                roots: 0,
+                ..TreeSpec::default()
+            },
+        )
+        .unwrap_err();
+        assert!(e.fix.contains("root proxies"), "{e}");
     }
 
     #[test]
@@ -963,6 +1092,7 @@ mod tests {
             fanout: Some(f),
             hedge: 0,
             spray: false,
+            roots: 1,
         };
         let e = plan(10, false, only_fanout(1)).unwrap_err();
         assert!(e.problem.contains("fanout 1"), "{e}");
@@ -1022,6 +1152,9 @@ mod tests {
             [[proxy]]
             name = "root"
             addr = "10.0.0.2:7000"
+            [[proxy]]
+            name = "root2"
+            addr = "10.0.0.3:7000"
             [[receiver]]
             name = "mp-a"
             addr = "10.0.1.1:7000"

@@ -115,7 +115,15 @@ pub fn node_configs(plan: &Plan, opts: &ConfigOptions) -> Vec<NodeConfig> {
         if let Fanout::Hedged { slots, .. } = &table.fanout {
             ids.extend(slots.iter().flatten().copied());
         }
+        // An MP fed here may ask for retransmissions as either endpoint.
+        let fed: Vec<NodeId> = ids.iter().copied().collect();
+        for c in fed {
+            if let Role::Receiver { mp, .. } = plan.nodes[c as usize].role {
+                ids.extend(plan.endpoints_of(mp));
+            }
+        }
         ids.extend(table.parent);
+        ids.extend(table.report_also.iter().copied());
         ids.extend(hedge.map(|h| h.parent));
         // Who may send to this node (the guard's source allowlist): its
         // upstreams, and its report children with their MP's other endpoint.
@@ -202,6 +210,7 @@ mod tests {
             fanout: Some(4),
             hedge: 1,
             spray: true,
+            roots: 1,
         };
         let plan = Plan::build(&loopback_inventory(5, 8, true, 43000), &spec).unwrap();
         let cfgs = node_configs(&plan, &opts(false));

@@ -19,6 +19,7 @@ use std::collections::VecDeque;
 use crate::deadline::Reducer;
 use crate::dedup::{Seen, SeqWindow};
 use crate::plan::{ForwardingTable, NodeId};
+use crate::retransmit::{RetransmitConfig, RetransmitStats, Retransmitter, UpRequest};
 use crate::wire::{Body, DelayReport, Kind, Packet, Repr};
 
 /// Proxy settings.
@@ -42,6 +43,9 @@ pub struct ProxyConfig {
     /// A child's delay estimate above this is clamped to it (and counted):
     /// the sender's deadline ceiling.
     pub report_ceiling_ns: u64,
+    /// What is kept for retransmission and how fast it is re-sent
+    /// (`[proxy.retransmit]`).
+    pub retransmit: RetransmitConfig,
 }
 
 impl Default for ProxyConfig {
@@ -54,6 +58,7 @@ impl Default for ProxyConfig {
             max_seq_jump: 1 << 15,
             max_streams: 16,
             report_ceiling_ns: 5_000_000,
+            retransmit: RetransmitConfig::default(),
         }
     }
 }
@@ -77,8 +82,10 @@ pub struct ProxyStats {
     pub dropped_hop_limit: u64,
     /// Dropped: a report from a node that is not a child.
     pub dropped_stranger: u64,
-    /// Dropped: a kind proxies do not handle (retransmit requests).
+    /// Dropped: a kind proxies do not handle.
     pub dropped_unsupported: u64,
+    /// Retransmit requests handled (answered from the store and/or passed up).
+    pub retransmit_requests: u64,
     /// Hedged copies dropped because an earlier copy was already forwarded.
     pub dropped_duplicate: u64,
     /// Dropped: first sequence implausibly far ahead.
@@ -114,8 +121,11 @@ pub enum Verdict {
         /// Spraying key (the packet's sequence).
         key: u64,
     },
-    /// Consumed here (a report was reduced).
+    /// Consumed here (a report was reduced, a request passed upstream).
     Consumed,
+    /// A retransmit request this node can answer: call
+    /// [`ProxyCore::answer`] to send the packets.
+    Answer,
     /// Dropped and counted.
     Dropped(&'static str),
 }
@@ -133,6 +143,7 @@ pub struct ProxyCore {
     seen_data: Vec<StreamSeen>,
     /// Recently forwarded heartbeats and control packets (kind, stream, seq, send time).
     seen_other: VecDeque<(u8, u32, u64, u64)>,
+    retx: Retransmitter,
 }
 
 impl ProxyCore {
@@ -152,6 +163,7 @@ impl ProxyCore {
             stats: ProxyStats::default(),
             seen_data: Vec::new(),
             seen_other: VecDeque::new(),
+            retx: Retransmitter::new(cfg.retransmit, cfg.max_streams, true),
         }
     }
 
@@ -233,6 +245,9 @@ impl ProxyCore {
                 let key = p.seq();
                 self.stats.forwarded += 1;
                 self.stats.copies_out += self.table.fanout.copies_for(key) as u64;
+                if kind == Kind::Data {
+                    self.retx.store(now_ns, buf);
+                }
                 Verdict::Forward { key }
             }
             Kind::DelayReport => match Repr::parse_bytes(buf) {
@@ -253,10 +268,32 @@ impl ProxyCore {
                     Verdict::Dropped("bad_body")
                 }
             },
-            Kind::RetransmitRequest => {
-                self.stats.dropped_unsupported += 1;
-                Verdict::Dropped("unsupported")
-            }
+            Kind::RetransmitRequest => match Repr::parse_bytes(buf) {
+                Ok(Repr {
+                    header: h,
+                    body: Body::Request(q),
+                    ..
+                }) => {
+                    self.stats.retransmit_requests += 1;
+                    let answer = self.retx.request(
+                        now_ns,
+                        q.node,
+                        h.stream,
+                        h.session,
+                        h.seq,
+                        q.count as u64,
+                    );
+                    if answer {
+                        Verdict::Answer
+                    } else {
+                        Verdict::Consumed
+                    }
+                }
+                _ => {
+                    self.stats.dropped_malformed += 1;
+                    Verdict::Dropped("bad_body")
+                }
+            },
         }
     }
 
@@ -335,6 +372,29 @@ impl ProxyCore {
         Copy::First
     }
 
+    /// Send the answer to the retransmit request just handled
+    /// ([`Verdict::Answer`]): `f(packet, requester)` per stored packet,
+    /// unchanged, within the answer rate.
+    pub fn answer(&mut self, now_ns: u64, f: impl FnMut(&[u8], NodeId)) {
+        self.retx.answer(now_ns, f);
+    }
+
+    /// A retransmit request to send to every upstream (ranges a child asked
+    /// for that this node does not hold).
+    pub fn poll_upstream_request(&mut self) -> Option<UpRequest> {
+        self.retx.poll_upstream()
+    }
+
+    /// Retransmission counters.
+    pub fn retransmit_stats(&self) -> RetransmitStats {
+        self.retx.stats()
+    }
+
+    /// Drop stored packets past their age (call when idle).
+    pub fn expire(&mut self, now_ns: u64) {
+        self.retx.expire(now_ns);
+    }
+
     /// Every destination for a packet with spraying key `key`.
     #[inline]
     pub fn for_each_destination(&self, key: u64, f: impl FnMut(NodeId, bool)) {
@@ -372,6 +432,7 @@ mod tests {
             fanout: Some(4),
             hedge: 1,
             spray: false,
+            roots: 1,
         };
         Plan::build(&loopback_inventory(5, 16, false, 30000), &spec).unwrap()
     }
@@ -462,12 +523,13 @@ mod tests {
             core.handle_packet(0, &mut buf[..n]),
             Verdict::Dropped("hop_limit")
         );
+        // A request without its body is malformed.
         let n = crate::wire::emit_empty(&Header::new(Kind::RetransmitRequest), &mut buf).unwrap();
         assert_eq!(
             core.handle_packet(0, &mut buf[..n]),
-            Verdict::Dropped("unsupported")
+            Verdict::Dropped("bad_body")
         );
-        assert_eq!(core.stats().dropped_malformed, 1);
+        assert_eq!(core.stats().dropped_malformed, 2);
     }
 
     #[test]

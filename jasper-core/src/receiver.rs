@@ -33,7 +33,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::deadline::{EstimatorConfig, OwdEstimator};
 use crate::dedup::{Seen, SeqWindow};
+use hdrhistogram::Histogram;
+
 use crate::plan::NodeId;
+use crate::recovery::{Gaps, Lost, RecoveryConfig, Request};
 use crate::wire::{self, Body, ControlOp, DelayReport, Kind, Repr};
 
 /// Receiver settings.
@@ -64,6 +67,9 @@ pub struct ReceiverConfig {
     /// Hold messages until their deadline. `false` releases every message
     /// on arrival (the no-hold baseline; lateness is still recorded).
     pub hold: bool,
+    /// Loss recovery: when to ask upstreams for missing sequences, when to
+    /// give up (`[receiver.core.recovery]`).
+    pub recovery: RecoveryConfig,
 }
 
 impl Default for ReceiverConfig {
@@ -78,6 +84,7 @@ impl Default for ReceiverConfig {
             estimator: EstimatorConfig::default(),
             report_interval_ns: 1_000_000,
             hold: true,
+            recovery: RecoveryConfig::default(),
         }
     }
 }
@@ -117,8 +124,19 @@ pub struct ReceiverStats {
     pub released_early: u64,
     /// Sequence numbers found missing (from data or heartbeats).
     pub gaps_detected: u64,
-    /// Missing sequences that arrived later (reordering).
+    /// Missing sequences that arrived later (a hedged or reordered copy,
+    /// or a retransmission).
     pub gaps_filled: u64,
+    /// Of those, arrived after a retransmit request went out.
+    pub recovered: u64,
+    /// Retransmit requests sent (each goes to every upstream).
+    pub recovery_requests: u64,
+    /// Sequences given up on (never arrived within `give_up_ns`, fell out of
+    /// the dedup window, or belonged to a session that was replaced), each
+    /// reported with its range ([`Event::Lost`]).
+    pub lost: u64,
+    /// Ranges reported lost.
+    pub lost_ranges: u64,
     /// Heartbeats seen.
     pub heartbeats: u64,
     /// Samples whose arrival preceded the send time (clock error).
@@ -184,6 +202,17 @@ pub enum Event {
         stream: u32,
         /// One past the last sequence.
         next_seq: u64,
+    },
+    /// `count` sequences from `first` are given up on: never recovered.
+    Lost {
+        /// Stream.
+        stream: u32,
+        /// Session.
+        session: u32,
+        /// First lost sequence.
+        first: u64,
+        /// How many.
+        count: u64,
     },
     /// A new session started on `stream`; sequence state was reset.
     NewSession {
@@ -259,6 +288,10 @@ pub struct Receiver {
     events: VecDeque<Event>,
     stats: ReceiverStats,
     scratch: Vec<u64>,
+    gaps: Gaps,
+    /// Detection → arrival of recovered (requested) sequences, ns.
+    recovery_ns: Histogram<u64>,
+    now_ns: u64,
 }
 
 impl Receiver {
@@ -283,12 +316,65 @@ impl Receiver {
             events: VecDeque::new(),
             stats: ReceiverStats::default(),
             scratch: Vec::new(),
+            gaps: Gaps::new(cfg.recovery),
+            recovery_ns: Histogram::new(3).expect("3 significant figures is valid"),
+            now_ns: 0,
         }
     }
 
     /// Counters.
     pub fn stats(&self) -> &ReceiverStats {
         &self.stats
+    }
+
+    /// Time from gap detection to the arrival of each recovered
+    /// (retransmitted) sequence, ns.
+    pub fn recovery_latency(&self) -> &Histogram<u64> {
+        &self.recovery_ns
+    }
+
+    /// When the next retransmit request is due (or a range is given up).
+    pub fn recovery_timeout(&self) -> Option<u64> {
+        self.gaps.poll_timeout()
+    }
+
+    /// Sequences missing now (detected, neither arrived nor given up).
+    pub fn missing(&self) -> u64 {
+        self.gaps.missing()
+    }
+
+    /// Retransmit requests due at `now_ns` (send each to every upstream);
+    /// ranges given up on become [`Event::Lost`].
+    pub fn poll_recovery(&mut self, now_ns: u64, mut send: impl FnMut(Request)) {
+        let (stats, events) = (&mut self.stats, &mut self.events);
+        let mut sent = 0;
+        self.gaps.poll(
+            now_ns,
+            |r| {
+                sent += 1;
+                send(r)
+            },
+            |l| Self::lost(stats, events, l),
+        );
+        self.stats.recovery_requests += sent;
+    }
+
+    fn lost(stats: &mut ReceiverStats, events: &mut VecDeque<Event>, l: Lost) {
+        stats.lost += l.count;
+        stats.lost_ranges += 1;
+        events.push_back(Event::Lost {
+            stream: l.stream,
+            session: l.session,
+            first: l.first,
+            count: l.count,
+        });
+    }
+
+    fn open_gap(&mut self, si: usize, first: u64, end: u64) {
+        let (stream, session) = (self.streams[si].stream, self.streams[si].session);
+        if let Some(l) = self.gaps.open(self.now_ns, stream, session, first, end) {
+            Self::lost(&mut self.stats, &mut self.events, l);
+        }
     }
 
     /// Messages currently held.
@@ -357,6 +443,7 @@ impl Receiver {
             self.next_report_ns = Some(now_ns + self.cfg.report_interval_ns);
         }
         self.clock_bound_ns = clock_bound_ns;
+        self.now_ns = now_ns;
         let h = repr.header;
         self.stats.packets += 1;
         match (h.kind, &repr.body) {
@@ -466,7 +553,10 @@ impl Receiver {
                 return None;
             }
             // A newer session (a restarted publisher): reset sequence state
-            // for this stream.
+            // for this stream; what the old one still missed is lost.
+            let (stats, events) = (&mut self.stats, &mut self.events);
+            self.gaps
+                .close_stream(stream, |l| Self::lost(stats, events, l));
             self.streams[i] = StreamState::new(
                 stream,
                 session,
@@ -514,13 +604,15 @@ impl Receiver {
                 self.stats.seq_jump += 1;
                 return;
             }
+            let first = s.next_expected;
             self.events.push_back(Event::Gap {
                 stream: s.stream,
-                first: s.next_expected,
-                count: next - s.next_expected,
+                first,
+                count: next - first,
             });
-            self.stats.gaps_detected += next - s.next_expected;
+            self.stats.gaps_detected += next - first;
             s.next_expected = next;
+            self.open_gap(si, first, next);
         }
     }
 
@@ -545,17 +637,33 @@ impl Receiver {
             return true;
         }
         if seq > s.next_expected {
-            let count = seq - s.next_expected;
+            let (first, stream) = (s.next_expected, s.stream);
+            let count = seq - first;
             self.events.push_back(Event::Gap {
-                stream: s.stream,
-                first: s.next_expected,
+                stream,
+                first,
                 count,
             });
             self.stats.gaps_detected += count;
+            s.next_expected = seq.saturating_add(1);
+            let base = s.seen.base();
+            self.open_gap(si, first, seq);
+            // The window may have moved past older missing sequences.
+            let (stats, events) = (&mut self.stats, &mut self.events);
+            self.gaps
+                .below(stream, base, |l| Self::lost(stats, events, l));
         } else if seq < s.next_expected {
             self.stats.gaps_filled += 1;
+            let stream = s.stream;
+            if let Some(f) = self.gaps.fill(self.now_ns, stream, seq) {
+                if f.requested {
+                    self.stats.recovered += 1;
+                    let _ = self.recovery_ns.record(f.delay_ns.max(1));
+                }
+            }
+        } else {
+            s.next_expected = seq.saturating_add(1);
         }
-        s.next_expected = s.next_expected.max(seq.saturating_add(1));
         self.stats.accepted += 1;
         true
     }
@@ -662,10 +770,10 @@ impl Receiver {
             return Some(0);
         }
         let d = self.heap.peek().map(|Reverse(((d, _, _), _))| *d);
-        match (d, self.next_report_ns) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        [d, self.next_report_ns, self.gaps.poll_timeout()]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
     /// Earliest held deadline.
@@ -676,31 +784,56 @@ impl Receiver {
         self.heap.peek().map(|Reverse(((d, _, _), _))| *d)
     }
 
-    /// Release every message due at `now_ns` (late ones first, then by
-    /// deadline order), calling `f(record, payload)`. Returns how many.
+    /// Release every message due at `now_ns`, calling `f(record,
+    /// payload)`, in `(deadline, stream, sequence)` order across the due
+    /// held messages and those to go out at once (late, recovered, or
+    /// pushed out early), so a late message never overtakes held ones that
+    /// are already due. Returns how many.
     pub fn poll_release(&mut self, now_ns: u64, mut f: impl FnMut(&Release, &[u8])) -> usize {
         let mut n = 0;
-        while let Some(slot) = self.immediate.pop_front() {
-            let e = &self.slab[slot as usize];
-            let (late, early) = (e.rel.late, e.rel.early);
-            if early {
-                let k = (e.rel.deadline_ns, e.rel.stream, e.rel.seq);
-                self.last_released = Some(self.last_released.map_or(k, |l| l.max(k)));
-            }
-            let k = self.release_slot(slot, now_ns, &mut f);
-            self.stats.late += if late { k as u64 } else { 0 };
-            self.stats.released_early += if early { k as u64 } else { 0 };
-            n += k;
+        let key_of = |e: &Held| (e.rel.deadline_ns, e.rel.stream, e.rel.seq);
+        if self.immediate.len() > 1 {
+            let slab = &self.slab;
+            self.immediate
+                .make_contiguous()
+                .sort_by_key(|s| key_of(&slab[*s as usize]));
         }
-        while let Some(Reverse((key, slot))) = self.heap.peek().copied() {
-            if key.0 > now_ns {
-                break;
+        loop {
+            let due = self
+                .heap
+                .peek()
+                .map(|Reverse((key, slot))| (*key, *slot))
+                .filter(|(key, _)| key.0 <= now_ns);
+            let now_first = self
+                .immediate
+                .front()
+                .map(|s| (key_of(&self.slab[*s as usize]), *s));
+            let take_immediate = match (now_first, due) {
+                (None, None) => break,
+                (Some(_), None) => true,
+                (None, Some(_)) => false,
+                (Some((a, _)), Some((b, _))) => a <= b,
+            };
+            if take_immediate {
+                let slot = self.immediate.pop_front().expect("front exists");
+                let e = &self.slab[slot as usize];
+                let (late, early) = (e.rel.late, e.rel.early);
+                if early {
+                    let k = key_of(e);
+                    self.last_released = Some(self.last_released.map_or(k, |l| l.max(k)));
+                }
+                let k = self.release_slot(slot, now_ns, &mut f);
+                self.stats.late += if late { k as u64 } else { 0 };
+                self.stats.released_early += if early { k as u64 } else { 0 };
+                n += k;
+            } else {
+                let (key, slot) = due.expect("due exists");
+                self.heap.pop();
+                self.held -= self.slab[slot as usize].kept;
+                self.held_bytes -= self.slab[slot as usize].body.len();
+                self.last_released = Some(self.last_released.map_or(key, |l| l.max(key)));
+                n += self.release_slot(slot, now_ns, &mut f);
             }
-            self.heap.pop();
-            self.held -= self.slab[slot as usize].kept;
-            self.held_bytes -= self.slab[slot as usize].body.len();
-            self.last_released = Some(self.last_released.map_or(key, |l| l.max(key)));
-            n += self.release_slot(slot, now_ns, &mut f);
         }
         self.stats.released += n as u64;
         n

@@ -15,6 +15,8 @@ use serde::{Deserialize, Serialize};
 use crate::auth::Auth;
 use crate::clock::{ClockStatus, Reading};
 use crate::deadline::{DeadlinePolicy, DeadlineState};
+use crate::plan::NodeId;
+use crate::retransmit::{RetransmitConfig, RetransmitStats, Retransmitter};
 use crate::wire::{
     self, flags, Body, Control, ControlOp, DataBuilder, Header, Kind, Repr, WireError, HEADER_LEN,
     MSG_LEN_PREFIX,
@@ -39,6 +41,9 @@ pub struct SenderConfig {
     pub heartbeat_interval_ns: u64,
     /// Deadline rule.
     pub deadline: DeadlinePolicy,
+    /// What is kept to answer the roots' retransmit requests
+    /// (`[sender.retransmit]`).
+    pub retransmit: RetransmitConfig,
 }
 
 impl Default for SenderConfig {
@@ -50,6 +55,7 @@ impl Default for SenderConfig {
             linger_ns: 0,
             heartbeat_interval_ns: 1_000_000,
             deadline: DeadlinePolicy::default(),
+            retransmit: RetransmitConfig::default(),
         }
     }
 }
@@ -71,6 +77,8 @@ pub struct SenderStats {
     pub degraded_packets: u64,
     /// Packets not sent because the keys could not tag them.
     pub unsealed: u64,
+    /// Retransmit requests handled.
+    pub retransmit_requests: u64,
 }
 
 /// Errors from publishing.
@@ -109,6 +117,8 @@ pub struct SenderCore {
     announced: bool,
     auth: Option<Auth>,
     stats: SenderStats,
+    retx: Retransmitter,
+    now_ns: u64,
 }
 
 /// 2025-01-01T00:00:00Z in ns since the Unix epoch.
@@ -143,6 +153,8 @@ impl SenderCore {
             announced: false,
             auth: None,
             stats: SenderStats::default(),
+            retx: Retransmitter::new(cfg.retransmit, 1, false),
+            now_ns: 0,
         }
     }
 
@@ -170,6 +182,7 @@ impl SenderCore {
                 }
             }
         }
+        self.retx.store(self.now_ns, &buf);
         self.out.push_back(buf);
     }
 
@@ -303,6 +316,7 @@ impl SenderCore {
         if self.cfg.session == 0 {
             self.cfg.session = auto_session(now.now_ns);
         }
+        self.now_ns = self.now_ns.max(now.now_ns);
         let mut h = Header::new(kind);
         h.stream = self.cfg.stream;
         h.session = self.cfg.session;
@@ -417,14 +431,48 @@ impl SenderCore {
     }
 
     /// A packet a [`crate::guard::Guard`] already parsed and verified.
-    pub fn handle_repr(&mut self, r: &Repr<'_>) {
+    /// Returns true for a retransmit request with something to re-send:
+    /// call [`SenderCore::answer`] then.
+    pub fn handle_repr(&mut self, r: &Repr<'_>) -> bool {
         match r.body {
             Body::Report(rep) => {
                 self.stats.reports += 1;
                 self.deadline.handle_report(rep);
+                false
             }
-            _ => self.stats.dropped += 1,
+            Body::Request(q) if r.header.stream == self.cfg.stream => {
+                self.stats.retransmit_requests += 1;
+                let h = r.header;
+                self.retx.request(
+                    self.now_ns,
+                    q.node,
+                    h.stream,
+                    h.session,
+                    h.seq,
+                    q.count as u64,
+                )
+            }
+            _ => {
+                self.stats.dropped += 1;
+                false
+            }
         }
+    }
+
+    /// Re-send what the last retransmit request asked for and the store
+    /// still holds: `f(packet, requester)` per packet, unchanged.
+    pub fn answer(&mut self, now_ns: u64, f: impl FnMut(&[u8], NodeId)) {
+        self.retx.answer(now_ns, f);
+    }
+
+    /// Retransmission counters (requests, re-sent packets, the store).
+    pub fn retransmit_stats(&self) -> RetransmitStats {
+        self.retx.stats()
+    }
+
+    /// Drop stored packets past their age (call when idle).
+    pub fn expire(&mut self, now_ns: u64) {
+        self.retx.expire(now_ns);
     }
 }
 

@@ -31,6 +31,10 @@ pub const MSG_LEN_PREFIX: usize = 2;
 pub const DELAY_REPORT_LEN: usize = 32;
 /// Body size of a [`Kind::Control`].
 pub const CONTROL_LEN: usize = 16;
+/// Retransmit request body length.
+pub const RETRANSMIT_REQUEST_LEN: usize = 8;
+/// Most sequences one retransmit request may ask for.
+pub const MAX_REQUEST_SEQS: u32 = 1 << 16;
 
 mod field {
     use core::ops::Range;
@@ -59,9 +63,13 @@ pub enum Kind {
     Data = 1,
     /// Liveness when idle: `seq` is the next sequence the sender will use.
     Heartbeat = 2,
-    /// Ask for `seq .. seq + count` again (receiver → retransmitter).
+    /// Ask for sequences `seq ..` again, node → upstream (body:
+    /// [`RetransmitRequest`]; the header's `count` is 0). Answered with the
+    /// original [`Kind::Data`] packets, unchanged: their tags were made by
+    /// the publisher, so a retransmission is exactly a late copy.
     RetransmitRequest = 3,
-    /// A re-sent data batch; same body as [`Kind::Data`].
+    /// Reserved: a re-sent data batch, same body as [`Kind::Data`] (parsed,
+    /// never sent; retransmissions reuse the original data packets).
     RetransmitData = 4,
     /// One-way-delay estimate, child → parent (body: [`DelayReport`]).
     DelayReport = 5,
@@ -513,6 +521,40 @@ impl DelayReport {
     }
 }
 
+/// Retransmit request body (node → upstream), 8 bytes: requester id (u32),
+/// sequences wanted from the header's `seq` (u32, 1..=[`MAX_REQUEST_SEQS`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetransmitRequest {
+    /// The requesting node (its node key tags the request).
+    pub node: u32,
+    /// Sequences wanted, from the header's `seq`.
+    pub count: u32,
+}
+
+impl RetransmitRequest {
+    fn parse(b: &[u8]) -> Result<Self, WireError> {
+        if b.len() != RETRANSMIT_REQUEST_LEN {
+            return Err(WireError::BadBody {
+                kind: "retransmit_request",
+            });
+        }
+        let r = RetransmitRequest {
+            node: be_u32(&b[0..4]),
+            count: be_u32(&b[4..8]),
+        };
+        if r.count == 0 || r.count > MAX_REQUEST_SEQS {
+            return Err(WireError::BadBody {
+                kind: "retransmit_request",
+            });
+        }
+        Ok(r)
+    }
+    fn emit(&self, b: &mut [u8]) {
+        b[0..4].copy_from_slice(&self.node.to_be_bytes());
+        b[4..8].copy_from_slice(&self.count.to_be_bytes());
+    }
+}
+
 /// Control operations.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ControlOp {
@@ -573,8 +615,10 @@ pub enum Body<'a> {
     /// Data or retransmit data: `header.count` length-prefixed messages,
     /// exactly filling this slice.
     Messages(&'a [u8]),
-    /// Heartbeat or retransmit request: empty body.
+    /// Heartbeat: empty body.
     Empty,
+    /// Retransmit request.
+    Request(RetransmitRequest),
     /// Delay report.
     Report(DelayReport),
     /// Control.
@@ -599,7 +643,8 @@ impl<'a> Repr<'a> {
                 validate_messages(body, header.count)?;
                 Body::Messages(body)
             }
-            Kind::Heartbeat | Kind::RetransmitRequest => {
+            Kind::RetransmitRequest => Body::Request(RetransmitRequest::parse(body)?),
+            Kind::Heartbeat => {
                 if !body.is_empty() {
                     return Err(WireError::BadBody {
                         kind: header.kind.name(),
@@ -631,6 +676,7 @@ impl<'a> Repr<'a> {
             + match &self.body {
                 Body::Messages(m) => m.len(),
                 Body::Empty => 0,
+                Body::Request(_) => RETRANSMIT_REQUEST_LEN,
                 Body::Report(_) => DELAY_REPORT_LEN,
                 Body::Control(_) => CONTROL_LEN,
             }
@@ -652,6 +698,7 @@ impl<'a> Repr<'a> {
         match &self.body {
             Body::Messages(m) => body.copy_from_slice(m),
             Body::Empty => {}
+            Body::Request(r) => r.emit(body),
             Body::Report(r) => r.emit(body),
             Body::Control(c) => {
                 body[0..2].copy_from_slice(&c.op.code().to_be_bytes());
@@ -691,7 +738,7 @@ fn validate_messages(mut body: &[u8], count: u16) -> Result<(), WireError> {
     Ok(())
 }
 
-/// Emit a packet with an empty body (heartbeat, retransmit request).
+/// Emit a packet with an empty body (heartbeat).
 pub fn emit_empty(header: &Header, buf: &mut [u8]) -> Result<usize, WireError> {
     header.emit(buf)?;
     Ok(HEADER_LEN)
@@ -706,6 +753,20 @@ pub fn emit_report(
     Repr {
         header: *header,
         body: Body::Report(*report),
+        auth_tag: &[],
+    }
+    .emit(buf)
+}
+
+/// Emit a retransmit request (`header.seq` = first sequence wanted).
+pub fn emit_request(
+    header: &Header,
+    request: &RetransmitRequest,
+    buf: &mut [u8],
+) -> Result<usize, WireError> {
+    Repr {
+        header: *header,
+        body: Body::Request(*request),
         auth_tag: &[],
     }
     .emit(buf)

@@ -76,7 +76,14 @@ impl Net {
                 Role::Sender => Node::Sender(SenderCore::new(sender)),
                 Role::Proxy { .. } => Node::Proxy(ProxyCore::new(
                     plan.tables[n.id as usize].clone(),
-                    ProxyConfig::default(),
+                    ProxyConfig {
+                        // Nothing here asks for retransmissions: keep no store.
+                        retransmit: jasper_core::retransmit::RetransmitConfig {
+                            buffer_bytes: 0,
+                            ..Default::default()
+                        },
+                        ..ProxyConfig::default()
+                    },
                 )),
                 Role::Receiver { .. } => {
                     Node::Receiver(Receiver::new(n.id, ReceiverConfig::default()))
@@ -315,6 +322,7 @@ fn hedged(depth: u32, fanout: u32, hedge: u32, spray: bool) -> TreeSpec {
         fanout: Some(fanout),
         hedge,
         spray,
+        roots: 1,
     }
 }
 

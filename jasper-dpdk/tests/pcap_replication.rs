@@ -29,6 +29,7 @@ fn replicates_to_every_child_with_correct_headers() {
         fanout: Some(2),
         hedge: 1,
         spray: false,
+        roots: 1,
     };
     let plan = Plan::build(&loopback_inventory(3, 4, false, 7100), &spec).unwrap();
     let me = plan.levels[1][0];

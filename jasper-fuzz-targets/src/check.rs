@@ -80,7 +80,11 @@ pub fn wire(bytes: &[u8]) {
             );
             assert_eq!(p.messages().collect::<Vec<_>>(), msgs);
         }
-        Body::Empty => assert!(matches!(h.kind, Kind::Heartbeat | Kind::RetransmitRequest)),
+        Body::Empty => assert_eq!(h.kind, Kind::Heartbeat),
+        Body::Request(q) => {
+            assert_eq!(h.kind, Kind::RetransmitRequest);
+            assert!(q.count > 0 && q.count <= wire::MAX_REQUEST_SEQS);
+        }
         Body::Report(_) => assert_eq!(h.kind, Kind::DelayReport),
         Body::Control(_) => assert_eq!(h.kind, Kind::Control),
     }
@@ -242,6 +246,7 @@ pub struct GuardCheck {
     /// Covered bytes of packets sealed by a rightful key holder.
     legit: BTreeSet<Vec<u8>>,
     last_report: BTreeMap<NodeId, u64>,
+    last_request: BTreeMap<NodeId, u64>,
     calls: u64,
 }
 
@@ -267,6 +272,7 @@ impl GuardCheck {
         let sources = Sources {
             upstream: vec![addrs[0]],
             children: vec![(5, vec![addrs[1]]), (6, vec![addrs[2], addrs[3]])],
+            downstream: vec![(5, vec![addrs[1]]), (6, vec![addrs[2], addrs[3]])],
         };
         let cfg = TrustSection {
             insecure: held_sets == 0,
@@ -304,6 +310,7 @@ impl GuardCheck {
             sealers: BTreeMap::new(),
             legit: BTreeSet::new(),
             last_report: BTreeMap::new(),
+            last_request: BTreeMap::new(),
             calls: 0,
         }
     }
@@ -446,7 +453,29 @@ impl GuardCheck {
                 assert!(h.send_time_ns > *last, "a report admitted twice");
                 *last = h.send_time_ns;
             }
-            Kind::RetransmitRequest => panic!("retransmit requests are not served"),
+            Kind::RetransmitRequest => {
+                assert_ne!(
+                    self.role,
+                    GuardRole::Receiver,
+                    "a receiver takes no requests"
+                );
+                let Body::Request(q) = repr.body else {
+                    panic!("a request without a request body")
+                };
+                let node = self
+                    .sources
+                    .downstream
+                    .iter()
+                    .find(|(c, _)| *c == q.node)
+                    .expect("a request from a node this one feeds");
+                if self.cfg.check_sources {
+                    assert!(node.1.contains(&src), "request from an unlisted source");
+                }
+                assert!(h.send_time_ns.abs_diff(now) <= self.cfg.report_max_age_ns);
+                let last = self.last_request.entry(q.node).or_insert(0);
+                assert!(h.send_time_ns > *last, "a request admitted twice");
+                *last = h.send_time_ns;
+            }
         }
         if auth {
             assert!(
@@ -574,6 +603,7 @@ impl ReceiverCheck {
                         "a gap of {count} from {first}: beyond any allowed jump"
                     );
                 }
+                Event::Lost { count, .. } => assert!(count > 0, "an empty lost range"),
                 Event::EndOfSession { .. } | Event::NewSession { .. } => {}
             }
         }
@@ -612,6 +642,7 @@ pub fn proxy_table() -> ForwardingTable {
         parent: Some(0),
         upstreams: vec![0],
         report_children: vec![5, 6, 7],
+        report_also: vec![],
         fanout: Fanout::Direct {
             children: vec![5, 6, 7],
         },
@@ -674,14 +705,31 @@ impl ProxyCheck {
                     assert!(self.forwarded.insert(k), "forwarded {k:?} twice");
                 }
             }
-            Verdict::Consumed => {
+            Verdict::Consumed | Verdict::Answer => {
                 assert_eq!(buf, orig);
                 let r = Repr::parse_bytes(&orig).expect("consumed a malformed packet");
-                let Body::Report(rep) = r.body else {
-                    panic!("consumed something that is not a report")
-                };
-                assert!(proxy_table().report_children.contains(&rep.node));
-                self.consumed += 1;
+                match r.body {
+                    Body::Report(rep) => {
+                        assert_eq!(v, Verdict::Consumed);
+                        assert!(proxy_table().report_children.contains(&rep.node));
+                        self.consumed += 1;
+                    }
+                    Body::Request(_) => {
+                        // Every answered packet is one this proxy forwarded.
+                        let fwd = &self.forwarded;
+                        self.core.answer(now, |b, _| {
+                            let h = Repr::parse_bytes(b)
+                                .expect("answered a malformed packet")
+                                .header;
+                            assert!(
+                                fwd.contains(&(h.stream, h.session, h.seq)),
+                                "answered a packet never forwarded"
+                            );
+                        });
+                        while self.core.poll_upstream_request().is_some() {}
+                    }
+                    _ => panic!("consumed something that is neither a report nor a request"),
+                }
             }
             Verdict::Dropped(_) => assert_eq!(buf, orig, "a dropped packet was rewritten"),
         }
@@ -695,7 +743,7 @@ impl ProxyCheck {
             + s.dropped_seq_jump
             + s.dropped_stale_session;
         assert_eq!(
-            s.forwarded + s.reports_in + dropped,
+            s.forwarded + s.reports_in + s.retransmit_requests + dropped,
             s.packets_in,
             "every packet counted once"
         );

@@ -307,6 +307,7 @@ pub fn node_config_texts() -> Vec<String> {
         fanout: Some(4),
         hedge: 1,
         spray: true,
+        roots: 1,
     };
     let plan = Plan::build(&loopback_inventory(5, 8, true, 40000), &spec).expect("a small plan");
     let mut out = Vec::new();

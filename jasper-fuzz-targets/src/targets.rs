@@ -312,6 +312,7 @@ pub fn sender(data: &[u8]) {
             floor_ns: floor,
             ceiling_ns: floor + inp.u32() as u64,
         },
+        ..SenderConfig::default()
     };
     let keyed = c & 32 != 0;
     let (masters, _) = fuzz_keys();

@@ -143,22 +143,51 @@ pub fn sources(cfg: &NodeConfig) -> Sources {
         .table
         .report_children
         .iter()
-        .map(|c| {
-            let mut addrs: Vec<SocketAddr> = cfg.peer(*c).into_iter().collect();
-            if let Some(mp) = cfg.peers.iter().find(|p| p.id == *c).and_then(|p| p.mp) {
-                addrs.extend(
-                    cfg.peers
-                        .iter()
-                        .filter(|p| p.mp == Some(mp))
-                        .map(|p| p.addr),
-                );
-            }
-            addrs.sort_unstable();
-            addrs.dedup();
-            (*c, addrs)
-        })
+        .map(|c| (*c, node_addrs(cfg, *c)))
         .collect();
-    Sources { upstream, children }
+    // Every node this one sends data to (over every spraying rotation and
+    // hedge slot), with its MP's other endpoint: who may ask for
+    // retransmissions.
+    let mut fed = std::collections::BTreeSet::new();
+    cfg.table.fanout.for_each(0, |c, _| {
+        fed.insert(c);
+    });
+    if let jasper_core::plan::Fanout::Hedged { slots, .. } = &cfg.table.fanout {
+        fed.extend(slots.iter().flatten().copied());
+    }
+    // An MP asks as its primary endpoint whichever endpoint this node feeds.
+    let mps: Vec<u32> = fed
+        .iter()
+        .filter_map(|c| cfg.peers.iter().find(|p| p.id == *c).and_then(|p| p.mp))
+        .collect();
+    fed.extend(
+        cfg.peers
+            .iter()
+            .filter(|p| p.mp.is_some_and(|m| mps.contains(&m)))
+            .map(|p| p.id),
+    );
+    let downstream = fed.into_iter().map(|c| (c, node_addrs(cfg, c))).collect();
+    Sources {
+        upstream,
+        children,
+        downstream,
+    }
+}
+
+/// The addresses node `id` may send from: its own, and its MP's other endpoint.
+fn node_addrs(cfg: &NodeConfig, id: u32) -> Vec<SocketAddr> {
+    let mut addrs: Vec<SocketAddr> = cfg.peer(id).into_iter().collect();
+    if let Some(mp) = cfg.peers.iter().find(|p| p.id == id).and_then(|p| p.mp) {
+        addrs.extend(
+            cfg.peers
+                .iter()
+                .filter(|p| p.mp == Some(mp))
+                .map(|p| p.addr),
+        );
+    }
+    addrs.sort_unstable();
+    addrs.dedup();
+    addrs
 }
 
 /// The guard for this node (loads its keys).

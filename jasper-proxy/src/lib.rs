@@ -37,6 +37,7 @@ pub struct ProxyNode {
     peers: Vec<Option<SocketAddr>>,
     dsts: Vec<SocketAddr>,
     unknown_peer: u64,
+    request_stamp: u64,
     idler: Idler,
 }
 
@@ -79,6 +80,8 @@ pub struct ProxyReport {
     /// Per child: delay reports clamped to the ceiling, and reductions it
     /// alone dominated (outliers).
     pub children: Vec<ChildFlags>,
+    /// Retransmission: requests answered, passed up, limited; the store.
+    pub retransmit: jasper_core::retransmit::RetransmitStats,
     /// Upstreams (liveness).
     pub upstreams: Vec<UpstreamState>,
     /// Upstreams currently dead.
@@ -103,6 +106,7 @@ impl ProxyNode {
             peers: peer_table(cfg),
             dsts: Vec::with_capacity(64),
             unknown_peer: 0,
+            request_stamp: 0,
             idler: Idler::new(cfg.backend.idle, cfg.backend.max_sleep_us),
         })
     }
@@ -125,36 +129,78 @@ impl ProxyNode {
                 Err(_) => continue,
             };
             self.liveness.heard(now, meta.src, ends);
-            if let Verdict::Forward { key } = self.core.handle_admitted(now, buf) {
-                self.dsts.clear();
-                let (peers, dsts, unknown) = (&self.peers, &mut self.dsts, &mut self.unknown_peer);
-                self.core.for_each_destination(key, |d, _| {
-                    match peers.get(d as usize).copied().flatten() {
-                        Some(a) => dsts.push(a),
-                        None => *unknown += 1,
+            match self.core.handle_admitted(now, buf) {
+                Verdict::Forward { key } => {
+                    self.dsts.clear();
+                    let (peers, dsts, unknown) =
+                        (&self.peers, &mut self.dsts, &mut self.unknown_peer);
+                    self.core.for_each_destination(key, |d, _| {
+                        match peers.get(d as usize).copied().flatten() {
+                            Some(a) => dsts.push(a),
+                            None => *unknown += 1,
+                        }
+                    });
+                    self.io.forward(i, &self.dsts);
+                }
+                // Re-send the stored packets, unchanged, to the requester.
+                Verdict::Answer => {
+                    let (peers, io, unknown) = (&self.peers, &mut self.io, &mut self.unknown_peer);
+                    self.core.answer(now, |bytes, to| {
+                        match peers.get(to as usize).copied().flatten() {
+                            Some(a) => io.send_to(bytes, a),
+                            None => *unknown += 1,
+                        }
+                    });
+                }
+                _ => {}
+            }
+        }
+        // What children asked for and this node lacks: ask every upstream.
+        while let Some(r) = self.core.poll_upstream_request() {
+            // Strictly increasing stamps: upstreams refuse a request not
+            // newer than the last one (replays).
+            let now = self.clock.now_ns().max(self.request_stamp + 1);
+            self.request_stamp = now;
+            let mut buf = [0u8; 128];
+            if let Some(len) = jasper_core::retransmit::emit_sealed_request(
+                self.guard.auth(),
+                self.core.node(),
+                now,
+                &r,
+                &mut buf,
+            ) {
+                for u in &self.core.table().upstreams {
+                    if let Some(a) = self.peers.get(*u as usize).copied().flatten() {
+                        self.io.send_to(&buf[..len], a);
                     }
-                });
-                self.io.forward(i, &self.dsts);
+                }
             }
         }
         let now = self.clock.now_ns();
         if now.saturating_sub(self.liveness_at) >= 10_000_000 {
             self.liveness_at = now;
             self.liveness.poll(now);
+            self.core.expire(now);
         }
         if let Some((parent, rep)) = self.core.poll_report(now) {
-            if let Some(addr) = self.peers.get(parent as usize).copied().flatten() {
-                let mut buf = [0u8; 128];
-                let mut h = Header::new(Kind::DelayReport);
-                h.send_time_ns = now;
-                if let Ok(len) = emit_report(&h, &rep, &mut buf) {
-                    let len = match self.guard.auth() {
+            let mut buf = [0u8; 128];
+            let mut h = Header::new(Kind::DelayReport);
+            h.send_time_ns = now;
+            let len =
+                emit_report(&h, &rep, &mut buf)
+                    .ok()
+                    .and_then(|len| match self.guard.auth() {
                         Some(a) => a.seal_node(&mut buf, len, self.core.node()).ok(),
                         None => Some(len),
-                    };
-                    if let Some(len) = len {
-                        self.io.send_to(&buf[..len], addr);
-                    }
+                    });
+            // The primary parent, then the other roots (below hedged roots).
+            let targets =
+                std::iter::once(parent).chain(self.core.table().report_also.iter().copied());
+            for t in targets {
+                if let (Some(len), Some(addr)) =
+                    (len, self.peers.get(t as usize).copied().flatten())
+                {
+                    self.io.send_to(&buf[..len], addr);
                 }
             }
         }
@@ -199,6 +245,7 @@ impl ProxyNode {
             guard: self.guard.stats().clone(),
             authenticated: self.guard.authenticating(),
             children: self.core.child_flags().to_vec(),
+            retransmit: self.core.retransmit_stats(),
             upstreams: self.liveness.states().to_vec(),
             upstreams_dead: self.liveness.dead(),
             unknown_peer: self.unknown_peer,
@@ -246,6 +293,7 @@ mod tests {
             fanout: Some(2),
             hedge: 1,
             spray: false,
+            roots: 1,
         };
         let plan = Plan::build(&loopback_inventory(3, 4, false, 42000), &spec).unwrap();
         let id = plan.levels[1][0];

@@ -61,7 +61,8 @@ pub struct ReceiverNode {
     liveness: Liveness,
     io: BoxedIo,
     clock: NodeClock,
-    parent: Option<SocketAddr>,
+    /// Where delay reports go: the parent, then any other root proxies.
+    parents: Vec<SocketAddr>,
     /// The hedge endpoint's id and its parent's address (receiver hedging).
     hedge: Option<(jasper_core::plan::NodeId, SocketAddr)>,
     mold: Option<mold::MoldEmitter>,
@@ -72,6 +73,11 @@ pub struct ReceiverNode {
     exit_after_session: bool,
     liveness_at: u64,
     gaps: Vec<Event>,
+    /// Ranges given up on (first 1024).
+    lost: Vec<Event>,
+    /// Every upstream (both endpoints'): retransmit requests go to all.
+    upstreams: Vec<SocketAddr>,
+    request_stamp: u64,
 }
 
 /// How often upstream liveness is checked, ns.
@@ -112,6 +118,13 @@ pub struct ReceiverReport {
     pub upstreams: Vec<UpstreamState>,
     /// Upstreams currently dead.
     pub upstreams_dead: Vec<u32>,
+    /// Time from gap detection to a retransmission's arrival, ns:
+    /// p50, p99, max (0 when nothing was recovered).
+    pub recovery_ns: [u64; 3],
+    /// Ranges given up on (stream, session, first, count; first 64).
+    pub lost_ranges: Vec<(u32, u32, u64, u64)>,
+    /// Sequences missing now (neither arrived nor given up yet).
+    pub missing_now: u64,
     /// Messages held now, and their payload bytes.
     pub held: usize,
     /// Payload bytes held now.
@@ -148,10 +161,13 @@ impl ReceiverNode {
             liveness: jasper_io::trust::liveness(cfg),
             io,
             clock: NodeClock::from_config(&cfg.clock),
-            parent: cfg
+            parents: cfg
                 .table
                 .parent
-                .and_then(|p| peers.get(p as usize).copied().flatten()),
+                .iter()
+                .chain(cfg.table.report_also.iter())
+                .filter_map(|p| peers.get(*p as usize).copied().flatten())
+                .collect(),
             hedge: cfg
                 .node
                 .hedge
@@ -164,6 +180,14 @@ impl ReceiverNode {
             exit_after_session: false,
             liveness_at: 0,
             gaps: Vec::new(),
+            lost: Vec::new(),
+            upstreams: cfg
+                .table
+                .upstreams
+                .iter()
+                .filter_map(|u| peers.get(*u as usize).copied().flatten())
+                .collect(),
+            request_stamp: 0,
         })
     }
 
@@ -218,6 +242,7 @@ impl ReceiverNode {
                     self.ended_at = None;
                 }
                 Event::Gap { .. } if self.gaps.len() < 1024 => self.gaps.push(e),
+                Event::Lost { .. } if self.lost.len() < 1024 => self.lost.push(e),
                 _ => {}
             }
         }
@@ -237,9 +262,11 @@ impl ReceiverNode {
         })
     }
 
-    /// Reports to the parent, MoldUDP64 flush/heartbeat, transmit.
+    /// Reports to the parent, retransmit requests, MoldUDP64
+    /// flush/heartbeat, transmit.
     pub fn housekeeping(&mut self) -> io::Result<()> {
         let now = self.clock.now_ns();
+        self.request_missing(now);
         if now.saturating_sub(self.liveness_at) >= LIVENESS_EVERY_NS {
             self.liveness_at = now;
             self.liveness.poll(now);
@@ -248,8 +275,8 @@ impl ReceiverNode {
             let mut h = Header::new(Kind::DelayReport);
             h.send_time_ns = now;
             let mut buf = [0u8; 128];
-            if let Some(parent) = self.parent {
-                if let Some(len) = self.emit_report(&h, &rep, self.id, &mut buf) {
+            if let Some(len) = self.emit_report(&h, &rep, self.id, &mut buf) {
+                for &parent in &self.parents {
                     self.io.send_to(&buf[..len], parent);
                 }
             }
@@ -268,6 +295,50 @@ impl ReceiverNode {
         }
         self.io.flush()?;
         Ok(())
+    }
+
+    /// Ask every upstream for the sequences due to be asked for; ranges
+    /// given up on become [`Event::Lost`].
+    fn request_missing(&mut self, now: u64) {
+        let mut due = [None; 16];
+        let mut n = 0;
+        self.core.poll_recovery(now, |r| {
+            if n < due.len() {
+                due[n] = Some(r);
+                n += 1;
+            }
+        });
+        for r in due.iter().flatten() {
+            // Strictly increasing stamps: upstreams refuse replays.
+            let stamp = now.max(self.request_stamp + 1);
+            self.request_stamp = stamp;
+            let mut buf = [0u8; 128];
+            if let Some(len) = jasper_core::retransmit::emit_sealed_request(
+                self.guard.auth(),
+                self.id,
+                stamp,
+                r,
+                &mut buf,
+            ) {
+                for &u in &self.upstreams {
+                    self.io.send_to(&buf[..len], u);
+                }
+            }
+        }
+        while let Some(e) = self.core.poll_event() {
+            match e {
+                Event::Lost { .. } if self.lost.len() < 1024 => self.lost.push(e),
+                Event::Gap { .. } if self.gaps.len() < 1024 => self.gaps.push(e),
+                _ => {}
+            }
+        }
+    }
+
+    /// Host time the next retransmit request is due (or a range given up).
+    pub fn next_recovery_host_ns(&self) -> Option<u64> {
+        self.core
+            .recovery_timeout()
+            .map(|t| self.clock.host_time_of(t))
     }
 
     /// A delay report speaking for node `as_node`, tagged with its key.
@@ -296,8 +367,7 @@ impl ReceiverNode {
     /// 200 ms passed since the end-of-session notice (which can overtake
     /// the last data packets) for the missing ones to show up.
     pub fn finished(&self) -> bool {
-        let st = self.core.stats();
-        let complete = st.gaps_detected == st.gaps_filled;
+        let complete = self.core.missing() == 0;
         let grace_over = self
             .ended_at
             .is_some_and(|t| t.elapsed() >= std::time::Duration::from_millis(200));
@@ -307,6 +377,11 @@ impl ReceiverNode {
     /// Gaps seen (first 1024).
     pub fn gaps(&self) -> &[Event] {
         &self.gaps
+    }
+
+    /// Ranges given up on, never recovered (first 1024).
+    pub fn lost(&self) -> &[Event] {
+        &self.lost
     }
 
     /// Counters.
@@ -325,6 +400,29 @@ impl ReceiverNode {
             authenticated: self.guard.authenticating(),
             upstreams: self.liveness.states().to_vec(),
             upstreams_dead: self.liveness.dead(),
+            recovery_ns: {
+                let h = self.core.recovery_latency();
+                if h.is_empty() {
+                    [0; 3]
+                } else {
+                    [h.value_at_quantile(0.5), h.value_at_quantile(0.99), h.max()]
+                }
+            },
+            lost_ranges: self
+                .lost
+                .iter()
+                .take(64)
+                .filter_map(|e| match *e {
+                    Event::Lost {
+                        stream,
+                        session,
+                        first,
+                        count,
+                    } => Some((stream, session, first, count)),
+                    _ => None,
+                })
+                .collect(),
+            missing_now: self.core.missing(),
             held: self.core.held(),
             held_bytes: self.core.held_bytes(),
             clock_status: self.clock.status().name(),
@@ -377,7 +475,11 @@ pub fn run(
             break;
         }
         let next = nodes.iter().filter_map(|n| n.next_release_host_ns()).min();
-        let timers = nodes.iter().filter_map(|n| n.io.next_timer_ns()).min();
+        let timers = nodes
+            .iter()
+            .filter_map(|n| n.io.next_timer_ns())
+            .chain(nodes.iter().filter_map(|n| n.next_recovery_host_ns()))
+            .min();
         let now = host_now_ns();
         if let Some(due) = next {
             if due <= now + spin_ns {
@@ -430,6 +532,7 @@ mod tests {
                 parent: Some(1),
                 upstreams: vec![1],
                 report_children: vec![],
+                report_also: vec![],
                 fanout: Fanout::None,
             },
             vec![Peer {

@@ -120,6 +120,7 @@ impl Publisher {
             Sources {
                 upstream: vec![],
                 children: vec![(jasper_core::plan::ROOT, vec![cfg.root])],
+                downstream: vec![(jasper_core::plan::ROOT, vec![cfg.root])],
             },
         );
         Ok(Self::with_io(Box::new(io), clock, cfg.root, cfg.sender).with_guard(guard))
@@ -172,6 +173,7 @@ impl Publisher {
             Sources {
                 upstream: vec![],
                 children: vec![(jasper_core::plan::ROOT, vec![root])],
+                downstream: vec![(jasper_core::plan::ROOT, vec![root])],
             },
         );
         Publisher {
@@ -218,8 +220,16 @@ impl Publisher {
             let now = self.clock.read().now_ns;
             for i in 0..n {
                 let (meta, bytes) = self.io.rx(i);
-                if let Ok(r) = self.guard.admit(now, meta.src, bytes) {
-                    self.core.handle_repr(&r);
+                let src = meta.src;
+                let answer = match self.guard.admit(now, src, bytes) {
+                    Ok(r) => self.core.handle_repr(&r),
+                    Err(_) => false,
+                };
+                // A root's retransmit request: the stored packets go back,
+                // unchanged, to the address the guard checked.
+                if answer {
+                    let io = &mut self.io;
+                    self.core.answer(now, |b, _| io.send_to(b, src));
                 }
             }
             work += n;
@@ -228,6 +238,7 @@ impl Publisher {
         if self.core.poll_timeout().is_some_and(|t| now.now_ns >= t) {
             self.core.handle_timeout(now);
         }
+        self.core.expire(now.now_ns);
         self.transmit();
         work
     }
@@ -236,6 +247,11 @@ impl Publisher {
     pub fn end_session(&mut self) {
         self.core.end_session(self.clock.read());
         self.transmit();
+    }
+
+    /// Retransmission counters (requests from the roots, packets re-sent, the store).
+    pub fn retransmit_stats(&self) -> jasper_core::retransmit::RetransmitStats {
+        self.core.retransmit_stats()
     }
 
     /// Counters.

@@ -109,6 +109,7 @@ impl Trust {
                     .iter()
                     .map(|c| (*c, vec![addr(*c)]))
                     .collect(),
+                downstream: vec![],
             };
             guards.push(Guard::new(
                 gr,

@@ -215,7 +215,14 @@ impl Sim {
                 Role::Sender => Node::Sender(Box::new(SenderCore::new(sender_cfg))),
                 Role::Proxy { .. } => Node::Proxy(Box::new(ProxyCore::new(
                     plan.tables[node.id as usize].clone(),
-                    ProxyConfig::default(),
+                    ProxyConfig {
+                        // Nothing here asks for retransmissions: keep no store.
+                        retransmit: jasper_core::retransmit::RetransmitConfig {
+                            buffer_bytes: 0,
+                            ..Default::default()
+                        },
+                        ..ProxyConfig::default()
+                    },
                 ))),
                 Role::Receiver { mp, .. } => {
                     receiver_index[node.id as usize] = mp;
@@ -634,6 +641,10 @@ impl Sim {
                 let timeout = p.poll_timeout();
                 if let Some((parent, rep)) = report {
                     self.send_report(id, parent, rep);
+                    for k in 0..self.plan.tables[id as usize].report_also.len() {
+                        let also = self.plan.tables[id as usize].report_also[k];
+                        self.send_report(id, also, rep);
+                    }
                 }
                 if let Some(t) = timeout {
                     let tt = self.true_time_of(id, t);
@@ -720,6 +731,10 @@ impl Sim {
                 let next = r.poll_timeout();
                 if let (Some(rep), Some(parent)) = (report, self.plan.tables[id as usize].parent) {
                     self.send_report(id, parent, rep);
+                    for k in 0..self.plan.tables[id as usize].report_also.len() {
+                        let also = self.plan.tables[id as usize].report_also[k];
+                        self.send_report(id, also, rep);
+                    }
                 }
                 if let Some(t) = next {
                     let tt = self.true_time_of(id, t);

@@ -59,6 +59,8 @@ pub struct SimParams {
     pub hedge: Option<u32>,
     /// Spraying override.
     pub spray: Option<bool>,
+    /// Root proxies R (`None` = 1, the paper's single root).
+    pub roots: Option<u32>,
     /// The cloud.
     pub model: CloudModel,
     /// Extra faults.
@@ -84,6 +86,7 @@ impl Default for SimParams {
             fanout: None,
             hedge: None,
             spray: None,
+            roots: None,
             model: CloudModel::default(),
             faults: Faults::default(),
             fair_threshold_ns: jasper_core::metrics::DEFAULT_FAIR_THRESHOLD_NS,

@@ -92,6 +92,7 @@ pub fn tree_spec(scheme: Scheme, p: &SimParams) -> TreeSpec {
             fanout: Some(p.receivers.max(1) as u32),
             hedge: 0,
             spray: false,
+            roots: 1,
         };
     }
     let spray = scheme == Scheme::Ours;
@@ -100,6 +101,7 @@ pub fn tree_spec(scheme: Scheme, p: &SimParams) -> TreeSpec {
         fanout: p.fanout,
         hedge: p.hedge.unwrap_or(2),
         spray: p.spray.unwrap_or(spray),
+        roots: p.roots.unwrap_or(1),
     };
     if s.depth.is_none() && s.fanout.is_none() {
         // The paper's rule of thumb: fanout 10, depth round(log10 N).
@@ -144,6 +146,11 @@ pub fn node_configs(scheme: Scheme, p: &SimParams) -> (SenderConfig, ReceiverCon
                 ceiling_ns: 5_000_000,
             },
         },
+        // The simulator does not model retransmission: no store.
+        retransmit: jasper_core::retransmit::RetransmitConfig {
+            buffer_bytes: 0,
+            ..Default::default()
+        },
         ..SenderConfig::default()
     };
     let tracked = scheme == Scheme::Ours && p.tracked.is_some();
@@ -164,6 +171,10 @@ pub fn node_configs(scheme: Scheme, p: &SimParams) -> (SenderConfig, ReceiverCon
                 percentile: p.percentile.unwrap_or(scheme.default_percentile()),
                 ..EstimatorConfig::default()
             }
+        },
+        recovery: jasper_core::recovery::RecoveryConfig {
+            enabled: false,
+            ..defaults.recovery
         },
         ..defaults
     };
