@@ -1,7 +1,7 @@
 //! One MoldUDP64 session (one publisher stream in one publisher session):
 //! packs released messages into downstream packets, keeps them for
 //! re-requests, sends heartbeats, and ends the session once everything of it
-//! is out. Sans-I/O: packets go to a [`Wire`], time comes in as `now_ns`.
+//! is out. Sans-I/O: packets go to a `Wire`, time comes in as `now_ns`.
 
 use super::store::Store;
 use super::{MoldStats, Wire};

@@ -2,9 +2,9 @@
 //!
 //! Two jobs, both optional in `[receiver]`:
 //! - **Downstream** (`mold_udp`): every released message is re-emitted on a
-//!   local UDP socket in MoldUDP64 framing ([`emit`]).
+//!   local UDP socket in MoldUDP64 framing (`emit.rs`).
 //! - **Requests** (`mold_request`): a MoldUDP64 request server answers
-//!   re-requests from a bounded buffer of what was released ([`server`]), so
+//!   re-requests from a bounded buffer of what was released (`server.rs`), so
 //!   a standard client fills any gap or reordering itself.
 //!
 //! # Sessions
@@ -18,7 +18,7 @@
 //!
 //! # Packets
 //! Messages released together and in sequence share a packet (at most
-//! [`emit::MAX_PACKET`] bytes); a message released out of sequence order (a
+//! 1472 bytes); a message released out of sequence order (a
 //! late or recovered one) starts a packet of its own, so the feed handler
 //! sees a gap first and may ask for it. Heartbeats (count 0, next sequence)
 //! go out per session after `mold_heartbeat_ms` without a packet. End of
@@ -41,8 +41,8 @@ use jasper_core::config::ReceiverSection;
 use jasper_core::receiver::Release;
 use serde::Serialize;
 
-pub mod emit;
-pub mod server;
+mod emit;
+mod server;
 mod store;
 
 use emit::{Session, Timing};

@@ -1,12 +1,12 @@
 //! The MoldUDP64 request server: answers re-requests from what the sessions
 //! released. Sans-I/O: requests come in as bytes with their source, replies
-//! go to a [`Wire`].
+//! go to a `Wire`.
 //!
 //! A request is the standard 20-byte packet: session (10 bytes), first
 //! sequence (u64 BE), message count (u16 BE). The reply is one downstream
 //! packet unicast to the requester, starting at the requested sequence and
 //! holding as many of the requested messages as are kept and fit in
-//! [`MAX_PACKET`] bytes (at least one); the requester asks again for the rest.
+//! `MAX_PACKET` bytes (at least one); the requester asks again for the rest.
 //!
 //! - A sequence that this receiver has not released yet but knows exists
 //!   (a gap it is still filling, or below the publisher's announced end)
