@@ -151,6 +151,11 @@ pub struct LocalArgs {
     /// Kill the publisher at SECONDS and open a new one at once (a new session).
     #[arg(long)]
     pub restart_publisher: Option<f64>,
+    /// MoldUDP64 hand-off: MP k re-emits its released feed to
+    /// 127.0.0.1:BASEPORT+2k and answers MoldUDP64 re-requests on
+    /// 127.0.0.1:BASEPORT+2k+1 (point a feed handler there).
+    #[arg(long, value_name = "BASEPORT")]
+    pub mold: Option<u16>,
 }
 
 /// Idle strategy flag.
@@ -487,6 +492,10 @@ fn run_once(args: &LocalArgs, variant: Variant, stop: &AtomicBool) -> anyhow::Re
         keys_dir: None,
     };
     let mut cfgs = node_configs(&plan, &opts);
+    if let Some(base) = args.mold {
+        jasper_core::plan_configs::set_mold_ports(&mut cfgs, [127, 0, 0, 1].into(), base)
+            .map_err(|e| anyhow::anyhow!("--mold: {e}"))?;
+    }
     let description = format!(
         "{}: {} receivers{}, {} — {} proxies (depth {}, fanout {}, hedge {}, spray {}), kernel UDP on loopback, clock {:?}, delay model {:?}, loss {}",
         variant.name(),
@@ -1073,6 +1082,7 @@ fn print_run(r: &RunResult) {
     );
     print_recovery(&r.nodes);
     print_trust(r);
+    print_mold(r);
 }
 
 /// Guard refusals summed over nodes, by reason (non-zero only).
@@ -1195,6 +1205,29 @@ fn print_trust(r: &RunResult) {
             );
         }
     }
+}
+
+/// The MoldUDP64 line of the report (with `--mold`).
+fn print_mold(r: &RunResult) {
+    let m = |k: &str| sum(&r.nodes, &["mold", k]);
+    if m("sessions") == 0 {
+        return;
+    }
+    println!(
+        "  MoldUDP64: {} sessions, {} packets ({} messages, {} heartbeats, {} end of session), {} released out of order; requests {}: served {} (waited {}), refused {}, messages re-sent {}, send errors {}",
+        m("sessions"),
+        m("packets"),
+        m("messages"),
+        m("heartbeats"),
+        m("end_packets"),
+        m("out_of_order"),
+        m("requests"),
+        m("requests_served"),
+        m("requests_deferred"),
+        m("requests_refused"),
+        m("messages_resent"),
+        m("send_errors"),
+    );
 }
 
 fn to_json(r: &RunResult) -> anyhow::Result<Value> {

@@ -128,6 +128,10 @@ struct PlanArgs {
     /// Replace keys already in `<out>/keys` (otherwise refused).
     #[arg(long)]
     force: bool,
+    /// MoldUDP64 hand-off in every receiver config: MP k re-emits to
+    /// 127.0.0.1:BASEPORT+2k and answers re-requests on 127.0.0.1:BASEPORT+2k+1.
+    #[arg(long, value_name = "BASEPORT")]
+    mold: Option<u16>,
 }
 
 fn plan_cmd(a: PlanArgs) -> anyhow::Result<()> {
@@ -161,6 +165,13 @@ fn plan_cmd(a: PlanArgs) -> anyhow::Result<()> {
         };
         crate::keys::refuse_existing_keys(&dir, a.force)?;
         let mut cfgs = jasper_core::plan_configs::node_configs(&plan, &opts);
+        if let Some(base) = a.mold {
+            jasper_core::plan_configs::set_mold_ports(&mut cfgs, [127, 0, 0, 1].into(), base)
+                .map_err(|e| anyhow::anyhow!("--mold: {e}"))?;
+            println!(
+                "MoldUDP64 hand-off: MP k re-emits to 127.0.0.1:{base}+2k and answers re-requests on 127.0.0.1:{base}+2k+1"
+            );
+        }
         // Keys: one file per node under <out>/keys (mode 0600), never inside
         // the shareable configs; each config names its file relative to itself.
         let masters = jasper_io::trust::random_masters(1).map_err(anyhow::Error::msg)?;

@@ -388,10 +388,37 @@ pub struct ReceiverSection {
     pub core: ReceiverConfig,
     /// Spin (instead of sleeping) for the last stretch before a deadline, ns.
     pub spin_ns: u64,
-    /// Re-emit released messages as MoldUDP64 to this address.
+    /// Re-emit released messages as MoldUDP64 to this address (the MP's
+    /// feed handler). Every publisher stream is its own MoldUDP64 session.
     pub mold_udp: Option<SocketAddr>,
-    /// MoldUDP64 session name (≤ 10 ASCII characters, space padded).
+    /// MoldUDP64 session-name prefix: 1 to 7 ASCII letters. A stream's
+    /// session is named prefix ‖ stream id (decimal) ‖ a code of the
+    /// publisher's session (letters A–Z), 10 characters in all, so a
+    /// restarted publisher starts a session with a new name.
     pub mold_session: String,
+    /// MoldUDP64 request server: answers re-requests (session, sequence,
+    /// count) from what this receiver released. Needs `mold_udp`.
+    pub mold_request: Option<SocketAddr>,
+    /// Heartbeat interval of each MoldUDP64 session, ms.
+    pub mold_heartbeat_ms: u64,
+    /// How long a session's end of session waits for sequences never
+    /// released (lost), ms. At least the deadline window
+    /// (`trust.deadline_future_ns`), so every message held when the end
+    /// arrived is out first.
+    pub mold_end_wait_ms: u64,
+    /// End-of-session packets per session: the first, then one in place of
+    /// each heartbeat.
+    pub mold_end_packets: u32,
+    /// Retransmit buffer of each MoldUDP64 session: payload bytes kept.
+    pub mold_buffer_bytes: usize,
+    /// Retransmit buffer of each MoldUDP64 session: messages kept.
+    pub mold_buffer_messages: usize,
+    /// Reply packets per second to one requester (bursts of a tenth of a
+    /// second); all requesters together get four times this.
+    pub mold_replies_per_s: u32,
+    /// How long a request for a sequence not released yet (a gap this
+    /// receiver is still filling) waits before it is dropped, ms.
+    pub mold_request_wait_ms: u64,
 }
 
 impl Default for ReceiverSection {
@@ -400,10 +427,27 @@ impl Default for ReceiverSection {
             core: ReceiverConfig::default(),
             spin_ns: 20_000,
             mold_udp: None,
-            mold_session: "JASPER".into(),
+            mold_session: "J".into(),
+            mold_request: None,
+            mold_heartbeat_ms: 1_000,
+            mold_end_wait_ms: 1_000,
+            mold_end_packets: 10,
+            mold_buffer_bytes: 4 << 20,
+            mold_buffer_messages: 1 << 16,
+            mold_replies_per_s: 10_000,
+            mold_request_wait_ms: 1_000,
         }
     }
 }
+
+/// Longest MoldUDP64 session-name prefix.
+pub const MOLD_PREFIX_MAX: usize = 7;
+/// Letters a MoldUDP64 session name keeps for the publisher-session code.
+pub const MOLD_CODE_MIN: usize = 3;
+/// Largest MoldUDP64 retransmit buffer per session, bytes.
+pub const MOLD_BUFFER_BYTES_MAX: usize = 1 << 30;
+/// Largest MoldUDP64 retransmit buffer per session, messages.
+pub const MOLD_BUFFER_MESSAGES_MAX: usize = 1 << 22;
 
 /// Address of a node the table refers to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -695,13 +739,7 @@ impl NodeConfig {
                 "set it to the ceiling plus the clocks' disagreement (e.g. ceiling + 5 ms)",
             );
         }
-        if self.receiver.mold_session.len() > 10 || !self.receiver.mold_session.is_ascii() {
-            return bad(
-                "receiver.mold_session",
-                "longer than 10 ASCII characters",
-                "shorten it",
-            );
-        }
+        self.check_mold()?;
         let s = &self.sender;
         if s.max_packet < 64 || s.max_packet > 9000 {
             return bad(
@@ -723,6 +761,115 @@ impl NodeConfig {
                 problem: e,
                 fix: "see docs/MODEL.md for valid values".into(),
             })?;
+        }
+        Ok(())
+    }
+}
+
+impl NodeConfig {
+    /// `[receiver]` MoldUDP64 keys.
+    fn check_mold(&self) -> Result<(), ConfigError> {
+        let r = &self.receiver;
+        let prefix = &r.mold_session;
+        if prefix.is_empty()
+            || prefix.len() > MOLD_PREFIX_MAX
+            || !prefix.bytes().all(|b| b.is_ascii_alphabetic())
+        {
+            return bad(
+                "receiver.mold_session",
+                format!("{prefix:?} is not 1 to {MOLD_PREFIX_MAX} ASCII letters"),
+                "use a short prefix of letters such as \"J\" (the stream id and a session code follow it)",
+            );
+        }
+        if r.mold_udp.is_some() {
+            let room = MOLD_PREFIX_MAX - prefix.len();
+            if let Some(s) = self
+                .trust
+                .streams
+                .iter()
+                .find(|s| s.to_string().len() > room)
+            {
+                return bad(
+                    "receiver.mold_session",
+                    format!(
+                        "prefix {prefix:?} and stream {s} leave fewer than {MOLD_CODE_MIN} of the 10 session-name characters for the publisher-session code"
+                    ),
+                    match MOLD_PREFIX_MAX.checked_sub(s.to_string().len()) {
+                        Some(n) if n > 0 => format!("shorten the prefix to at most {n} letters"),
+                        _ => "use stream ids below 1000000 (the name holds a 1-letter prefix and 6 digits)".into(),
+                    },
+                );
+            }
+        }
+        match (r.mold_request, r.mold_udp) {
+            (Some(_), None) => {
+                return bad(
+                    "receiver.mold_request",
+                    "a request server without `mold_udp` has nothing to answer from",
+                    "set mold_udp to the feed handler's address, or remove mold_request",
+                )
+            }
+            (Some(a), Some(b)) if a == b => {
+                return bad(
+                    "receiver.mold_request",
+                    format!("{a} is also the feed address `mold_udp`"),
+                    "give the request server its own port, e.g. the feed port + 1",
+                )
+            }
+            _ => {}
+        }
+        if !(1..=60_000).contains(&r.mold_heartbeat_ms) {
+            return bad(
+                "receiver.mold_heartbeat_ms",
+                format!("{} is out of range", r.mold_heartbeat_ms),
+                "use 1..=60000 (MoldUDP64 servers send one a second: 1000)",
+            );
+        }
+        let window_ms = self.trust.deadline_future_ns.div_ceil(1_000_000);
+        if r.mold_end_wait_ms < window_ms || r.mold_end_wait_ms > 600_000 {
+            return bad(
+                "receiver.mold_end_wait_ms",
+                format!(
+                    "{} ms is outside {window_ms}..=600000: below the deadline window (trust.deadline_future_ns) an end of session could overtake held messages",
+                    r.mold_end_wait_ms
+                ),
+                format!("use e.g. {}", window_ms.max(1_000)),
+            );
+        }
+        if !(1..=1_000).contains(&r.mold_end_packets) {
+            return bad(
+                "receiver.mold_end_packets",
+                format!("{} is out of range", r.mold_end_packets),
+                "use 1..=1000 (e.g. 10: the end is repeated in place of heartbeats)",
+            );
+        }
+        if !(65_536..=MOLD_BUFFER_BYTES_MAX).contains(&r.mold_buffer_bytes) {
+            return bad(
+                "receiver.mold_buffer_bytes",
+                format!("{} is out of range", r.mold_buffer_bytes),
+                format!("use 65536..={MOLD_BUFFER_BYTES_MAX} (the largest message must fit; e.g. 4194304)"),
+            );
+        }
+        if !(16..=MOLD_BUFFER_MESSAGES_MAX).contains(&r.mold_buffer_messages) {
+            return bad(
+                "receiver.mold_buffer_messages",
+                format!("{} is out of range", r.mold_buffer_messages),
+                format!("use 16..={MOLD_BUFFER_MESSAGES_MAX} (e.g. 65536)"),
+            );
+        }
+        if !(1..=1_000_000).contains(&r.mold_replies_per_s) {
+            return bad(
+                "receiver.mold_replies_per_s",
+                format!("{} is out of range", r.mold_replies_per_s),
+                "use 1..=1000000 (e.g. 10000)",
+            );
+        }
+        if r.mold_request_wait_ms > 60_000 {
+            return bad(
+                "receiver.mold_request_wait_ms",
+                format!("{} is out of range", r.mold_request_wait_ms),
+                "use 0..=60000 (e.g. 1000)",
+            );
         }
         Ok(())
     }
@@ -909,6 +1056,67 @@ mod tests {
             c.validate().unwrap_err().field,
             "receiver.core.max_held_bytes"
         );
+    }
+
+    #[test]
+    fn mold_keys_are_checked() {
+        let mut c = sample();
+        c.receiver.mold_udp = Some("127.0.0.1:9000".parse().unwrap());
+        c.receiver.mold_request = Some("127.0.0.1:9001".parse().unwrap());
+        c.validate().unwrap();
+        // Old configs name the session "JASPER": still valid for stream 1.
+        c.receiver.mold_session = "JASPER".into();
+        c.validate().unwrap();
+        c.trust.streams = vec![1, 4711];
+        let e = c.validate().unwrap_err();
+        assert_eq!(e.field, "receiver.mold_session", "{e}");
+        assert!(e.fix.contains("at most 3 letters"), "{e}");
+        c.receiver.mold_session = "JASPER1".into();
+        assert!(c.validate().unwrap_err().problem.contains("letters"));
+        c.receiver.mold_session = "J".into();
+        c.validate().unwrap();
+        c.trust.streams = vec![123_456_789];
+        assert!(c.validate().unwrap_err().fix.contains("below 1000000"));
+        c.trust.streams = vec![1];
+        c.receiver.mold_request = c.receiver.mold_udp;
+        assert_eq!(c.validate().unwrap_err().field, "receiver.mold_request");
+        c.receiver.mold_udp = None;
+        assert!(c
+            .validate()
+            .unwrap_err()
+            .problem
+            .contains("nothing to answer"));
+        let mut c = sample();
+        c.receiver.mold_end_wait_ms = 1;
+        let e = c.validate().unwrap_err();
+        assert_eq!(e.field, "receiver.mold_end_wait_ms");
+        assert!(e.problem.contains("deadline window"), "{e}");
+        for (field, set) in [
+            (
+                "receiver.mold_buffer_bytes",
+                (|c: &mut NodeConfig| c.receiver.mold_buffer_bytes = usize::MAX)
+                    as fn(&mut NodeConfig),
+            ),
+            ("receiver.mold_buffer_messages", |c| {
+                c.receiver.mold_buffer_messages = 0
+            }),
+            ("receiver.mold_heartbeat_ms", |c| {
+                c.receiver.mold_heartbeat_ms = 0
+            }),
+            ("receiver.mold_end_packets", |c| {
+                c.receiver.mold_end_packets = 0
+            }),
+            ("receiver.mold_replies_per_s", |c| {
+                c.receiver.mold_replies_per_s = 0
+            }),
+            ("receiver.mold_request_wait_ms", |c| {
+                c.receiver.mold_request_wait_ms = u64::MAX
+            }),
+        ] {
+            let mut c = sample();
+            set(&mut c);
+            assert_eq!(c.validate().unwrap_err().field, field);
+        }
     }
 
     #[test]

@@ -184,6 +184,36 @@ pub fn node_configs(plan: &Plan, opts: &ConfigOptions) -> Vec<NodeConfig> {
     out
 }
 
+/// Switch on the MoldUDP64 hand-off of every receiver config: MP `k`
+/// re-emits to `ip:base + 2k` (where its feed handler listens) and answers
+/// re-requests on `ip:base + 2k + 1`. Distinct ports per MP let MPs share a
+/// host (`jasper local`); on one host per MP they are as good as any.
+pub fn set_mold_ports(
+    cfgs: &mut [NodeConfig],
+    ip: std::net::IpAddr,
+    base: u16,
+) -> Result<(), String> {
+    if base == 0 {
+        return Err("MoldUDP64 base port 0: give the port the first MP's feed handler listens on, e.g. 9000".into());
+    }
+    for c in cfgs
+        .iter_mut()
+        .filter(|c| c.node.role == NodeRole::Receiver)
+    {
+        let k = c.node.mp.unwrap_or(c.node.id);
+        let port = |off: u32| {
+            u16::try_from(base as u32 + 2 * k + off).map_err(|_| {
+                format!(
+                    "MoldUDP64 base port {base} leaves no port for MP {k} (MP k uses base + 2k and base + 2k + 1): use a lower base port"
+                )
+            })
+        };
+        c.receiver.mold_udp = Some(std::net::SocketAddr::new(ip, port(0)?));
+        c.receiver.mold_request = Some(std::net::SocketAddr::new(ip, port(1)?));
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -230,6 +260,25 @@ mod tests {
                 );
             }
         }
+        let mut cfgs = cfgs;
+        set_mold_ports(&mut cfgs, [127, 0, 0, 1].into(), 9000).unwrap();
+        let mut ports = Vec::new();
+        for c in cfgs.iter().filter(|c| c.node.role == NodeRole::Receiver) {
+            let (feed, req) = (
+                c.receiver.mold_udp.unwrap(),
+                c.receiver.mold_request.unwrap(),
+            );
+            assert_eq!(feed.port(), 9000 + 2 * c.node.mp.unwrap() as u16);
+            assert_eq!(req.port(), feed.port() + 1);
+            ports.extend([feed.port(), req.port()]);
+            c.validate().unwrap();
+        }
+        ports.sort_unstable();
+        ports.dedup();
+        assert_eq!(ports.len(), 16, "every MP its own ports");
+        assert!(set_mold_ports(&mut cfgs, [127, 0, 0, 1].into(), 65530)
+            .unwrap_err()
+            .contains("lower base port"));
         let direct = node_configs(&plan, &opts(true));
         assert_eq!(direct.len(), 1 + 8);
         let mut n = 0;

@@ -770,10 +770,9 @@ impl Receiver {
             return Some(0);
         }
         let d = self.heap.peek().map(|Reverse(((d, _, _), _))| *d);
-        [d, self.next_report_ns, self.gaps.poll_timeout()]
-            .into_iter()
-            .flatten()
-            .min()
+        // Retransmit requests have their own timer (`recovery_timeout`):
+        // drivers that do not recover never wake for them.
+        [d, self.next_report_ns].into_iter().flatten().min()
     }
 
     /// Earliest held deadline.

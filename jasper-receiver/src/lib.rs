@@ -5,8 +5,9 @@
 //! and hands it to the MP's application at that instant:
 //!
 //! - through a Rust callback ([`ReceiverNode::release`] / [`run`]), or
-//! - re-emitted on a local UDP socket in MoldUDP64 framing ([`mold::MoldEmitter`]),
-//!   so existing feed handlers consume it unchanged.
+//! - re-emitted on a local UDP socket in MoldUDP64 framing, one MoldUDP64
+//!   session per publisher stream, with a MoldUDP64 request server
+//!   ([`mold::Mold`]), so existing feed handlers consume it unchanged.
 //!
 //! Release precision: the run loop sleeps (per the idle strategy) until
 //! `spin_ns` before the earliest deadline, then spins on the clock and
@@ -65,7 +66,7 @@ pub struct ReceiverNode {
     parents: Vec<SocketAddr>,
     /// The hedge endpoint's id and its parent's address (receiver hedging).
     hedge: Option<(jasper_core::plan::NodeId, SocketAddr)>,
-    mold: Option<mold::MoldEmitter>,
+    mold: Option<mold::Mold>,
     spin_ns: u64,
     idle: (IdleStrategy, u64),
     ended: bool,
@@ -79,6 +80,10 @@ pub struct ReceiverNode {
     upstreams: Vec<SocketAddr>,
     request_stamp: u64,
 }
+
+/// A test harness stops a receiver whose MoldUDP64 request server heard
+/// nothing for this long after the session ended, ns.
+const MOLD_QUIET_NS: u64 = 200_000_000;
 
 /// How often upstream liveness is checked, ns.
 const LIVENESS_EVERY_NS: u64 = 10_000_000;
@@ -106,8 +111,11 @@ pub struct ReceiverReport {
     pub rx_errors: u64,
     /// Transmit drops (reports).
     pub tx_dropped: u64,
-    /// MoldUDP64 packets emitted.
+    /// MoldUDP64 downstream packets emitted.
     pub mold_packets: u64,
+    /// MoldUDP64 hand-off: sessions, heartbeats, ends, requests served and
+    /// refused, messages re-sent (zeros when it is off).
+    pub mold: mold::MoldStats,
     /// Datagrams truncated by the receive buffer (dropped).
     pub rx_truncated: u64,
     /// The guard: every refused packet by reason.
@@ -145,13 +153,8 @@ impl ReceiverNode {
     /// Build on an opened backend.
     pub fn with_io(cfg: &NodeConfig, io: BoxedIo) -> Result<Self, String> {
         let peers = peer_table(cfg);
-        let mold = match cfg.receiver.mold_udp {
-            Some(dst) => Some(
-                mold::MoldEmitter::new(dst, &cfg.receiver.mold_session)
-                    .map_err(|e| format!("MoldUDP64 socket for {dst}: {e}"))?,
-            ),
-            None => None,
-        };
+        let mold = mold::Mold::open(&cfg.receiver, host_now_ns())
+            .map_err(|e| format!("MoldUDP64 hand-off: {e}"))?;
         Ok(ReceiverNode {
             name: cfg.node.name.clone(),
             id: cfg.node.id,
@@ -227,26 +230,35 @@ impl ReceiverNode {
                 self.core.handle_repr(at, bound, &repr);
             }
         }
+        self.drain_events();
+        Ok(n)
+    }
+
+    /// Act on the state machine's notices (session ends and starts, gaps,
+    /// ranges given up on).
+    fn drain_events(&mut self) {
         while let Some(e) = self.core.poll_event() {
             match e {
-                Event::EndOfSession { next_seq, .. } => {
+                Event::EndOfSession { stream, next_seq } => {
                     self.ended = true;
                     self.ended_at = Some(std::time::Instant::now());
                     if let Some(m) = &mut self.mold {
-                        m.end_of_session(next_seq);
+                        m.end_of_session(stream, next_seq, host_now_ns());
                     }
                 }
                 // A restarted publisher: the node serves the new session.
-                Event::NewSession { .. } => {
+                Event::NewSession { stream, session } => {
                     self.ended = false;
                     self.ended_at = None;
+                    if let Some(m) = &mut self.mold {
+                        m.new_session(stream, session, host_now_ns());
+                    }
                 }
                 Event::Gap { .. } if self.gaps.len() < 1024 => self.gaps.push(e),
                 Event::Lost { .. } if self.lost.len() < 1024 => self.lost.push(e),
                 _ => {}
             }
         }
-        Ok(n)
     }
 
     /// Release every due message: `on(record, payload, host_release_ns)`.
@@ -256,7 +268,7 @@ impl ReceiverNode {
         self.core.poll_release(now, |rel, payload| {
             let host = host_now_ns();
             if let Some(m) = mold.as_mut() {
-                m.push(rel.seq, payload);
+                m.release(rel, payload, host);
             }
             on(rel, payload, host)
         })
@@ -290,8 +302,7 @@ impl ReceiverNode {
             }
         }
         if let Some(m) = &mut self.mold {
-            m.flush();
-            m.heartbeat_if_idle();
+            m.poll(host_now_ns());
         }
         self.io.flush()?;
         Ok(())
@@ -325,13 +336,7 @@ impl ReceiverNode {
                 }
             }
         }
-        while let Some(e) = self.core.poll_event() {
-            match e {
-                Event::Lost { .. } if self.lost.len() < 1024 => self.lost.push(e),
-                Event::Gap { .. } if self.gaps.len() < 1024 => self.gaps.push(e),
-                _ => {}
-            }
-        }
+        self.drain_events();
     }
 
     /// Host time the next retransmit request is due (or a range given up).
@@ -365,13 +370,39 @@ impl ReceiverNode {
 
     /// The session ended, nothing is held, and every sequence arrived — or
     /// 200 ms passed since the end-of-session notice (which can overtake
-    /// the last data packets) for the missing ones to show up.
+    /// the last data packets) for the missing ones to show up; and the
+    /// MoldUDP64 hand-off sent its end of session and answered every request
+    /// (none for 200 ms).
     pub fn finished(&self) -> bool {
         let complete = self.core.missing() == 0;
         let grace_over = self
             .ended_at
             .is_some_and(|t| t.elapsed() >= std::time::Duration::from_millis(200));
-        self.ended && self.core.held() == 0 && (complete || grace_over)
+        self.ended
+            && self.core.held() == 0
+            && (complete || grace_over)
+            && self
+                .mold
+                .as_ref()
+                .is_none_or(|m| m.settled(host_now_ns(), MOLD_QUIET_NS))
+    }
+
+    /// The MoldUDP64 hand-off, when configured.
+    pub fn mold(&self) -> Option<&mold::Mold> {
+        self.mold.as_ref()
+    }
+
+    /// Sockets whose readability should end the run loop's idle wait.
+    fn wait_fds(&self) -> Vec<std::os::fd::RawFd> {
+        let mut fds = self.io.wait_fds();
+        fds.extend(self.mold.as_ref().and_then(|m| m.wait_fd()));
+        fds
+    }
+
+    /// Host time of the next backend or MoldUDP64 timer.
+    fn next_timer_ns(&self) -> Option<u64> {
+        let mold = self.mold.as_ref().and_then(|m| m.next_timer_ns());
+        self.io.next_timer_ns().into_iter().chain(mold).min()
     }
 
     /// Gaps seen (first 1024).
@@ -394,7 +425,8 @@ impl ReceiverNode {
             rx_packets: c.rx_packets,
             rx_errors: c.rx_errors,
             tx_dropped: c.tx_dropped,
-            mold_packets: self.mold.as_ref().map_or(0, |m| m.packets()),
+            mold_packets: self.mold.as_ref().map_or(0, |m| m.stats().packets),
+            mold: self.mold.as_ref().map(|m| m.stats()).unwrap_or_default(),
             rx_truncated: c.rx_truncated,
             guard: self.guard.stats().clone(),
             authenticated: self.guard.authenticating(),
@@ -459,7 +491,7 @@ pub fn run(
     let spin_ns = nodes.iter().map(|n| n.spin_ns).max().unwrap_or(0);
     let mut idler = Idler::new(first.idle.0, first.idle.1);
     let mut rounds = 0u32;
-    let fds: Vec<_> = nodes.iter().flat_map(|n| n.io.wait_fds()).collect();
+    let fds: Vec<_> = nodes.iter().flat_map(|n| n.wait_fds()).collect();
     loop {
         if stop.load(Ordering::Relaxed) || (rounds % 4096 == 0 && watch.parent_gone()) {
             break;
@@ -477,7 +509,7 @@ pub fn run(
         let next = nodes.iter().filter_map(|n| n.next_release_host_ns()).min();
         let timers = nodes
             .iter()
-            .filter_map(|n| n.io.next_timer_ns())
+            .filter_map(|n| n.next_timer_ns())
             .chain(nodes.iter().filter_map(|n| n.next_recovery_host_ns()))
             .min();
         let now = host_now_ns();

@@ -10,7 +10,8 @@ use jasper_receiver::{run, ReceiverNode};
 
 /// Run Jasper receivers (one per config file; several MPs may share a process).
 /// Released messages go to the MoldUDP64 address of each config
-/// (`[receiver] mold_udp`) and, with `--print`, to stdout.
+/// (`[receiver] mold_udp`, one MoldUDP64 session per publisher stream;
+/// re-requests answered on `mold_request`) and, with `--print`, to stdout.
 #[derive(Parser, Debug)]
 #[command(version)]
 struct Args {
