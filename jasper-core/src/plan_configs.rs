@@ -169,6 +169,7 @@ pub fn node_configs(plan: &Plan, opts: &ConfigOptions) -> Vec<NodeConfig> {
                 streams: vec![opts.sender.stream],
                 ..TrustSection::default()
             },
+            metrics: Default::default(),
             table,
             peers,
         });
