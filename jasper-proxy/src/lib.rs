@@ -26,6 +26,8 @@ use jasper_io::runtime::ParentWatch;
 use jasper_io::{host_now_ns, IoCounters, PacketIo};
 use serde::Serialize;
 
+mod live;
+
 /// A running proxy.
 pub struct ProxyNode {
     core: ProxyCore,
@@ -38,6 +40,7 @@ pub struct ProxyNode {
     dsts: Vec<SocketAddr>,
     unknown_peer: u64,
     idler: Idler,
+    live: jasper_live::Exporter,
 }
 
 impl std::fmt::Debug for ProxyNode {
@@ -104,6 +107,7 @@ impl ProxyNode {
             dsts: Vec::with_capacity(64),
             unknown_peer: 0,
             idler: Idler::new(cfg.backend.idle, cfg.backend.max_sleep_us),
+            live: jasper_live::Exporter::open(cfg)?,
         })
     }
 
@@ -142,6 +146,7 @@ impl ProxyNode {
             self.liveness_at = now;
             self.liveness.poll(now);
         }
+        live::tick(self, now);
         if let Some((parent, rep)) = self.core.poll_report(now) {
             if let Some(addr) = self.peers.get(parent as usize).copied().flatten() {
                 let mut buf = [0u8; 128];

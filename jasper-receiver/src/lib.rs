@@ -47,6 +47,7 @@ use jasper_io::runtime::ParentWatch;
 use jasper_io::{host_now_ns, IoCounters, PacketIo};
 use serde::Serialize;
 
+mod live;
 pub mod mold;
 
 pub use jasper_core::receiver::Release as Released;
@@ -72,6 +73,7 @@ pub struct ReceiverNode {
     exit_after_session: bool,
     liveness_at: u64,
     gaps: Vec<Event>,
+    live: jasper_live::Exporter,
 }
 
 /// How often upstream liveness is checked, ns.
@@ -164,6 +166,7 @@ impl ReceiverNode {
             exit_after_session: false,
             liveness_at: 0,
             gaps: Vec::new(),
+            live: jasper_live::Exporter::open(cfg)?,
         })
     }
 
@@ -227,9 +230,10 @@ impl ReceiverNode {
     /// Release every due message: `on(record, payload, host_release_ns)`.
     pub fn release(&mut self, on: &mut dyn FnMut(&Release, &[u8], u64)) -> usize {
         let now = self.clock.now_ns();
-        let mold = &mut self.mold;
+        let (mold, live) = (&mut self.mold, &mut self.live);
         self.core.poll_release(now, |rel, payload| {
             let host = host_now_ns();
+            live.released(rel);
             if let Some(m) = mold.as_mut() {
                 m.push(rel.seq, payload);
             }
@@ -244,6 +248,7 @@ impl ReceiverNode {
             self.liveness_at = now;
             self.liveness.poll(now);
         }
+        live::tick(self, now);
         if let Some(rep) = self.core.poll_report(now) {
             let mut h = Header::new(Kind::DelayReport);
             h.send_time_ns = now;

@@ -47,6 +47,8 @@ use jasper_io::{IoCounters, PacketIo};
 
 pub use jasper_core::sender::PublishError;
 
+mod live;
+
 /// Publisher settings.
 #[derive(Debug, Clone)]
 pub struct PublisherConfig {
@@ -93,6 +95,7 @@ pub struct Publisher {
     io: BoxedIo,
     clock: Box<dyn Clock + Send>,
     dsts: Vec<SocketAddr>,
+    live: live::Live,
 }
 
 impl std::fmt::Debug for Publisher {
@@ -150,6 +153,7 @@ impl Publisher {
         let clock = Box::new(NodeClock::from_config(&cfg.clock));
         let mut p = Self::with_io(io, clock, dsts[0], cfg.sender).with_guard(guard);
         p.dsts = dsts;
+        p.live = live::Live::open(cfg).map_err(OpenError::Io)?;
         Ok(p)
     }
 
@@ -180,6 +184,7 @@ impl Publisher {
             io,
             clock,
             dsts: vec![root],
+            live: live::Live::off(),
         }
     }
 
@@ -228,6 +233,7 @@ impl Publisher {
         if self.core.poll_timeout().is_some_and(|t| now.now_ns >= t) {
             self.core.handle_timeout(now);
         }
+        live::tick(self, now.now_ns);
         self.transmit();
         work
     }
