@@ -147,6 +147,12 @@ pub struct LocalArgs {
     /// Kill the publisher at SECONDS and open a new one at once (a new session).
     #[arg(long)]
     pub restart_publisher: Option<f64>,
+    /// Serve live counters (Prometheus text, GET /metrics): the publisher
+    /// on this address, each proxy and each receiver process on the
+    /// following ports (port 0: free ports). Prints the addresses and the
+    /// `jasper status --plan <run dir>` command that watches them.
+    #[arg(long)]
+    pub metrics: Option<SocketAddr>,
 }
 
 /// Idle strategy flag.
@@ -482,6 +488,7 @@ fn run_once(args: &LocalArgs, variant: Variant, stop: &AtomicBool) -> anyhow::Re
         keys_dir: None,
     };
     let mut cfgs = node_configs(&plan, &opts);
+    let metrics = crate::status::assign_local(&mut cfgs, args.metrics, args.receivers_per_process)?;
     let description = format!(
         "{}: {} receivers{}, {} — {} proxies (depth {}, fanout {}, hedge {}, spray {}), kernel UDP on loopback, clock {:?}, delay model {:?}, loss {}",
         variant.name(),
@@ -627,6 +634,7 @@ fn run_once(args: &LocalArgs, variant: Variant, stop: &AtomicBool) -> anyhow::Re
         .context("no sender in the plan")?;
     let mut publisher = Publisher::from_node_config(sender_cfg, None)
         .map_err(|e| anyhow::anyhow!("publisher: {e}"))?;
+    crate::status::announce(&metrics, &dir);
     let root_cfg = cfgs.iter().find(|c| c.node.id == jasper_core::plan::ROOT);
     let mut attack_at =
         (!attacks.is_empty() && variant == Variant::Jasper).then_some(args.duration / 3.0);
