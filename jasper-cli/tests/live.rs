@@ -6,7 +6,7 @@
 //! interrupts as soon as it has seen what it needs.
 
 mod common;
-use common::jasper;
+use common::{jasper, tmp};
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -264,4 +264,63 @@ fn local_run_serves_live_counters_and_status_watches_them() {
     assert_eq!(v["nodes_up"], 0, "{v:#}");
     assert_eq!(v["nodes_total"], 1 + proxies + 4);
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn plan_names_metrics_endpoints_and_status_shows_a_stopped_tree_down() {
+    let dir = tmp("plan-metrics");
+    let inv = tmp("inv-metrics.toml");
+    // Two receivers share a host: they get consecutive ports.
+    let text = "[sender]\nname = \"pub\"\naddr = \"127.0.0.1:7000\"\n\
+                [[proxy]]\nname = \"p0\"\naddr = \"127.0.0.2:7000\"\n\
+                [[receiver]]\nname = \"mp0\"\naddr = \"127.0.0.3:7000\"\n\
+                [[receiver]]\nname = \"mp1\"\naddr = \"127.0.0.3:7001\"\n";
+    std::fs::write(&inv, text).unwrap();
+    let plan = |extra: &[&str]| {
+        let _ = std::fs::remove_dir_all(&dir);
+        let out = jasper()
+            .args(["plan", "--depth", "1", "--inventory"])
+            .arg(&inv)
+            .arg("--out")
+            .arg(&dir)
+            .args(extra)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    plan(&["--metrics-port", "19100"]);
+    let cfg = |n: &str| std::fs::read_to_string(dir.join(format!("{n}.toml"))).unwrap();
+    assert!(
+        cfg("p0").contains("[metrics]\nlisten = \"127.0.0.2:19100\""),
+        "{}",
+        cfg("p0")
+    );
+    assert!(cfg("mp0").contains("listen = \"127.0.0.3:19100\""));
+    assert!(cfg("mp1").contains("listen = \"127.0.0.3:19101\""));
+    // Nothing runs: every node is down, and that is a view, not an error.
+    let v = status_json(&["--plan", dir.to_str().unwrap(), "--timeout-ms", "300"]);
+    assert_eq!(
+        (v["nodes_total"].as_u64(), v["nodes_up"].as_u64()),
+        (Some(4), Some(0)),
+        "{v:#}"
+    );
+    assert_eq!(v["nodes"][0]["name"], "pub");
+    assert_eq!(v["nodes"][1]["parent"], "pub");
+    assert!(v["nodes"][3]["error"].as_str().is_some(), "{v:#}");
+    // Without endpoints in the configs, the error says how to get them.
+    plan(&[]);
+    let out = jasper()
+        .args(["status", "--once", "--plan"])
+        .arg(&dir)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--metrics-port"), "{err}");
+    let _ = std::fs::remove_dir_all(&dir);
+    let _ = std::fs::remove_file(&inv);
 }
