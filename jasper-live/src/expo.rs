@@ -807,3 +807,139 @@ pub(crate) mod tests {
         });
     }
 }
+
+/// The alert rules and the docs name only what the exposition serves.
+#[cfg(test)]
+mod names {
+    use super::*;
+
+    /// Family names, and the series names they write.
+    fn served() -> (Vec<String>, Vec<String>) {
+        let text = render(tests::tree(), 1_000_000_000);
+        let mut families = Vec::new();
+        let mut series = Vec::new();
+        for l in text.lines() {
+            let mut w = l.split(' ');
+            if let (Some("#"), Some("TYPE"), Some(name), Some(ty)) =
+                (w.next(), w.next(), w.next(), w.next())
+            {
+                families.push(name.to_string());
+                series.push(name.to_string());
+                if ty == "histogram" {
+                    for s in ["_bucket", "_sum", "_count"] {
+                        series.push(format!("{name}{s}"));
+                    }
+                }
+            }
+        }
+        (families, series)
+    }
+
+    fn repo_file(rel: &str) -> String {
+        let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("..")
+            .join(rel);
+        std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+    }
+
+    fn jasper_names(text: &str) -> Vec<String> {
+        let mut out = Vec::new();
+        let mut rest = text;
+        while let Some(i) = rest.find("jasper_") {
+            let tail = &rest[i..];
+            let end = tail
+                .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                .unwrap_or(tail.len());
+            // Not part of a longer word, nor a Rust path (`jasper_core::`).
+            let before = rest[..i].chars().last();
+            if !before.is_some_and(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+                && !tail[end..].starts_with("::")
+            {
+                out.push(tail[..end].to_string());
+            }
+            rest = &tail[end..];
+        }
+        out
+    }
+
+    #[test]
+    fn alert_rules_read_only_served_metrics() {
+        let (_, series) = served();
+        let rules = repo_file("deploy/prometheus/jasper-alerts.yml");
+        // Comments may name metrics still to come; rules and their texts may not.
+        let body: String = rules
+            .lines()
+            .map(|l| l.split(" #").next().unwrap_or(""))
+            .filter(|l| !l.trim_start().starts_with('#'))
+            .collect::<Vec<_>>()
+            .join("\n");
+        let used = jasper_names(&body);
+        assert!(used.len() > 10, "{used:?}");
+        for n in used {
+            assert!(
+                series.contains(&n),
+                "the alert rules read {n}, which no node serves"
+            );
+        }
+        // Every alert says which metric it reads.
+        let mut reads = 0;
+        for l in rules.lines() {
+            if l.trim_start().starts_with("- alert:") {
+                assert!(reads > 0, "no `# Reads:` comment before {l}");
+                reads = 0;
+            }
+            if l.contains("# Reads:") {
+                reads += 1;
+            }
+        }
+    }
+
+    #[test]
+    fn every_family_is_documented() {
+        let (families, series) = served();
+        let doc = repo_file("docs/METRICS.md");
+        for f in &families {
+            assert!(
+                doc.contains(&format!("`{f}`")),
+                "docs/METRICS.md does not list `{f}`"
+            );
+        }
+        for n in jasper_names(&doc) {
+            assert!(
+                series.contains(&n),
+                "docs/METRICS.md names {n}, which no node serves"
+            );
+        }
+    }
+
+    /// With promtool installed (deploy/prometheus/check.sh installs it),
+    /// the rules are also checked and their unit tests run.
+    #[test]
+    fn promtool_accepts_the_rules_when_installed() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/prometheus");
+        let Ok(out) = std::process::Command::new("promtool")
+            .current_dir(&dir)
+            .args(["check", "rules", "jasper-alerts.yml"])
+            .output()
+        else {
+            eprintln!("promtool not installed: run deploy/prometheus/check.sh to check the rules");
+            return;
+        };
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        let out = std::process::Command::new("promtool")
+            .current_dir(&dir)
+            .args(["test", "rules", "jasper-alerts.test.yml"])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
