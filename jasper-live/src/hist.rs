@@ -26,6 +26,35 @@ pub const BOUNDS_NS: [u64; 19] = [
     10_000_000_000,
 ];
 
+/// The bounds with a sentinel above every value.
+const PADDED: [u64; BOUNDS_NS.len() + 1] = {
+    let mut p = [u64::MAX; BOUNDS_NS.len() + 1];
+    let mut i = 0;
+    while i < BOUNDS_NS.len() {
+        p[i] = BOUNDS_NS[i];
+        i += 1;
+    }
+    p
+};
+
+/// For each power of two `2^k`: how many bounds lie below it. Consecutive
+/// bounds are at least a factor 2 apart, so an octave `[2^k, 2^(k+1))`
+/// holds at most one: a value's bucket is one table look-up and one compare.
+const OCTAVE_START: [u8; 64] = {
+    let mut t = [0u8; 64];
+    let mut k = 0;
+    while k < 64 {
+        let lo = 1u64 << k;
+        let mut c = 0;
+        while c < BOUNDS_NS.len() && BOUNDS_NS[c] < lo {
+            c += 1;
+        }
+        t[k] = c as u8;
+        k += 1;
+    }
+    t
+};
+
 /// Counts per bucket (the last is `+Inf`), their sum and count.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Histogram {
@@ -46,7 +75,9 @@ impl Histogram {
     /// Count one value, ns.
     #[inline]
     pub fn observe(&mut self, ns: u64) {
-        let i = BOUNDS_NS.partition_point(|b| *b < ns);
+        // The number of bounds below the value, without branches.
+        let c = OCTAVE_START[63 - (ns | 1).leading_zeros() as usize] as usize;
+        let i = c + usize::from(PADDED[c] < ns);
         self.counts[i] += 1;
         self.sum_ns = self.sum_ns.saturating_add(ns);
     }
@@ -118,6 +149,32 @@ mod tests {
         assert_eq!(b[19], (f64::INFINITY, 1));
         assert_eq!(h.count(), 5);
         assert_eq!(h.sum_ns(), 21_000_004_001);
+    }
+
+    #[test]
+    fn the_octave_table_agrees_with_a_search() {
+        // Consecutive bounds at least a factor 2 apart (the table needs it).
+        assert!(BOUNDS_NS.windows(2).all(|w| w[1] >= 2 * w[0]));
+        let mut values: Vec<u64> = vec![0, 1, u64::MAX, u64::MAX - 1];
+        for b in BOUNDS_NS {
+            values.extend([b - 1, b, b + 1]);
+        }
+        for k in 0..64 {
+            values.extend([1u64 << k, (1u64 << k).wrapping_sub(1)]);
+        }
+        let mut x = 0x9E37_79B9_7F4A_7C15u64;
+        for _ in 0..100_000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            values.push(x >> (x % 50));
+        }
+        for v in values {
+            let mut h = Histogram::default();
+            h.observe(v);
+            let want = BOUNDS_NS.partition_point(|b| *b < v);
+            assert_eq!(h.counts[want], 1, "{v}");
+        }
     }
 
     #[test]
