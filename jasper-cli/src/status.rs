@@ -864,6 +864,12 @@ pub(crate) fn assign_local(
                 format!("--metrics {base}: {n} endpoints do not fit below port 65535")
             })?;
             let a = SocketAddr::new(base.ip(), port);
+            // This process's own endpoint (the publisher's, from an earlier
+            // run of --compare) is reused, not busy.
+            if jasper_live::serves(a) {
+                out.push(a);
+                continue;
+            }
             if let Err(e) = TcpListener::bind(a) {
                 bail!("--metrics: TCP port {a} is busy or unusable ({e}); the run needs {n} ports from {base} on (publisher, {proxies} proxies, {groups} receiver processes): choose another, or port 0 for free ones");
             }

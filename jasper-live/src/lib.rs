@@ -46,7 +46,7 @@ pub mod scrape;
 mod serve;
 
 pub use hist::Histogram;
-pub use serve::ServeError;
+pub use serve::{serves, ServeError};
 
 /// One node's counters at one instant: what the run loop copies out.
 #[derive(Debug, Clone)]

@@ -35,6 +35,16 @@ pub(crate) struct Board {
 /// Every endpoint this process opened (they live as long as the process).
 static BOARDS: Mutex<Vec<Arc<Board>>> = Mutex::new(Vec::new());
 
+/// This process already serves an endpoint on `addr`.
+pub fn serves(addr: SocketAddr) -> bool {
+    addr.port() != 0
+        && BOARDS
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .any(|b| b.asked == addr || b.local == addr)
+}
+
 /// The endpoint for `addr`: the one already open, or a new one.
 pub(crate) fn board(addr: SocketAddr) -> Result<Arc<Board>, ServeError> {
     let mut boards = BOARDS.lock().unwrap_or_else(PoisonError::into_inner);
