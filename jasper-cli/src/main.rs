@@ -167,6 +167,9 @@ fn plan_cmd(a: PlanArgs) -> anyhow::Result<()> {
         let mut cfgs = jasper_core::plan_configs::node_configs(&plan, &opts);
         if let Some(port) = a.metrics_port {
             status::assign_plan(&mut cfgs, port)?;
+            if matches!(a.backend, BackendArg::Dpdk) {
+                println!("metrics endpoints are TCP on the kernel's stack: on DPDK nodes set [metrics] listen to the host's management address (DPDK owns the data-plane address)");
+            }
         }
         // Keys: one file per node under <out>/keys (mode 0600), never inside
         // the shareable configs; each config names its file relative to itself.

@@ -111,21 +111,32 @@ struct Round {
     by_addr: HashMap<SocketAddr, Result<Vec<Sample>, String>>,
 }
 
+/// Endpoints scraped at once (a large tree has one per host).
+const SCRAPERS: usize = 32;
+
 fn scrape_all(addrs: &[SocketAddr], timeout: Duration) -> Round {
     let at = Instant::now();
+    let next = std::sync::atomic::AtomicUsize::new(0);
     let by_addr = std::thread::scope(|s| {
-        let handles: Vec<_> = addrs
-            .iter()
-            .map(|a| {
-                s.spawn(move || {
-                    let r = scrape::fetch(*a, timeout)
-                        .and_then(|t| Ok(scrape::parse(&t)?))
-                        .map_err(|e| e.to_string());
-                    (*a, r)
+        let workers: Vec<_> = (0..SCRAPERS.min(addrs.len()))
+            .map(|_| {
+                s.spawn(|| {
+                    let mut got = Vec::new();
+                    while let Some(a) = addrs.get(next.fetch_add(1, Ordering::Relaxed)) {
+                        let r = scrape::fetch(*a, timeout)
+                            .and_then(|t| Ok(scrape::parse(&t)?))
+                            .map_err(|e| e.to_string());
+                        got.push((*a, r));
+                    }
+                    got
                 })
             })
             .collect();
-        handles.into_iter().filter_map(|h| h.join().ok()).collect()
+        workers
+            .into_iter()
+            .filter_map(|w| w.join().ok())
+            .flatten()
+            .collect()
     });
     Round { at, by_addr }
 }
