@@ -156,6 +156,12 @@ pub struct LocalArgs {
     /// 127.0.0.1:BASEPORT+2k+1 (point a feed handler there).
     #[arg(long, value_name = "BASEPORT")]
     pub mold: Option<u16>,
+    /// Serve live counters (Prometheus text, GET /metrics): the publisher
+    /// on this address, each proxy and each receiver process on the
+    /// following ports (port 0: free ports). Prints the addresses and the
+    /// `jasper status --plan <run dir>` command that watches them.
+    #[arg(long)]
+    pub metrics: Option<SocketAddr>,
 }
 
 /// Idle strategy flag.
@@ -496,6 +502,7 @@ fn run_once(args: &LocalArgs, variant: Variant, stop: &AtomicBool) -> anyhow::Re
         jasper_core::plan_configs::set_mold_ports(&mut cfgs, [127, 0, 0, 1].into(), base)
             .map_err(|e| anyhow::anyhow!("--mold: {e}"))?;
     }
+    let metrics = crate::status::assign_local(&mut cfgs, args.metrics, args.receivers_per_process)?;
     let description = format!(
         "{}: {} receivers{}, {} — {} proxies (depth {}, fanout {}, hedge {}, spray {}), kernel UDP on loopback, clock {:?}, delay model {:?}, loss {}",
         variant.name(),
@@ -641,6 +648,7 @@ fn run_once(args: &LocalArgs, variant: Variant, stop: &AtomicBool) -> anyhow::Re
         .context("no sender in the plan")?;
     let mut publisher = Publisher::from_node_config(sender_cfg, None)
         .map_err(|e| anyhow::anyhow!("publisher: {e}"))?;
+    crate::status::announce(&metrics, &dir);
     let root_cfg = cfgs.iter().find(|c| c.node.id == jasper_core::plan::ROOT);
     let mut attack_at =
         (!attacks.is_empty() && variant == Variant::Jasper).then_some(args.duration / 3.0);

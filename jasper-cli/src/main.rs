@@ -4,6 +4,7 @@
 //! - `jasper plan`: print a tree for an inventory and write one config per node.
 //! - `jasper keys`: create and roll over the nodes' keys.
 //! - `jasper sim`: the simulator (schemes side by side, sweeps).
+//! - `jasper status`: every node's live counters, as a tree that refreshes in place.
 //! - `jasper node` / `jasper receivers`: run nodes from configs (what `local` starts).
 #![forbid(unsafe_code)]
 
@@ -13,6 +14,7 @@ mod keys;
 mod local;
 mod plot;
 mod sim;
+mod status;
 
 use std::path::PathBuf;
 
@@ -46,6 +48,8 @@ enum Cmd {
     Keys(keys::KeysArgs),
     /// Simulate the schemes at scale under the reference cloud model (deterministic, seeded).
     Sim(sim::SimArgs),
+    /// Watch a running tree: every node's live counters (up/down, rates, drops, late share, clocks, dead upstreams).
+    Status(status::StatusArgs),
     /// Publish a synthetic ITCH-like feed from a sender config (test a deployed tree).
     Publish {
         /// Sender config written by `jasper plan`.
@@ -132,6 +136,11 @@ struct PlanArgs {
     /// 127.0.0.1:BASEPORT+2k and answers re-requests on 127.0.0.1:BASEPORT+2k+1.
     #[arg(long, value_name = "BASEPORT")]
     mold: Option<u16>,
+    /// Give every node a metrics endpoint (`[metrics] listen`) on its own
+    /// address's IP at this TCP port; nodes sharing an IP take the
+    /// following ports. `jasper status --plan <out>` then finds them.
+    #[arg(long)]
+    metrics_port: Option<u16>,
 }
 
 fn plan_cmd(a: PlanArgs) -> anyhow::Result<()> {
@@ -171,6 +180,12 @@ fn plan_cmd(a: PlanArgs) -> anyhow::Result<()> {
             println!(
                 "MoldUDP64 hand-off: MP k re-emits to 127.0.0.1:{base}+2k and answers re-requests on 127.0.0.1:{base}+2k+1"
             );
+        }
+        if let Some(port) = a.metrics_port {
+            status::assign_plan(&mut cfgs, port)?;
+            if matches!(a.backend, BackendArg::Dpdk) {
+                println!("metrics endpoints are TCP on the kernel's stack: on DPDK nodes set [metrics] listen to the host's management address (DPDK owns the data-plane address)");
+            }
         }
         // Keys: one file per node under <out>/keys (mode 0600), never inside
         // the shareable configs; each config names its file relative to itself.
@@ -372,6 +387,7 @@ fn real_main() -> anyhow::Result<()> {
         Cmd::Plan(a) => plan_cmd(a),
         Cmd::Keys(a) => keys::main(a),
         Cmd::Sim(a) => sim::main(a),
+        Cmd::Status(a) => status::main(a),
         Cmd::Node { config, managed } => node_cmd(config, managed),
         Cmd::Publish {
             config,

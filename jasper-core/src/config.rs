@@ -463,6 +463,66 @@ pub struct Peer {
     pub mp: Option<u32>,
 }
 
+/// `[metrics]`: where the node serves its live counters (Prometheus text
+/// format, `GET /metrics` over HTTP). Off unless `listen` is set.
+///
+/// ```toml
+/// [metrics]
+/// listen = "127.0.0.1:9100"
+/// interval_ms = 100          # how often the run loop copies its counters out
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsSection {
+    /// TCP address of the endpoint; `None` = no endpoint.
+    pub listen: Option<SocketAddr>,
+    /// How often the run loop copies its counters for the endpoint, ms.
+    pub interval_ms: u64,
+}
+
+impl Default for MetricsSection {
+    fn default() -> Self {
+        MetricsSection {
+            listen: None,
+            interval_ms: 100,
+        }
+    }
+}
+
+impl MetricsSection {
+    /// No endpoint and default settings (left out of written configs).
+    pub fn is_off(&self) -> bool {
+        *self == MetricsSection::default()
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        if let Some(a) = self.listen {
+            if a.port() == 0 {
+                return bad(
+                    "metrics.listen",
+                    format!("{a} has port 0: the node would pick a port nobody knows"),
+                    "choose a fixed port, e.g. \"127.0.0.1:9100\", so Prometheus and `jasper status` can find it",
+                );
+            }
+            if a.ip().is_multicast() || a.ip() == std::net::IpAddr::V4(Ipv4Addr::BROADCAST) {
+                return bad(
+                    "metrics.listen",
+                    format!("{} is not an address a TCP endpoint can listen on", a.ip()),
+                    "use a local unicast address (127.0.0.1 keeps it on the host; a management interface's address exposes it to Prometheus)",
+                );
+            }
+        }
+        if !(10..=60_000).contains(&self.interval_ms) {
+            return bad(
+                "metrics.interval_ms",
+                format!("{} is out of range", self.interval_ms),
+                "use 10..=60000 (100 is typical: fresh to a tenth of a second, no cost on the data path)",
+            );
+        }
+        Ok(())
+    }
+}
+
 /// A whole node config file.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -490,6 +550,9 @@ pub struct NodeConfig {
     /// `[trust]`: keys, allowlists and plausibility bounds.
     #[serde(default)]
     pub trust: TrustSection,
+    /// `[metrics]`: the live counters endpoint (off unless `listen` is set).
+    #[serde(default, skip_serializing_if = "MetricsSection::is_off")]
+    pub metrics: MetricsSection,
     /// `[table]`: this node's forwarding table from the plan.
     pub table: ForwardingTable,
     /// `[[peers]]`: addresses of every node the table names.
@@ -518,6 +581,7 @@ impl NodeConfig {
                 insecure: true,
                 ..TrustSection::default()
             },
+            metrics: MetricsSection::default(),
             table,
             peers,
         }
@@ -755,6 +819,7 @@ impl NodeConfig {
                 "raise ceiling_ns or lower floor_ns",
             );
         }
+        self.metrics.validate()?;
         if self.faults.enabled {
             self.faults.model.validate().map_err(|e| ConfigError {
                 field: "faults.model".into(),
@@ -1137,6 +1202,30 @@ mod tests {
         c.receiver.core.dedup_window = MAX_DEDUP_WINDOW;
         c.proxy.dedup_window = MAX_DEDUP_WINDOW;
         assert!(c.validate().is_ok());
+    }
+
+    #[test]
+    fn metrics_endpoint_is_checked() {
+        // Off by default, and then not written.
+        let c = sample();
+        assert!(c.metrics.listen.is_none());
+        assert!(!c.to_toml().contains("[metrics]"));
+        let mut c = sample();
+        c.metrics.listen = Some("127.0.0.1:9100".parse().unwrap());
+        let back = NodeConfig::from_toml(&c.to_toml()).unwrap();
+        assert_eq!(back.metrics, c.metrics);
+        c.metrics.listen = Some("127.0.0.1:0".parse().unwrap());
+        let e = c.validate().unwrap_err();
+        assert_eq!(e.field, "metrics.listen");
+        assert!(e.fix.contains("fixed port"), "{e}");
+        c.metrics.listen = Some("239.1.2.3:9100".parse().unwrap());
+        assert_eq!(c.validate().unwrap_err().field, "metrics.listen");
+        let mut c = sample();
+        c.metrics.interval_ms = 0;
+        assert_eq!(c.validate().unwrap_err().field, "metrics.interval_ms");
+        let text = sample().to_toml() + "\n[metrics]\nlisten = \"localhost\"\n";
+        let e = NodeConfig::from_toml(&text).unwrap_err();
+        assert_eq!(e.field, "toml", "{e}");
     }
 
     #[test]

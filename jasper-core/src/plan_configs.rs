@@ -177,6 +177,7 @@ pub fn node_configs(plan: &Plan, opts: &ConfigOptions) -> Vec<NodeConfig> {
                 streams: vec![opts.sender.stream],
                 ..TrustSection::default()
             },
+            metrics: Default::default(),
             table,
             peers,
         });

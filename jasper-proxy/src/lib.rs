@@ -26,6 +26,8 @@ use jasper_io::runtime::ParentWatch;
 use jasper_io::{host_now_ns, IoCounters, PacketIo};
 use serde::Serialize;
 
+mod live;
+
 /// A running proxy.
 pub struct ProxyNode {
     core: ProxyCore,
@@ -39,6 +41,7 @@ pub struct ProxyNode {
     unknown_peer: u64,
     request_stamp: u64,
     idler: Idler,
+    live: jasper_live::Exporter,
 }
 
 impl std::fmt::Debug for ProxyNode {
@@ -108,6 +111,7 @@ impl ProxyNode {
             unknown_peer: 0,
             request_stamp: 0,
             idler: Idler::new(cfg.backend.idle, cfg.backend.max_sleep_us),
+            live: jasper_live::Exporter::open(cfg)?,
         })
     }
 
@@ -182,6 +186,7 @@ impl ProxyNode {
             self.liveness.poll(now);
             self.core.expire(now);
         }
+        live::tick(self, now);
         if let Some((parent, rep)) = self.core.poll_report(now) {
             let mut buf = [0u8; 128];
             let mut h = Header::new(Kind::DelayReport);

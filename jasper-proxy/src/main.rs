@@ -31,6 +31,9 @@ fn real_main() -> anyhow::Result<()> {
     jasper_io::runtime::warn_if_unsynchronized(&cfg.node.name, node.clock());
     jasper_io::runtime::warn_if_insecure(&cfg.node.name, node.report(&cfg.node.name).authenticated);
     println!("ready {} {:?}", cfg.node.name, node.io().local_addrs());
+    if let Some(a) = cfg.metrics.listen {
+        println!("metrics {} http://{a}/metrics", cfg.node.name);
+    }
     let stop = stop_on_signals();
     node.run(&stop, ParentWatch::new(args.managed))?;
     eprintln!("{}", serde_json::to_string(&node.report(&cfg.node.name))?);

@@ -48,6 +48,7 @@ use jasper_io::runtime::ParentWatch;
 use jasper_io::{host_now_ns, IoCounters, PacketIo};
 use serde::Serialize;
 
+mod live;
 pub mod mold;
 
 pub use jasper_core::receiver::Release as Released;
@@ -79,6 +80,7 @@ pub struct ReceiverNode {
     /// Every upstream (both endpoints'): retransmit requests go to all.
     upstreams: Vec<SocketAddr>,
     request_stamp: u64,
+    live: jasper_live::Exporter,
 }
 
 /// A test harness stops a receiver whose MoldUDP64 request server heard
@@ -191,6 +193,7 @@ impl ReceiverNode {
                 .filter_map(|u| peers.get(*u as usize).copied().flatten())
                 .collect(),
             request_stamp: 0,
+            live: jasper_live::Exporter::open(cfg)?,
         })
     }
 
@@ -264,9 +267,10 @@ impl ReceiverNode {
     /// Release every due message: `on(record, payload, host_release_ns)`.
     pub fn release(&mut self, on: &mut dyn FnMut(&Release, &[u8], u64)) -> usize {
         let now = self.clock.now_ns();
-        let mold = &mut self.mold;
+        let (mold, live) = (&mut self.mold, &mut self.live);
         self.core.poll_release(now, |rel, payload| {
             let host = host_now_ns();
+            live.released(rel);
             if let Some(m) = mold.as_mut() {
                 m.release(rel, payload, host);
             }
@@ -283,6 +287,7 @@ impl ReceiverNode {
             self.liveness_at = now;
             self.liveness.poll(now);
         }
+        live::tick(self, now);
         if let Some(rep) = self.core.poll_report(now) {
             let mut h = Header::new(Kind::DelayReport);
             h.send_time_ns = now;

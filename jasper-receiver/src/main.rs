@@ -37,6 +37,9 @@ fn real_main() -> anyhow::Result<()> {
     for path in &args.config {
         let cfg =
             jasper_io::node::load_config(path, NodeRole::Receiver).map_err(anyhow::Error::msg)?;
+        if let Some(a) = cfg.metrics.listen {
+            println!("metrics {} http://{a}/metrics", cfg.node.name);
+        }
         #[cfg(feature = "dpdk")]
         let dpdk: Option<jasper_io::node::DpdkOpener> = Some(jasper_dpdk::open_backend);
         #[cfg(not(feature = "dpdk"))]

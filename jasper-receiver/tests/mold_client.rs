@@ -249,6 +249,7 @@ fn receiver_config(mold_udp: SocketAddr) -> NodeConfig {
             parent: Some(1),
             upstreams: vec![1],
             report_children: vec![],
+            report_also: vec![],
             fanout: Fanout::None,
         },
         vec![Peer {

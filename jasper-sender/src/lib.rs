@@ -47,6 +47,8 @@ use jasper_io::{IoCounters, PacketIo};
 
 pub use jasper_core::sender::PublishError;
 
+mod live;
+
 /// Publisher settings.
 #[derive(Debug, Clone)]
 pub struct PublisherConfig {
@@ -93,6 +95,7 @@ pub struct Publisher {
     io: BoxedIo,
     clock: Box<dyn Clock + Send>,
     dsts: Vec<SocketAddr>,
+    live: live::Live,
 }
 
 impl std::fmt::Debug for Publisher {
@@ -151,6 +154,7 @@ impl Publisher {
         let clock = Box::new(NodeClock::from_config(&cfg.clock));
         let mut p = Self::with_io(io, clock, dsts[0], cfg.sender).with_guard(guard);
         p.dsts = dsts;
+        p.live = live::Live::open(cfg).map_err(OpenError::Io)?;
         Ok(p)
     }
 
@@ -182,6 +186,7 @@ impl Publisher {
             io,
             clock,
             dsts: vec![root],
+            live: live::Live::off(),
         }
     }
 
@@ -239,6 +244,7 @@ impl Publisher {
             self.core.handle_timeout(now);
         }
         self.core.expire(now.now_ns);
+        live::tick(self, now.now_ns);
         self.transmit();
         work
     }
