@@ -36,7 +36,7 @@ for cfg in "$OUT"/*.toml; do
   echo "== $name ($role) on $host"
   # The node's key file (mode 0600, beside the config as keys/<name>.key);
   # never copied anywhere else.
-  run scp -q "target/release/$bin" "deploy/$bin@.service" "$cfg" "$OUT/keys/$name.key" "${USER_AT}${host}:/tmp/"
+  run scp -q "target/release/$bin" "deploy/systemd/$bin@.service" "$cfg" "$OUT/keys/$name.key" "${USER_AT}${host}:/tmp/"
   run ssh "${USER_AT}${host}" "sudo install -m 755 /tmp/$bin /usr/local/bin/ && sudo install -D -m 644 /tmp/$name.toml /etc/jasper/$name.toml && sudo install -D -m 600 /tmp/$name.key /etc/jasper/keys/$name.key && rm -f /tmp/$name.key && sudo install -m 644 /tmp/$bin@.service /etc/systemd/system/ && sudo systemctl daemon-reload && sudo systemctl restart $bin@$name"
 done
 echo "configs kept in $OUT (keys in $OUT/keys: keep them secret, or delete them)"
