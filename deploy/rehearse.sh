@@ -5,8 +5,14 @@
 # a proxy and the publisher killed and restarted mid-run, and each
 # receiver's report printed.
 #
-#   sudo deploy/rehearse.sh [--receivers N] [--rate MSGS_PER_S] [--messages M]
+#   sudo deploy/rehearse.sh [--receivers N] [--rate MSGS_PER_S] [--messages M] [--dpdk]
 #                           [--bin-dir DIR] [--uid UID] [--max-missing K] [--keep]
+#
+# --dpdk: proxies and receivers on DPDK (`jasper plan --backend dpdk`, each
+# with its own `dpdk` settings: a net_af_packet device on its veth, no
+# hugepages), with CAP_NET_RAW as their only capability (af_packet needs
+# it; a NIC needs deploy/systemd/dpdk.conf's instead). Build with
+# --features jasper-proxy/dpdk,jasper-receiver/dpdk.
 #
 # What is the same as production (deploy/ansible, deploy/systemd):
 # - `jasper plan --ansible` over an inventory of the namespaces' addresses
@@ -37,6 +43,7 @@ BIN_DIR=""
 SVC_UID=64123
 MAX_MISSING=0
 KEEP=0
+DPDK=0
 while [ $# -gt 0 ]; do
   case "$1" in
     --receivers) RECEIVERS=$2; shift ;;
@@ -46,6 +53,7 @@ while [ $# -gt 0 ]; do
     --uid) SVC_UID=$2; shift ;;
     --max-missing) MAX_MISSING=$2; shift ;;
     --keep) KEEP=1 ;;
+    --dpdk) DPDK=1 ;;
     -h|--help) sed -n '2,30p' "$0"; exit 0 ;;
     *) echo "rehearse.sh: unknown option $1" >&2; exit 2 ;;
   esac
@@ -98,6 +106,14 @@ LEVEL2=$(( (RECEIVERS + FANOUT - 1) / FANOUT ))
 PROXIES=$(( 1 + LEVEL2 ))
 SUBNET=10.78.0
 INV="$W/inventory.toml"
+# Interface names are made from node names (at most 15 characters).
+veth() { echo "${P}$1"; }
+dpdk_fields() { # NAME INDEX: the node's own EAL settings, lcores alternating
+  [ "$DPDK" -eq 1 ] || return 0
+  echo "dpdk = { lcores = \"$(( $2 % $(nproc) ))\", vdev = \"net_af_packet0,iface=$(veth "$1")\" }"
+}
+BACKEND=udp
+[ "$DPDK" -eq 0 ] || BACKEND=dpdk
 {
   echo "[sender]"
   echo "name = \"exchange\""
@@ -106,16 +122,18 @@ INV="$W/inventory.toml"
     echo "[[proxy]]"
     echo "name = \"proxy$i\""
     echo "addr = \"$SUBNET.$((20 + i)):7000\""
+    dpdk_fields "proxy$i" "$i"
   done
   for i in $(seq 0 $((RECEIVERS - 1))); do
     echo "[[receiver]]"
     echo "name = \"mp$i\""
     echo "addr = \"$SUBNET.$((100 + i)):7000\""
+    dpdk_fields "mp$i" "$i"
   done
 } > "$INV"
-echo "== jasper plan ($RECEIVERS receivers, $PROXIES proxies: depth 2, fanout $FANOUT, hedge 1, spray)"
+echo "== jasper plan ($RECEIVERS receivers, $PROXIES proxies: depth 2, fanout $FANOUT, hedge 1, spray; $BACKEND)"
 "$BIN_DIR/jasper" plan --inventory "$INV" --depth 2 --fanout "$FANOUT" --hedge 1 --spray \
-  --out "$W/plan" --ansible | sed 's/^/   /'
+  --backend "$BACKEND" --out "$W/plan" --ansible | sed 's/^/   /'
 
 # Start order and tree levels, as the playbook reads them from hosts.yml.
 mapfile -t ORDER < <(sed -n 's/^      - { host: "[^"]*", name: "\([^"]*\)", role: "\([^"]*\)", level: \([0-9]*\),.*/\1 \2 \3/p' "$W/plan/hosts.yml")
@@ -131,6 +149,7 @@ install_node() {
   install -d -m 700 -o "$SVC_UID" -g "$SVC_GID" "$r/etc/jasper/keys"
   install -m 640 -o root -g "$SVC_GID" "$W/plan/$name.toml" "$r/etc/jasper/$name.toml"
   install -m 600 -o "$SVC_UID" -g "$SVC_GID" "$W/plan/keys/$name.key" "$r/etc/jasper/keys/$name.key"
+  install -d -m 700 -o "$SVC_UID" -g "$SVC_GID" "$r/run"
 }
 install -d -m 755 "$W/root" "$W/log"
 for entry in "${ORDER[@]}"; do install_node "${entry%% *}"; done
@@ -142,11 +161,11 @@ ip netns add "$HUB"; NAMESPACES+=("$HUB")
 ip -n "$HUB" link add br0 type bridge
 ip -n "$HUB" link set br0 up
 addr_of() { sed -n 's/^listen = \["\([0-9.]*\):.*/\1/p' "$W/plan/$1.toml" | head -1; }
-i=0
 for entry in "${ORDER[@]}"; do
-  name=${entry%% *}
+  read -r name role level <<< "$entry"
   ns="${P}_$name"
-  v="${P}v$i"
+  v=$(veth "$name")
+  [ ${#v} -le 14 ] || { echo "rehearse.sh: node name $name is too long for an interface name" >&2; exit 1; }
   ip netns add "$ns"; NAMESPACES+=("$ns")
   ip -n "$ns" link set lo up
   ip link add "$v" type veth peer name "${v}h"
@@ -154,9 +173,11 @@ for entry in "${ORDER[@]}"; do
   ip link set "${v}h" netns "$HUB"
   ip -n "$HUB" link set "${v}h" master br0
   ip -n "$HUB" link set "${v}h" up
-  ip -n "$ns" addr add "$(addr_of "$name")/24" dev "$v"
+  # A DPDK node answers ARP and IP itself: its kernel interface has no address.
+  if [ "$DPDK" -eq 0 ] || [ "$role" = sender ]; then
+    ip -n "$ns" addr add "$(addr_of "$name")/24" dev "$v"
+  fi
   ip -n "$ns" link set "$v" up
-  i=$((i + 1))
 done
 echo "== network: ${#ORDER[@]} namespaces on a bridge ($SUBNET.0/24)"
 
@@ -169,7 +190,10 @@ say() { echo "   [$(elapsed)] $*"; }
 # as the service user without capabilities.
 start() {
   local name=$1 role=$2; shift 2
-  local cfg="$W/root/$name/etc/jasper/$name.toml" cmd
+  local cfg="$W/root/$name/etc/jasper/$name.toml" cmd caps=(--inh-caps=-all --bounding-set=-all)
+  if [ "$DPDK" -eq 1 ] && [ "$role" != sender ]; then
+    caps=(--inh-caps=+net_raw,+net_admin --ambient-caps=+net_raw,+net_admin --bounding-set=-all,+net_raw,+net_admin)
+  fi
   case "$role" in
     receiver) cmd=("$BIN_DIR/jasper-receiver" --config "$cfg" --print) ;;
     proxy) cmd=("$BIN_DIR/jasper-proxy" --config "$cfg") ;;
@@ -177,8 +201,10 @@ start() {
   esac
   local n=$(( ${RUNS[$name]:-0} + 1 ))
   RUNS[$name]=$n
-  ip netns exec "${P}_$name" setpriv --reuid="$SVC_UID" --regid="$SVC_GID" --clear-groups \
-    --inh-caps=-all --bounding-set=-all --no-new-privs "${cmd[@]}" \
+  # The EAL's runtime files go to the node's own directory (as PrivateTmp).
+  ip netns exec "${P}_$name" env XDG_RUNTIME_DIR="$W/root/$name/run" \
+    setpriv --reuid="$SVC_UID" --regid="$SVC_GID" --clear-groups \
+    "${caps[@]}" --no-new-privs "${cmd[@]}" \
     > "$W/log/$name.$n.out" 2> "$W/log/$name.$n.err" &
   PID[$name]=$!
 }
