@@ -276,6 +276,14 @@ fn no_port_hint(args: &[String]) -> EalHint {
     }
 }
 
+/// Explain a port that fails to start (`rte_eth_dev_start`), or `None`.
+pub fn port_start_hint(code: i32) -> Option<EalHint> {
+    (code == libc::EPERM || code == libc::EACCES).then(|| EalHint {
+        cause: "the driver may not configure its interface: kernel-backed drivers (net_af_packet, net_af_xdp, net_tap) set the MAC address and promiscuous mode through the kernel".into(),
+        fix: "give the node CAP_NET_RAW and CAP_NET_ADMIN (systemd: AmbientCapabilities=CAP_NET_RAW CAP_NET_ADMIN), or use a NIC bound to vfio-pci".into(),
+    })
+}
+
 /// Explain an EAL failure from its error code (`rte_errno`), the arguments,
 /// the EAL's own log and the host, or `None` when nothing fits (DPDK's
 /// message stands alone). Pure: [`Eal::init`] gathers the inputs.
@@ -489,7 +497,11 @@ impl Port {
         // SAFETY: queues set up.
         let rc = unsafe { ffi::rte_eth_dev_start(id) };
         if rc < 0 {
-            return Err(rte_error("rte_eth_dev_start", rc));
+            let mut e = rte_error("rte_eth_dev_start", rc);
+            if let Some(h) = port_start_hint(e.code) {
+                e.msg = format!("{}. {h}", e.msg);
+            }
+            return Err(e);
         }
         // SAFETY: port started; failure to enable promiscuous mode is harmless.
         unsafe { ffi::rte_eth_promiscuous_enable(id) };
@@ -675,6 +687,18 @@ mod tests {
         assert!(no_port_hint(&args("-l 1 --no-pci"))
             .cause
             .contains("--no-pci"));
+    }
+
+    #[test]
+    fn a_port_the_kernel_will_not_configure_needs_net_admin() {
+        // Seen with net_af_packet as an unprivileged user: the EAL started,
+        // rte_eth_dev_start failed with EPERM.
+        let h = port_start_hint(libc::EPERM).unwrap();
+        assert!(
+            h.fix.contains("CAP_NET_ADMIN") && h.fix.contains("CAP_NET_RAW"),
+            "{h}"
+        );
+        assert_eq!(port_start_hint(libc::EIO), None);
     }
 
     #[test]
