@@ -237,7 +237,7 @@ const BIND_FIX: &str = "modprobe vfio-pci, then `dpdk-devbind.py --bind=vfio-pci
      (on instances without an IOMMU, such as most AWS ENA ones, first \
      `echo 1 > /sys/module/vfio/parameters/enable_unsafe_noiommu_mode`); \
      `dpdk-devbind.py --status` shows what is bound; keep the management NIC on the kernel \
-     (deploy/ansible's prepare-host role does this from the inventory's dpdk.pci)";
+     (the Ansible prepare_host role does this from the inventory's dpdk.pci)";
 
 const CAPS_FIX: &str = "run the node as its service user with the DPDK drop-in \
      (deploy/systemd/dpdk.conf: CAP_IPC_LOCK, LimitMEMLOCK=infinity, the VFIO devices \
@@ -322,7 +322,7 @@ pub fn diagnose(code: i32, args: &[String], log: &str, host: &HostFacts) -> Opti
             || said("no free") && said("hugepages")
             || (code == libc::EACCES && host.hugepages_total == Some(0)));
     if hugepage_failure {
-        let reserve = "reserve hugepages as root (`echo 1024 > /proc/sys/vm/nr_hugepages`; deploy/prepare-host.sh --dpdk and the prepare-host role keep them across boots) and keep --in-memory in eal_args, or run without hugepages: --no-huge -m 256 --no-shconf (tests and low rates only)";
+        let reserve = "reserve hugepages as root (`echo 1024 > /proc/sys/vm/nr_hugepages`; deploy/prepare-host.sh --dpdk and the prepare_host role keep them across boots) and keep --in-memory in eal_args, or run without hugepages: --no-huge -m 256 --no-shconf (tests and low rates only)";
         if host.hugepages_total == Some(0) {
             return hint(
                 "no hugepages are reserved on this host (HugePages_Total is 0), and eal_args lack --no-huge".into(),
@@ -354,7 +354,7 @@ pub fn diagnose(code: i32, args: &[String], log: &str, host: &HostFacts) -> Opti
     {
         return hint(
             "the process cannot open the VFIO devices".into(),
-            "give the service user the device group (a udev rule: SUBSYSTEM==\"vfio\", GROUP=\"jasper\", MODE=\"0660\"; the prepare-host role writes it), allow them in the unit (DeviceAllow=char-vfio rw, in deploy/systemd/dpdk.conf); vfio in no-IOMMU mode also needs CAP_SYS_RAWIO".into(),
+            "give the service user the device group (a udev rule: SUBSYSTEM==\"vfio\", GROUP=\"jasper\", MODE=\"0660\"; the prepare_host role writes it), allow them in the unit (DeviceAllow=char-vfio rw, in deploy/systemd/dpdk.conf); vfio in no-IOMMU mode also needs CAP_SYS_RAWIO".into(),
         );
     }
     if said("cannot init memory") || said("cannot use iova as 'pa'") || code == libc::ENOMEM {
