@@ -7,6 +7,9 @@
 #   inventory with the groups and start order the playbook uses;
 # - ansible-playbook --syntax-check against both, and ansible-lint
 #   (production profile);
+# - the playbook run on this machine without changing it: the install role
+#   in check mode, the start plays against a systemctl stand-in whose log
+#   shows the order units start in (receivers, proxies bottom-up, publisher);
 # - systemd-analyze verify on the units and systemd-analyze security with
 #   an exposure threshold (the DPDK drop-in included);
 # - terraform fmt, validate and test (mocked provider) when terraform and the AWS provider are on
@@ -118,6 +121,43 @@ print(f"   {len(hv)} hosts, {nodes} nodes, start order {[n['name'] for n in orde
 PY
   echo "== $plan plan: ansible-playbook --syntax-check"
   ansible-playbook -i "$WORK/$plan/hosts.yml" deploy/ansible/site.yml --syntax-check
+done
+
+# The playbook run for real on this machine, changing nothing: the install
+# role in check mode, and the start plays against a systemctl stand-in that
+# logs what it is asked, to check the order the units are started in.
+cat > "$WORK/systemctl" <<'SH'
+#!/bin/sh
+echo "$*" >> "$JASPER_SYSTEMCTL_LOG"
+case "$1" in
+  show) printf 'Id=%s\nLoadState=loaded\nActiveState=inactive\nSubState=dead\nUnitFileState=disabled\n' "$2" ;;
+  is-enabled) echo disabled; exit 1 ;;
+  is-active) echo inactive; exit 3 ;;
+esac
+exit 0
+SH
+chmod +x "$WORK/systemctl"
+for plan in udp dpdk; do
+  echo "== $plan plan: the playbook on this machine (install in check mode, start against a systemctl stand-in)"
+  local_run=(-i "$WORK/$plan/hosts.yml" deploy/ansible/site.yml -c local -e ansible_become=false
+    -e "ansible_python_interpreter=$VENV/bin/python" -e "install_nodes_bin_dir=$(dirname "$JASPER")")
+  ansible-playbook "${local_run[@]}" --tags install --check > "$WORK/$plan.install.log" 2>&1 \
+    || { cat "$WORK/$plan.install.log"; fail "the install role failed in check mode ($plan plan)"; }
+  export JASPER_SYSTEMCTL_LOG="$WORK/$plan.systemctl.log"
+  PATH="$WORK:$PATH" ansible-playbook "${local_run[@]}" --tags start -e jasper_publisher_example=true \
+    > "$WORK/$plan.start.log" 2>&1 || { cat "$WORK/$plan.start.log"; fail "the start plays failed ($plan plan)"; }
+  python3 - "$JASPER_SYSTEMCTL_LOG" "$WORK/$plan.json" <<'PY'
+import json, sys
+started = [l.split()[1] for l in open(sys.argv[1]) if l.startswith(("start ", "restart "))]
+inv = json.load(open(sys.argv[2]))
+order = next(iter(inv["_meta"]["hostvars"].values()))["jasper_start_order"]
+units = {n["unit"]: n for n in order}
+assert sorted(started) == sorted(units), (started, list(units))
+rank = {"receiver": 0, "proxy": 1, "sender": 2}
+seen = [(rank[units[u]["role"]], -units[u]["level"]) for u in started]
+assert seen == sorted(seen), f"started out of order: {started}"
+print(f"   started {len(started)} units in order: {', '.join(u.split('@')[1].split('.')[0] for u in started)}")
+PY
 done
 
 echo "== ansible-lint (production profile)"
