@@ -7,8 +7,8 @@
 #   inventory with the groups and start order the playbook uses;
 # - ansible-playbook --syntax-check against both, and ansible-lint
 #   (production profile);
-# - the playbook run on this machine without changing it: the install role
-#   in check mode, the start plays against a systemctl stand-in whose log
+# - the playbook run on this machine without changing it: both roles in
+#   check mode, the start plays against a systemctl stand-in whose log
 #   shows the order units start in (receivers, proxies bottom-up, publisher);
 # - systemd-analyze verify on the units and systemd-analyze security with
 #   an exposure threshold (the DPDK drop-in included);
@@ -123,9 +123,9 @@ PY
   ansible-playbook -i "$WORK/$plan/hosts.yml" deploy/ansible/site.yml --syntax-check
 done
 
-# The playbook run for real on this machine, changing nothing: the install
-# role in check mode, and the start plays against a systemctl stand-in that
-# logs what it is asked, to check the order the units are started in.
+# The playbook run for real on this machine, changing nothing: prepare_host
+# and install_nodes in check mode, and the start plays against a systemctl
+# stand-in that logs what it is asked, to check the order units start in.
 cat > "$WORK/systemctl" <<'SH'
 #!/bin/sh
 echo "$*" >> "$JASPER_SYSTEMCTL_LOG"
@@ -137,13 +137,28 @@ esac
 exit 0
 SH
 chmod +x "$WORK/systemctl"
+if ! /usr/bin/python3 -c 'import apt' 2>/dev/null; then
+  echo "installing python3-apt (Ansible's apt module runs on Debian's python3)"
+  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-apt >/dev/null; } \
+    || fail "cannot install python3-apt with apt"
+fi
 for plan in udp dpdk; do
-  echo "== $plan plan: the playbook on this machine (install in check mode, start against a systemctl stand-in)"
+  echo "== $plan plan: the playbook on this machine ($([ "$plan" = dpdk ] && echo "prepare and install in check mode, ")start against a systemctl stand-in)"
   local_run=(-i "$WORK/$plan/hosts.yml" deploy/ansible/site.yml -c local -e ansible_become=false
     -e "ansible_python_interpreter=$VENV/bin/python" -e "install_nodes_bin_dir=$(dirname "$JASPER")")
-  ansible-playbook "${local_run[@]}" --tags install --check > "$WORK/$plan.install.log" 2>&1 \
-    || { cat "$WORK/$plan.install.log"; fail "the install role failed in check mode ($plan plan)"; }
   export JASPER_SYSTEMCTL_LOG="$WORK/$plan.systemctl.log"
+  # The roles on the DPDK plan's root, sender and a receiver machine: every
+  # task either kind of machine runs (the kernel plan's are a subset).
+  # prepare_host's apt tasks need Debian's python3 with its apt bindings.
+  if [ "$plan" = dpdk ]; then
+    some=$(python3 -c 'import json, sys; v = json.load(open(sys.argv[1])); print(",".join(v[g]["hosts"][0] for g in ["jasper_proxies_level_1", "jasper_sender", "jasper_receivers"]))' "$WORK/$plan.json")
+    PATH="$WORK:$PATH" ansible-playbook "${local_run[@]}" --tags prepare --check --limit "$some" \
+      -e ansible_python_interpreter=/usr/bin/python3 > "$WORK/$plan.prepare.log" 2>&1 \
+      || { cat "$WORK/$plan.prepare.log"; fail "the prepare_host role failed in check mode ($plan plan)"; }
+    ansible-playbook "${local_run[@]}" --tags install --check --limit "$some" > "$WORK/$plan.install.log" 2>&1 \
+      || { cat "$WORK/$plan.install.log"; fail "the install role failed in check mode ($plan plan)"; }
+  fi
+  : > "$JASPER_SYSTEMCTL_LOG"
   PATH="$WORK:$PATH" ansible-playbook "${local_run[@]}" --tags start -e jasper_publisher_example=true \
     > "$WORK/$plan.start.log" 2>&1 || { cat "$WORK/$plan.start.log"; fail "the start plays failed ($plan plan)"; }
   python3 - "$JASPER_SYSTEMCTL_LOG" "$WORK/$plan.json" <<'PY'
