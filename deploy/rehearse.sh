@@ -10,9 +10,8 @@
 #
 # --dpdk: proxies and receivers on DPDK (`jasper plan --backend dpdk`, each
 # with its own `dpdk` settings: a net_af_packet device on its veth, no
-# hugepages), with CAP_NET_RAW as their only capability (af_packet needs
-# it; a NIC needs deploy/systemd/dpdk.conf's instead). Build with
-# --features jasper-proxy/dpdk,jasper-receiver/dpdk.
+# hugepages), with CAP_NET_RAW and CAP_NET_ADMIN their only capabilities
+# (af_packet needs them; a NIC needs deploy/systemd/dpdk.conf's instead).
 #
 # What is the same as production (deploy/ansible, deploy/systemd):
 # - `jasper plan --ansible` over an inventory of the namespaces' addresses
@@ -54,7 +53,7 @@ while [ $# -gt 0 ]; do
     --max-missing) MAX_MISSING=$2; shift ;;
     --keep) KEEP=1 ;;
     --dpdk) DPDK=1 ;;
-    -h|--help) sed -n '2,30p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,/^set -euo/{/^set -euo/d;s/^# \{0,1\}//;p}' "$0"; exit 0 ;;
     *) echo "rehearse.sh: unknown option $1" >&2; exit 2 ;;
   esac
   shift
@@ -67,8 +66,10 @@ done
 
 if [ -z "$BIN_DIR" ]; then
   BIN_DIR="$ROOT/target/debug"
+  features=()
+  [ "$DPDK" -eq 0 ] || features=(--features jasper-cli/dpdk,jasper-proxy/dpdk,jasper-receiver/dpdk)
   echo "== building jasper, jasper-proxy, jasper-receiver"
-  cargo build -q --bin jasper --bin jasper-proxy --bin jasper-receiver
+  cargo build -q --bin jasper --bin jasper-proxy --bin jasper-receiver "${features[@]}"
 fi
 BIN_DIR=$(cd "$BIN_DIR" && pwd)
 for b in jasper jasper-proxy jasper-receiver; do
