@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# Prepare one cloud VM (Debian 12 / Ubuntu 22.04+) to run a Jasper node.
+# Prepare one cloud VM (Debian 12 / Ubuntu 22.04+) to run a Jasper node by
+# hand; deploy/ansible's prepare_host role does the same for a whole plan.
 #   sudo ./prepare-host.sh [--dpdk] [--hugepages N]
+# - creates the service user `jasper` the units run as (deploy/systemd),
 # - raises UDP socket buffer limits (the kernel backend asks for 4 MiB),
 # - installs chrony and makes sure the clock is disciplined (the receivers'
 #   deadlines are in synchronized time; an unsynchronized clock shows up as
@@ -18,6 +20,9 @@ while [ $# -gt 0 ]; do
   shift
 done
 [ "$(id -u)" -eq 0 ] || { echo "run as root (sudo)" >&2; exit 1; }
+
+id jasper >/dev/null 2>&1 || useradd --system --user-group --no-create-home \
+  --home-dir /nonexistent --shell /usr/sbin/nologin jasper
 
 cat > /etc/sysctl.d/60-jasper.conf <<CONF
 net.core.rmem_max = 33554432
@@ -46,8 +51,12 @@ if [ "$DPDK" -eq 1 ]; then
   echo "$HUGEPAGES" > /proc/sys/vm/nr_hugepages
   echo "vm.nr_hugepages = $HUGEPAGES" > /etc/sysctl.d/61-jasper-hugepages.conf
   modprobe vfio-pci || true
+  # The VFIO devices belong to the service user's group (deploy/systemd/dpdk.conf).
+  echo 'SUBSYSTEM=="vfio", GROUP="jasper", MODE="0660"' > /etc/udev/rules.d/90-jasper-vfio.rules
+  udevadm control --reload-rules || true
   echo "DPDK ready: bind the data NIC with"
   echo "  dpdk-devbind.py --bind=vfio-pci <PCI address>   (keep the management NIC on the kernel)"
-  echo "then put its PCI address in the node config: eal_args = [\"-l\", \"1\", \"-a\", \"<PCI>\"]"
+  echo "then give the node its own settings in the inventory, e.g."
+  echo "  dpdk = { lcores = \"1\", pci = \"<PCI address>\" }   (jasper plan --backend dpdk writes its eal_args)"
 fi
 echo "host prepared"

@@ -12,6 +12,7 @@ mod attack;
 mod chaos;
 mod keys;
 mod local;
+mod plan_out;
 mod plot;
 mod sim;
 mod status;
@@ -20,11 +21,9 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
-use jasper_core::config::{
-    BackendKind, BackendSection, DpdkSection, NodeConfig, NodeRole, ReceiverSection,
-};
+use jasper_core::config::{BackendSection, NodeConfig, NodeRole, ReceiverSection};
 use jasper_core::metrics::{Collector, Delivery};
-use jasper_core::plan::{Inventory, Plan, TreeSpec};
+use jasper_core::plan::{Plan, TreeSpec};
 use jasper_core::proxy::ProxyConfig;
 use jasper_core::sender::SenderConfig;
 use jasper_io::node::open_backend;
@@ -104,10 +103,11 @@ enum BackendArg {
 
 #[derive(clap::Args, Debug)]
 struct PlanArgs {
-    /// Inventory TOML: `[sender]`, `[[proxy]]`, `[[receiver]]` with name and addr (see README).
+    /// Inventory TOML: `[sender]`, `[[proxy]]`, `[[receiver]]` with name and addr, and
+    /// per node `host` (management address) and `dpdk = { lcores, pci }` (deploy/inventory.example.toml).
     #[arg(long)]
     inventory: PathBuf,
-    /// Write one `<name>.toml` per node here.
+    /// Write one `<name>.toml` per node here, and keys under `keys/`.
     #[arg(long)]
     out: Option<PathBuf>,
     /// Proxy levels (default: round(log10 receivers)).
@@ -126,9 +126,12 @@ struct PlanArgs {
     /// sends to each and each feeds the whole level below.
     #[arg(long, default_value_t = jasper_core::plan::DEFAULT_ROOTS)]
     roots: u32,
-    /// Backend written into proxy and receiver configs.
+    /// Backend written into proxy and receiver configs (dpdk: each node's `dpdk` settings from the inventory).
     #[arg(long, value_enum, default_value_t = BackendArg::Udp)]
     backend: BackendArg,
+    /// Also write `<out>/hosts.yml`, the Ansible inventory deploy/ansible/site.yml runs on.
+    #[arg(long, requires = "out")]
+    ansible: bool,
     /// Replace keys already in `<out>/keys` (otherwise refused).
     #[arg(long)]
     force: bool,
@@ -144,10 +147,8 @@ struct PlanArgs {
 }
 
 fn plan_cmd(a: PlanArgs) -> anyhow::Result<()> {
-    let text = std::fs::read_to_string(&a.inventory)
-        .with_context(|| format!("cannot read {}", a.inventory.display()))?;
-    let inv: Inventory = toml::from_str(&text)
-        .with_context(|| format!("{} is not a valid inventory", a.inventory.display()))?;
+    let file = plan_out::read_inventory(&a.inventory)?;
+    let inv = &file.inventory;
     let spec = TreeSpec {
         depth: a.depth,
         fanout: a.fanout,
@@ -155,8 +156,11 @@ fn plan_cmd(a: PlanArgs) -> anyhow::Result<()> {
         spray: a.spray,
         roots: a.roots,
     };
-    let plan =
-        Plan::build(&inv, &spec).map_err(|e| anyhow::anyhow!("cannot plan the tree: {e}"))?;
+    let plan = Plan::build(inv, &spec).map_err(|e| anyhow::anyhow!("cannot plan the tree: {e}"))?;
+    let dpdk = matches!(a.backend, BackendArg::Dpdk);
+    if dpdk {
+        plan_out::check_dpdk(&file)?;
+    }
     print!("{}", plan.describe());
     if let Some(dir) = a.out {
         std::fs::create_dir_all(&dir)
@@ -174,6 +178,12 @@ fn plan_cmd(a: PlanArgs) -> anyhow::Result<()> {
         };
         crate::keys::refuse_existing_keys(&dir, a.force)?;
         let mut cfgs = jasper_core::plan_configs::node_configs(&plan, &opts);
+        plan_out::check_names(&cfgs)?;
+        if dpdk {
+            for c in &mut cfgs {
+                plan_out::make_dpdk(c, &file)?;
+            }
+        }
         if let Some(base) = a.mold {
             jasper_core::plan_configs::set_mold_ports(&mut cfgs, [127, 0, 0, 1].into(), base)
                 .map_err(|e| anyhow::anyhow!("--mold: {e}"))?;
@@ -196,29 +206,23 @@ fn plan_cmd(a: PlanArgs) -> anyhow::Result<()> {
             "keys written to {} (mode 0600): install each node's file with its config; never share them",
             dir.join("keys").display()
         );
-        for mut c in cfgs {
-            if matches!(a.backend, BackendArg::Dpdk) && c.node.role != NodeRole::Sender {
-                let ip = match c.node.listen[0].ip() {
-                    std::net::IpAddr::V4(v4) => v4,
-                    std::net::IpAddr::V6(_) => anyhow::bail!(
-                        "the DPDK backend speaks IPv4 only; {} has an IPv6 address",
-                        c.node.name
-                    ),
-                };
-                c.backend.kind = BackendKind::Dpdk;
-                c.backend.dpdk = Some(DpdkSection {
-                    eal_args: vec!["-l".into(), "1".into(), "-a".into(), "0000:00:06.0".into()],
-                    port: 0,
-                    ip,
-                    static_arp: vec![],
-                    mbufs: 8191,
-                });
-            }
+        for c in &cfgs {
             let p = dir.join(format!("{}.toml", c.node.name));
             std::fs::write(&p, c.to_toml())
                 .with_context(|| format!("cannot write {}", p.display()))?;
         }
         println!("configs written to {}", dir.display());
+        if a.ansible {
+            let hosts =
+                plan_out::hosts_yml(&plan, &cfgs, &file, if dpdk { "dpdk" } else { "udp" })?;
+            let p = dir.join("hosts.yml");
+            std::fs::write(&p, hosts).with_context(|| format!("cannot write {}", p.display()))?;
+            println!(
+                "Ansible inventory written to {} (ansible-playbook -i {} deploy/ansible/site.yml)",
+                p.display(),
+                p.display()
+            );
+        }
     }
     Ok(())
 }
@@ -257,16 +261,23 @@ fn publish_cmd(config: PathBuf, count: u64, rate: u64, warmup_ms: u64) -> anyhow
         x: 0x9E37_79B9_7F4A_7C15,
     };
     let mut msg = Vec::with_capacity(36);
+    // SIGTERM/SIGINT/SIGHUP: stop publishing and end the session cleanly.
+    let stop = stop_on_signals();
     let start = Instant::now();
+    let mut published = 0;
     for i in 0..count {
         let due = Duration::from_secs_f64(i as f64 / rate as f64);
-        while start.elapsed() < due {
+        while start.elapsed() < due && !stop.load(std::sync::atomic::Ordering::Relaxed) {
             p.service();
             std::hint::spin_loop();
+        }
+        if stop.load(std::sync::atomic::Ordering::Relaxed) {
+            break;
         }
         feed.fill(&mut msg, jasper_io::host_now_ns());
         p.publish(&msg)
             .map_err(|e| anyhow::anyhow!("publish: {e}"))?;
+        published += 1;
     }
     p.end_session();
     let drain = Instant::now();
@@ -274,8 +285,13 @@ fn publish_cmd(config: PathBuf, count: u64, rate: u64, warmup_ms: u64) -> anyhow
         p.service();
         std::thread::sleep(Duration::from_micros(200));
     }
+    let stopped = if published < count {
+        " (stopped by a signal)"
+    } else {
+        ""
+    };
     println!(
-        "published {count} messages in {:.3} s; {}",
+        "published {published} messages in {:.3} s{stopped}; {}",
         start.elapsed().as_secs_f64(),
         serde_json::to_string(p.stats())?
     );
