@@ -251,6 +251,7 @@ fn dpdk_proxy_interoperates_with_kernel_hosts() {
         "a",
         TreeSpec {
             depth: Some(1),
+            roots: 1,
             ..TreeSpec::default()
         },
         1,
@@ -268,6 +269,7 @@ fn hedged_tree_of_dpdk_proxies_delivers_everything_once() {
             fanout: Some(2),
             hedge: 1,
             spray: true,
+            roots: 1,
         },
         3,
         4,

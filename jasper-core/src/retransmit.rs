@@ -650,7 +650,7 @@ mod tests {
         assert_eq!((up.first, up.count), (2, 2));
         assert!(r.poll_upstream().is_none());
         // The same hole asked again right away is not passed up twice.
-        assert!(r.request(20, 9, 1, 1, 2, 2) == false);
+        assert!(!r.request(20, 9, 1, 1, 2, 2));
         assert!(r.poll_upstream().is_none());
         assert_eq!(r.stats().requests_suppressed, 1);
         // The third request within the burst is refused.
