@@ -557,6 +557,7 @@ mod tests {
         let spec = TreeSpec {
             depth: Some(2),
             fanout: Some(2),
+            roots: 1,
             ..TreeSpec::default()
         };
         let plan = Plan::build(&f.inventory, &spec).unwrap();

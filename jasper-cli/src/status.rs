@@ -1026,7 +1026,10 @@ mod tests {
     fn local_endpoints_follow_the_receiver_processes() {
         let plan = jasper_core::plan::Plan::build(
             &jasper_core::plan::loopback_inventory(1, 5, false, 43000),
-            &jasper_core::plan::TreeSpec::default(),
+            &jasper_core::plan::TreeSpec {
+                roots: 1,
+                ..Default::default()
+            },
         )
         .unwrap();
         let opts = jasper_core::plan_configs::ConfigOptions {

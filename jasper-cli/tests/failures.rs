@@ -92,6 +92,8 @@ fn a_restarted_receiver_process_serves_again() {
     let (v, stdout) = run(&["--kill-receivers", "0@1+0.3"]);
     assert!(stdout.contains("receivers0 restarted"), "{stdout}");
     let missing = v["missing_total"].as_u64().unwrap();
-    // At most ~0.3 s down + 0.2 s since the last snapshot, × 4 MPs, × 2000 msgs/s.
-    assert!(missing > 0 && missing < 4 * 2000, "{stdout}");
+    // At most ~0.3 s down + 0.2 s since the last snapshot, × 4 MPs, × 2000
+    // msgs/s; retransmission from the proxies' stores fills some or all of
+    // it (the restarted receivers ask for what they missed).
+    assert!(missing < 4 * 2000, "{stdout}");
 }

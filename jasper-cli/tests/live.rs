@@ -279,7 +279,7 @@ fn plan_names_metrics_endpoints_and_status_shows_a_stopped_tree_down() {
     let plan = |extra: &[&str]| {
         let _ = std::fs::remove_dir_all(&dir);
         let out = jasper()
-            .args(["plan", "--depth", "1", "--inventory"])
+            .args(["plan", "--roots", "1", "--depth", "1", "--inventory"])
             .arg(&inv)
             .arg("--out")
             .arg(&dir)

@@ -147,7 +147,15 @@ fn plan_writes_configs_from_an_inventory() {
     }
     std::fs::write(&inv, text).unwrap();
     let out = jasper()
-        .args(["plan", "--hedge", "2", "--spray", "--inventory"])
+        .args([
+            "plan",
+            "--roots",
+            "1",
+            "--hedge",
+            "2",
+            "--spray",
+            "--inventory",
+        ])
         .arg(&inv)
         .arg("--out")
         .arg(&dir)
@@ -206,7 +214,7 @@ fn receiver_hedging_feeds_and_reports_through_both_endpoints() {
         .iter()
         .filter(|n| n["name"].as_str().unwrap_or("").starts_with("proxy"))
         .collect();
-    assert_eq!(proxies.len(), 4);
+    assert_eq!(proxies.len(), 5, "two roots and three level-2 proxies");
     for p in proxies {
         assert!(p["core"]["reports_in"].as_u64().unwrap() > 0, "{p}");
         assert_eq!(p["core"]["dropped_stranger"], 0, "{p}");
@@ -234,7 +242,15 @@ fn keys_roll_over_with_two_sets_accepted() {
         String::from_utf8_lossy(&out.stdout).to_string()
     };
     let d = dir.to_str().unwrap();
-    ok(&["plan", "--inventory", inv.to_str().unwrap(), "--out", d]);
+    ok(&[
+        "plan",
+        "--roots",
+        "1",
+        "--inventory",
+        inv.to_str().unwrap(),
+        "--out",
+        d,
+    ]);
     let read = |name: &str| std::fs::read_to_string(dir.join("keys").join(name)).unwrap();
     assert!(read("mp0.key").contains("feed ="));
     assert!(
@@ -246,7 +262,15 @@ fn keys_roll_over_with_two_sets_accepted() {
     assert!(!again.status.success());
     assert!(String::from_utf8_lossy(&again.stderr).contains("--add"));
     let replan = jasper()
-        .args(["plan", "--inventory", inv.to_str().unwrap(), "--out", d])
+        .args([
+            "plan",
+            "--roots",
+            "1",
+            "--inventory",
+            inv.to_str().unwrap(),
+            "--out",
+            d,
+        ])
         .output()
         .unwrap();
     assert!(!replan.status.success(), "re-planning over keys is refused");

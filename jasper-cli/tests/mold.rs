@@ -126,7 +126,7 @@ fn plan_mold_writes_the_hand_off_into_every_receiver_config() {
     }
     std::fs::write(&inv, text).unwrap();
     let out = jasper()
-        .args(["plan", "--mold", "9000", "--inventory"])
+        .args(["plan", "--roots", "1", "--mold", "9000", "--inventory"])
         .arg(&inv)
         .arg("--out")
         .arg(&dir)
@@ -155,7 +155,7 @@ fn plan_mold_writes_the_hand_off_into_every_receiver_config() {
     assert!(!proxy.contains("mold_udp ="), "{proxy}");
     let dir2 = tmp("plan-mold-bad");
     let bad = jasper()
-        .args(["plan", "--mold", "65535", "--inventory"])
+        .args(["plan", "--roots", "1", "--mold", "65535", "--inventory"])
         .arg(&inv)
         .arg("--out")
         .arg(&dir2)
