@@ -1002,7 +1002,8 @@ fn recovery_summary(nodes: &[Value]) -> Value {
     json!({
         "requests": sum(nodes, &["core", "recovery_requests"]),
         "recovered": sum(nodes, &["core", "recovered"]),
-        "lost": sum(nodes, &["core", "lost"]),
+        "lost": sum(nodes, &["core", "lost"]).saturating_sub(sum(nodes, &["core", "arrived_after_lost"])),
+        "given_up": sum(nodes, &["core", "lost"]),
         "missing_now": sum(nodes, &["missing_now"]),
         "gap_to_recovery_p50_ns": p50s.get(p50s.len() / 2).copied().unwrap_or(0),
         "gap_to_recovery_p99_ns_worst_receiver": lat.iter().map(|a| a[1]).max().unwrap_or(0),
@@ -1023,13 +1024,14 @@ fn print_recovery(nodes: &[Value]) {
         return;
     }
     println!(
-        "  recovery: {} requests, {} sequences recovered (gap → arrival p50 {:.1} µs, worst receiver p99 {:.1} µs, max {:.1} µs), {} lost, {} still missing; nodes re-sent {} packets, passed {} requests up, {} unavailable, {} rate-limited",
+        "  recovery: {} requests, {} sequences recovered (gap → arrival p50 {:.1} µs, worst receiver p99 {:.1} µs, max {:.1} µs), {} lost ({} given up on, some arrived later), {} still missing; nodes re-sent {} packets, passed {} requests up, {} unavailable, {} rate-limited",
         g("requests"),
         g("recovered"),
         g("gap_to_recovery_p50_ns") as f64 / 1e3,
         g("gap_to_recovery_p99_ns_worst_receiver") as f64 / 1e3,
         g("gap_to_recovery_max_ns") as f64 / 1e3,
         g("lost"),
+        g("given_up"),
         g("missing_now"),
         g("proxy_packets_resent"),
         g("requests_passed_up"),

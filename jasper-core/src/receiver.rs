@@ -137,6 +137,9 @@ pub struct ReceiverStats {
     pub lost: u64,
     /// Ranges reported lost.
     pub lost_ranges: u64,
+    /// Sequences that arrived after they were given up on (counted in
+    /// `lost` too: `lost − arrived_after_lost` never arrived).
+    pub arrived_after_lost: u64,
     /// Heartbeats seen.
     pub heartbeats: u64,
     /// Samples whose arrival preceded the send time (clock error).
@@ -655,11 +658,15 @@ impl Receiver {
         } else if seq < s.next_expected {
             self.stats.gaps_filled += 1;
             let stream = s.stream;
-            if let Some(f) = self.gaps.fill(self.now_ns, stream, seq) {
-                if f.requested {
+            match self.gaps.fill(self.now_ns, stream, seq) {
+                Some(f) if f.requested => {
                     self.stats.recovered += 1;
                     let _ = self.recovery_ns.record(f.delay_ns.max(1));
                 }
+                Some(_) => {}
+                // Every detected gap is tracked until it fills or is given
+                // up on: this one was given up on.
+                None => self.stats.arrived_after_lost += 1,
             }
         } else {
             s.next_expected = seq.saturating_add(1);

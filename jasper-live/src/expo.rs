@@ -246,6 +246,11 @@ const RECEIVER: &[(&str, &str, Get<ReceiverFigures>)] = &[
         |f| f.stats.lost,
     ),
     (
+        "jasper_receiver_arrived_after_lost",
+        "Sequence numbers that arrived after they were given up on.",
+        |f| f.stats.arrived_after_lost,
+    ),
+    (
         "jasper_receiver_lost_ranges",
         "Ranges of sequence numbers given up on.",
         |f| f.stats.lost_ranges,
