@@ -134,7 +134,7 @@ BACKEND=udp
 } > "$INV"
 echo "== jasper plan ($RECEIVERS receivers, $PROXIES proxies: depth 2, fanout $FANOUT, hedge 1, spray; $BACKEND)"
 "$BIN_DIR/jasper" plan --inventory "$INV" --depth 2 --fanout "$FANOUT" --hedge 1 --spray \
-  --backend "$BACKEND" --out "$W/plan" --ansible | sed 's/^/   /'
+  --backend "$BACKEND" --out "$W/plan" --ansible --metrics-port 9300 | sed 's/^/   /'
 
 # Start order and tree levels, as the playbook reads them from hosts.yml.
 mapfile -t ORDER < <(sed -n 's/^      - { host: "[^"]*", name: "\([^"]*\)", role: "\([^"]*\)", level: \([0-9]*\),.*/\1 \2 \3/p' "$W/plan/hosts.yml")
@@ -161,6 +161,8 @@ HUB="${P}hub"
 ip netns add "$HUB"; NAMESPACES+=("$HUB")
 ip -n "$HUB" link add br0 type bridge
 ip -n "$HUB" link set br0 up
+# The operator's seat: `jasper status` runs here and scrapes every node.
+ip -n "$HUB" addr add "$SUBNET.254/24" dev br0
 addr_of() { sed -n 's/^listen = \["\([0-9.]*\):.*/\1/p' "$W/plan/$1.toml" | head -1; }
 for entry in "${ORDER[@]}"; do
   read -r name role level <<< "$entry"
@@ -225,11 +227,23 @@ stop() { # SIGTERM as systemctl stop, then wait for the report
   unset "PID[$name]"
 }
 
-# HOOK(jasper status): once nodes serve their metrics ([metrics] listen in
-# the configs), snapshot the tree here with
-#   jasper status --plan "$W/plan" --once --json > "$W/status.$1.json"
-# and check the killed proxy and the publisher show down, then up.
-status_snapshot() { :; }
+# `jasper status --once --json` from the operator's seat; prints who is up
+# and down. STATUS_EXPECT checks one node's state: NAME up|down.
+status_snapshot() { # LABEL [NAME up|down]
+  local out="$W/status.$1.json"
+  ip netns exec "$HUB" "$BIN_DIR/jasper" status --plan "$W/plan" --once --json \
+    --interval 0.3 --timeout-ms 300 > "$out" 2>/dev/null || true
+  python3 - "$out" "$1" "${2:-}" "${3:-}" <<'PY' || { echo "rehearse.sh: status snapshot $1: $2 is not $3" >&2; exit 1; }
+import json, sys
+out, label, name, want = sys.argv[1:5]
+v = json.load(open(out))
+down = sorted(v["nodes_down"])
+print(f"   status [{label}]: {v['nodes_up']}/{v['nodes_total']} up; down: {', '.join(down) or 'none'}")
+if name:
+    up = {n["name"]: n["up"] for n in v["nodes"]}
+    sys.exit(0 if up.get(name) == (want == "up") else 1)
+PY
+}
 
 echo "== starting in the plan's order, as the playbook does"
 for entry in "${ORDER[@]}"; do
@@ -251,22 +265,24 @@ say "publisher started (session 1, $RATE msgs/s)"
 sleep 1.3
 kill -KILL "${PID[$VICTIM]}"; wait "${PID[$VICTIM]}" 2>/dev/null || true
 say "$VICTIM killed (SIGKILL)"
-status_snapshot proxy-killed
+status_snapshot proxy-killed "$VICTIM" down
 sleep 1
 start "$VICTIM" proxy
 wait_ready "$VICTIM"
 say "$VICTIM restarted"
-status_snapshot proxy-restarted
+status_snapshot proxy-restarted "$VICTIM" up
 sleep 1
 kill -KILL "$PUB1"; wait "$PUB1" 2>/dev/null || true
 # Deadlines before this instant belong to session 1 (they are at most a few
 # ms after sending), later ones to session 2 (it starts 0.5 s later).
 BOUNDARY_NS=$(( $(date +%s%N) + 250000000 ))
 say "publisher killed (SIGKILL): session 1 ends without an end of session"
-status_snapshot publisher-killed
+status_snapshot publisher-killed "$SENDER" down
 sleep 0.5
 start "$SENDER" sender --count "$MESSAGES" --rate "$RATE" --warmup-ms 300
 say "publisher restarted (session 2, $MESSAGES messages)"
+sleep 0.6
+status_snapshot publisher-restarted "$SENDER" up
 wait "${PID[$SENDER]}" || { echo "the publisher failed:" >&2; cat "$W/log/$SENDER.2.err" >&2; exit 1; }
 unset "PID[$SENDER]"
 say "$(grep '^published' "$W/log/$SENDER.2.out" | cut -c1-60)"
