@@ -144,10 +144,16 @@ struct PlanArgs {
     /// following ports. `jasper status --plan <out>` then finds them.
     #[arg(long)]
     metrics_port: Option<u16>,
+    /// Plan around these nodes (dead or retired proxies, departed MPs):
+    /// names from the inventory, comma separated or repeated. The tree is
+    /// rebuilt without them; install the new configs and restart the nodes.
+    #[arg(long, value_delimiter = ',')]
+    exclude: Vec<String>,
 }
 
 fn plan_cmd(a: PlanArgs) -> anyhow::Result<()> {
-    let file = plan_out::read_inventory(&a.inventory)?;
+    let mut file = plan_out::read_inventory(&a.inventory)?;
+    plan_out::exclude(&mut file.inventory, &a.exclude)?;
     let inv = &file.inventory;
     let spec = TreeSpec {
         depth: a.depth,

@@ -70,6 +70,25 @@ pub struct InventoryFile {
     pub deploy: BTreeMap<String, Deploy>,
 }
 
+/// Take the named proxies and receivers out of the inventory (re-planning
+/// around dead or retired nodes). Every name must exist; the publisher
+/// cannot be excluded.
+pub fn exclude(inv: &mut Inventory, names: &[String]) -> anyhow::Result<()> {
+    for n in names {
+        if *n == inv.sender.name {
+            anyhow::bail!("--exclude {n}: the publisher cannot be planned around; give the inventory another [sender]");
+        }
+        let known =
+            inv.proxies.iter().any(|p| p.name == *n) || inv.receivers.iter().any(|r| r.name == *n);
+        if !known {
+            anyhow::bail!("--exclude {n}: no proxy or receiver of that name in the inventory");
+        }
+    }
+    inv.proxies.retain(|p| !names.contains(&p.name));
+    inv.receivers.retain(|r| !names.contains(&r.name));
+    Ok(())
+}
+
 /// Read an inventory TOML with its deployment fields.
 pub fn read_inventory(path: &Path) -> anyhow::Result<InventoryFile> {
     let text =
@@ -549,6 +568,19 @@ mod tests {
             e.contains("node \"mp-b\"") && e.contains("hedge_addr"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn excluded_nodes_leave_the_plan_and_unknown_names_are_errors() {
+        let mut f = parse_inventory(INV).unwrap();
+        let before = f.inventory.proxies.len();
+        let victim = f.inventory.proxies[0].name.clone();
+        assert!(exclude(&mut f.inventory, &["nobody".into()]).is_err());
+        let sender = f.inventory.sender.name.clone();
+        assert!(exclude(&mut f.inventory, &[sender]).is_err());
+        exclude(&mut f.inventory, std::slice::from_ref(&victim)).unwrap();
+        assert_eq!(f.inventory.proxies.len(), before - 1);
+        assert!(f.inventory.proxies.iter().all(|p| p.name != victim));
     }
 
     #[test]
