@@ -271,6 +271,11 @@ start "$VICTIM" proxy
 wait_ready "$VICTIM"
 say "$VICTIM restarted"
 status_snapshot proxy-restarted "$VICTIM" up
+# `systemctl reload`: SIGHUP, the config re-read and taken in place.
+kill -HUP "${PID[$VICTIM]}"
+sleep 0.3
+say "$VICTIM reloaded its config (SIGHUP)"
+status_snapshot proxy-reloaded "$VICTIM" up
 sleep 1
 kill -KILL "$PUB1"; wait "$PUB1" 2>/dev/null || true
 # Deadlines before this instant belong to session 1 (they are at most a few

@@ -245,7 +245,7 @@ fn node_cmd(config: PathBuf, managed: bool) -> anyhow::Result<()> {
     jasper_io::runtime::warn_if_insecure(&cfg.node.name, node.report(&cfg.node.name).authenticated);
     println!("ready {}", cfg.node.name);
     let stop = stop_on_signals();
-    node.run(&stop, ParentWatch::new(managed))?;
+    node.serve(&config, &stop, ParentWatch::new(managed))?;
     eprintln!("{}", serde_json::to_string(&node.report(&cfg.node.name))?);
     Ok(())
 }
@@ -269,6 +269,7 @@ fn publish_cmd(config: PathBuf, count: u64, rate: u64, warmup_ms: u64) -> anyhow
     let mut msg = Vec::with_capacity(36);
     // SIGTERM/SIGINT/SIGHUP: stop publishing and end the session cleanly.
     let stop = stop_on_signals();
+    jasper_io::runtime::stop_on_hangup(&stop);
     let start = Instant::now();
     let mut published = 0;
     for i in 0..count {

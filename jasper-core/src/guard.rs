@@ -242,6 +242,12 @@ impl Guard {
         &self.stats
     }
 
+    /// Continue the counters of the guard this one replaces (a reload), so
+    /// totals never go backwards.
+    pub fn continue_counts(&mut self, old: &Guard) {
+        self.stats = old.stats.clone();
+    }
+
     /// True when packets must carry valid tags.
     pub fn authenticating(&self) -> bool {
         self.auth.is_some()

@@ -171,6 +171,28 @@ impl ProxyCore {
     pub fn node(&self) -> NodeId {
         self.table.node
     }
+
+    /// Take a new forwarding table (a re-plan) for this same node, keeping
+    /// everything that makes forwarding exactly-once: per-stream dedup
+    /// state and the retransmit store. Children keep their estimates when
+    /// the report children stay the same.
+    pub fn set_table(&mut self, table: ForwardingTable) -> Result<(), String> {
+        if table.node != self.table.node {
+            return Err(format!(
+                "the new table is for node {}, this proxy is node {}",
+                table.node, self.table.node
+            ));
+        }
+        if table.report_children != self.table.report_children {
+            self.reducer = Reducer::new(
+                &table.report_children,
+                self.cfg.stale_after_ns,
+                self.cfg.report_ceiling_ns,
+            );
+        }
+        self.table = table;
+        Ok(())
+    }
     /// Forwarding table.
     pub fn table(&self) -> &ForwardingTable {
         &self.table

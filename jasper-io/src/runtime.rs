@@ -1,16 +1,32 @@
 //! Process plumbing shared by the node binaries: a stop flag set by
-//! SIGINT/SIGTERM/SIGHUP, and noticing that the managing parent died.
+//! SIGINT/SIGTERM, a reload flag set by SIGHUP, and noticing that the
+//! managing parent died.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
-/// A flag that becomes true on SIGINT, SIGTERM or SIGHUP. Only one handler
-/// can be installed per process; later calls return a fresh flag that is
-/// never set by signals (callers share the first one instead).
+/// A flag that becomes true on SIGINT or SIGTERM (SIGHUP is a reload:
+/// [`reload_on_sighup`]). Every call registers its own flag.
 pub fn stop_on_signals() -> Arc<AtomicBool> {
     let flag = Arc::new(AtomicBool::new(false));
-    let f = flag.clone();
-    let _ = ctrlc::set_handler(move || f.store(true, Ordering::SeqCst));
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        let _ = signal_hook::flag::register(sig, flag.clone());
+    }
+    flag
+}
+
+/// Also set `flag` on SIGHUP (a process with nothing to reload, such as a
+/// publisher run, ends on a hangup).
+pub fn stop_on_hangup(flag: &Arc<AtomicBool>) {
+    let _ = signal_hook::flag::register(signal_hook::consts::SIGHUP, flag.clone());
+}
+
+/// A flag set on every SIGHUP: the node re-reads its config and takes the
+/// new forwarding table, sources and keys without restarting (the caller
+/// clears it after reloading).
+pub fn reload_on_sighup() -> Arc<AtomicBool> {
+    let flag = Arc::new(AtomicBool::new(false));
+    let _ = signal_hook::flag::register(signal_hook::consts::SIGHUP, flag.clone());
     flag
 }
 

@@ -13,7 +13,7 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use jasper_core::clock::Clock;
-use jasper_core::config::NodeConfig;
+use jasper_core::config::{NodeConfig, NodeRole};
 use jasper_core::deadline::ChildFlags;
 use jasper_core::guard::{Guard, GuardStats};
 use jasper_core::liveness::{Liveness, UpstreamState};
@@ -215,9 +215,25 @@ impl ProxyNode {
 
     /// Run until `stop` is set (or the managing parent exits).
     pub fn run(&mut self, stop: &AtomicBool, watch: ParentWatch) -> io::Result<()> {
+        self.run_until(stop, &AtomicBool::new(false), watch)
+            .map(|_| ())
+    }
+
+    /// Run until `stop` or `reload` is set (or the managing parent exits);
+    /// returns true when `reload` ended the run (the caller reloads the
+    /// config with [`ProxyNode::reload`] and runs again).
+    pub fn run_until(
+        &mut self,
+        stop: &AtomicBool,
+        reload: &AtomicBool,
+        watch: ParentWatch,
+    ) -> io::Result<bool> {
         let mut rounds = 0u32;
         let fds = self.io.wait_fds();
         while !stop.load(Ordering::Relaxed) {
+            if reload.load(Ordering::Relaxed) {
+                return Ok(true);
+            }
             let n = self.poll()?;
             let wake = self
                 .io
@@ -232,6 +248,57 @@ impl ProxyNode {
                 break;
             }
         }
+        Ok(false)
+    }
+
+    /// Run as a service until `stop`: on every SIGHUP re-read `config` and
+    /// take it in place ([`ProxyNode::reload`]); a config that cannot be
+    /// taken is reported and the running one kept.
+    pub fn serve(
+        &mut self,
+        config: &std::path::Path,
+        stop: &AtomicBool,
+        watch: ParentWatch,
+    ) -> io::Result<()> {
+        let reload = jasper_io::runtime::reload_on_sighup();
+        while self.run_until(stop, &reload, watch)? {
+            reload.store(false, Ordering::SeqCst);
+            let name = self.guard_name(config);
+            match jasper_io::node::load_config(config, NodeRole::Proxy)
+                .and_then(|c| self.reload(&c))
+            {
+                Ok(()) => eprintln!("{name}: reloaded {}", config.display()),
+                Err(e) => eprintln!("{name}: reload refused, running on: {e}"),
+            }
+        }
+        Ok(())
+    }
+
+    fn guard_name(&self, config: &std::path::Path) -> String {
+        format!("node {} ({})", self.core.node(), config.display())
+    }
+
+    /// Take a re-read config without a restart: the new forwarding table,
+    /// source allowlists, peers and keys. Per-stream dedup state and the
+    /// retransmit store carry over, so no message is forwarded twice or
+    /// dropped across the reload. The node id and listen addresses must not
+    /// change (that needs a restart); other sections are read at start only.
+    pub fn reload(&mut self, cfg: &NodeConfig) -> Result<(), String> {
+        if cfg.node.role != NodeRole::Proxy {
+            return Err(format!("{:?} is not a proxy config", cfg.node.name));
+        }
+        let here = self.io.local_addrs();
+        if let Some(a) = cfg.node.listen.iter().find(|a| !here.contains(a)) {
+            return Err(format!(
+                "listen address {a} is new: addresses change only with a restart"
+            ));
+        }
+        let mut guard = jasper_io::trust::guard(cfg)?;
+        self.core.set_table(cfg.table.clone())?;
+        guard.continue_counts(&self.guard);
+        self.guard = guard;
+        self.liveness = jasper_io::trust::liveness(cfg);
+        self.peers = peer_table(cfg);
         Ok(())
     }
 
@@ -361,5 +428,90 @@ mod tests {
         }
         assert_eq!(got, 4, "(H+1)·F = 2·2 copies");
         assert_eq!(proxy.report("p").core.copies_out, 4);
+    }
+
+    fn proxy_cfg(plan: &Plan, id: u32) -> NodeConfig {
+        let node = &plan.nodes[id as usize];
+        let mut cfg = NodeConfig::with_defaults(
+            NodeSection {
+                id,
+                name: node.name.clone(),
+                role: NodeRole::Proxy,
+                listen: vec![node.addr],
+                mp: None,
+                hedge: None,
+            },
+            plan.tables[id as usize].clone(),
+            plan.nodes
+                .iter()
+                .map(|n| Peer {
+                    id: n.id,
+                    addr: n.addr,
+                    mp: None,
+                })
+                .collect(),
+        );
+        cfg.trust.insecure = true;
+        cfg
+    }
+
+    #[test]
+    fn a_reload_takes_the_new_table_and_forwards_nothing_twice() {
+        let inv = loopback_inventory(3, 4, false, 42100);
+        let shape = |hedge| TreeSpec {
+            depth: Some(2),
+            fanout: Some(2),
+            hedge,
+            spray: false,
+            roots: 1,
+        };
+        let hedged = Plan::build(&inv, &shape(1)).unwrap();
+        let plain = Plan::build(&inv, &shape(0)).unwrap();
+        let id = hedged.levels[1][0];
+        let hub = MemHub::new();
+        let me = hedged.nodes[id as usize].addr;
+        let mut proxy =
+            ProxyNode::new(&proxy_cfg(&hedged, id), Box::new(hub.attach(&[me], 32))).unwrap();
+        let mut receivers: Vec<_> = hedged
+            .endpoints()
+            .map(|e| hub.attach(&[hedged.nodes[e as usize].addr], 32))
+            .collect();
+        let mut src = hub.attach(&[hedged.nodes[1].addr], 32);
+        let packet = |seq: u64| {
+            let mut buf = [0u8; 256];
+            let mut b = DataBuilder::new(&mut buf, 256).unwrap();
+            b.push(b"msg").unwrap();
+            let mut h = Header::new(Kind::Data);
+            h.stream = 1;
+            h.seq = seq;
+            h.deadline_ns = host_now_ns() + 1_000_000;
+            let n = b.finish(&h);
+            buf[..n].to_vec()
+        };
+        let mut copies = |proxy: &mut ProxyNode, seq: u64| {
+            src.send_to(&packet(seq), me);
+            src.flush().unwrap();
+            proxy.poll().unwrap();
+            receivers
+                .iter_mut()
+                .map(|r| r.recv_burst().unwrap())
+                .sum::<usize>()
+        };
+        assert_eq!(copies(&mut proxy, 0), 4, "H = 1: (H+1)·F copies");
+        // A re-plan without hedging, taken in place.
+        proxy.reload(&proxy_cfg(&plain, id)).unwrap();
+        assert_eq!(
+            copies(&mut proxy, 0),
+            0,
+            "a copy forwarded before the reload stays a duplicate"
+        );
+        assert_eq!(copies(&mut proxy, 1), 2, "H = 0 now: F copies");
+        // Another node's config, or a new listen address, is refused.
+        let other = plain.levels[1][1];
+        assert!(proxy.reload(&proxy_cfg(&plain, other)).is_err());
+        let mut moved = proxy_cfg(&plain, id);
+        moved.node.listen = vec!["127.0.0.1:1".parse().unwrap()];
+        assert!(proxy.reload(&moved).is_err());
+        assert_eq!(copies(&mut proxy, 2), 2);
     }
 }

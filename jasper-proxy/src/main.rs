@@ -35,7 +35,9 @@ fn real_main() -> anyhow::Result<()> {
         println!("metrics {} http://{a}/metrics", cfg.node.name);
     }
     let stop = stop_on_signals();
-    node.run(&stop, ParentWatch::new(args.managed))?;
+    // SIGHUP: re-read the config and take the new table, sources and keys
+    // in place (a bad config is reported and the old one kept).
+    node.serve(&args.config, &stop, ParentWatch::new(args.managed))?;
     eprintln!("{}", serde_json::to_string(&node.report(&cfg.node.name))?);
     Ok(())
 }

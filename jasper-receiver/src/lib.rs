@@ -344,6 +344,49 @@ impl ReceiverNode {
         self.drain_events();
     }
 
+    /// Take a re-read config without a restart: upstreams and report
+    /// targets (a re-plan), source allowlists and keys. The state machine
+    /// (dedup, held messages, missing ranges) carries over, so nothing is
+    /// delivered twice or dropped across the reload. The node id and listen
+    /// addresses must not change (that needs a restart).
+    pub fn reload(&mut self, cfg: &NodeConfig) -> Result<(), String> {
+        if cfg.node.role != jasper_core::config::NodeRole::Receiver || cfg.node.id != self.id {
+            return Err(format!(
+                "{:?} is not the config of receiver node {}",
+                cfg.node.name, self.id
+            ));
+        }
+        let here = self.io.local_addrs();
+        if let Some(a) = cfg.node.listen.iter().find(|a| !here.contains(a)) {
+            return Err(format!(
+                "listen address {a} is new: addresses change only with a restart"
+            ));
+        }
+        let mut guard = jasper_io::trust::guard(cfg)?;
+        guard.continue_counts(&self.guard);
+        let peers = peer_table(cfg);
+        self.guard = guard;
+        self.liveness = jasper_io::trust::liveness(cfg);
+        self.parents = cfg
+            .table
+            .parent
+            .iter()
+            .chain(cfg.table.report_also.iter())
+            .filter_map(|p| peers.get(*p as usize).copied().flatten())
+            .collect();
+        self.hedge = cfg
+            .node
+            .hedge
+            .and_then(|h| Some((h.id, peers.get(h.parent as usize).copied().flatten()?)));
+        self.upstreams = cfg
+            .table
+            .upstreams
+            .iter()
+            .filter_map(|u| peers.get(*u as usize).copied().flatten())
+            .collect();
+        Ok(())
+    }
+
     /// Host time the next retransmit request is due (or a range given up).
     pub fn next_recovery_host_ns(&self) -> Option<u64> {
         self.core
@@ -490,15 +533,35 @@ pub fn run(
     nodes: &mut [ReceiverNode],
     stop: &AtomicBool,
     watch: ParentWatch,
-    mut on: impl FnMut(usize, &Release, &[u8], u64),
+    on: impl FnMut(usize, &Release, &[u8], u64),
 ) {
-    let Some(first) = nodes.first() else { return };
+    run_until(nodes, stop, &AtomicBool::new(false), watch, on);
+}
+
+/// Like [`run`], and also returns when `reload` is set: then true (the
+/// caller reloads each node's config with [`ReceiverNode::reload`] and runs
+/// again; nothing held is lost meanwhile).
+pub fn run_until(
+    nodes: &mut [ReceiverNode],
+    stop: &AtomicBool,
+    reload: &AtomicBool,
+    watch: ParentWatch,
+    mut on: impl FnMut(usize, &Release, &[u8], u64),
+) -> bool {
+    let mut reloading = false;
+    let Some(first) = nodes.first() else {
+        return false;
+    };
     let spin_ns = nodes.iter().map(|n| n.spin_ns).max().unwrap_or(0);
     let mut idler = Idler::new(first.idle.0, first.idle.1);
     let mut rounds = 0u32;
     let fds: Vec<_> = nodes.iter().flat_map(|n| n.wait_fds()).collect();
     loop {
         if stop.load(Ordering::Relaxed) || (rounds % 4096 == 0 && watch.parent_gone()) {
+            break;
+        }
+        if reload.load(Ordering::Relaxed) {
+            reloading = true;
             break;
         }
         rounds = rounds.wrapping_add(1);
@@ -541,6 +604,7 @@ pub fn run(
     for n in nodes.iter_mut() {
         let _ = n.housekeeping();
     }
+    reloading
 }
 
 #[cfg(test)]

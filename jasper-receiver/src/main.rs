@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use clap::Parser;
 use jasper_core::config::NodeRole;
 use jasper_io::runtime::{stop_on_signals, ParentWatch};
-use jasper_receiver::{run, ReceiverNode};
+use jasper_receiver::{run_until, ReceiverNode};
 
 /// Run Jasper receivers (one per config file; several MPs may share a process).
 /// Released messages go to the MoldUDP64 address of each config
@@ -54,11 +54,15 @@ fn real_main() -> anyhow::Result<()> {
         println!("ready {} {:?}", n.name(), n.local_addrs());
     }
     let stop = stop_on_signals();
+    // SIGHUP: re-read every config and take the new upstreams, sources and
+    // keys in place (a bad config is reported and the old one kept).
+    let reload = jasper_io::runtime::reload_on_sighup();
     let print = args.print;
     let names: Vec<String> = nodes.iter().map(|n| n.name().to_string()).collect();
-    run(
+    while run_until(
         &mut nodes,
         &stop,
+        &reload,
         ParentWatch::new(args.managed),
         |i, rel, payload, host| {
             if print {
@@ -74,7 +78,16 @@ fn real_main() -> anyhow::Result<()> {
                 );
             }
         },
-    );
+    ) {
+        reload.store(false, std::sync::atomic::Ordering::SeqCst);
+        for (n, path) in nodes.iter_mut().zip(&args.config) {
+            match jasper_io::node::load_config(path, NodeRole::Receiver).and_then(|c| n.reload(&c))
+            {
+                Ok(()) => eprintln!("{}: reloaded {}", n.name(), path.display()),
+                Err(e) => eprintln!("{}: reload refused, running on: {e}", n.name()),
+            }
+        }
+    }
     for n in &nodes {
         eprintln!("{}", serde_json::to_string(&n.report())?);
     }
