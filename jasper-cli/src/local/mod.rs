@@ -2,34 +2,32 @@
 //! (in this process), proxies and receivers (child processes exchanging real
 //! UDP packets on loopback) — a synthetic ITCH-like feed, and the fairness report.
 
-use std::io::{BufRead, BufReader, Read};
-use std::net::{SocketAddr, UdpSocket};
-use std::os::unix::process::CommandExt;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use clap::{Args, ValueEnum};
-use jasper_core::clock::{Clock, ClockClass, ClockStatus};
-use jasper_core::config::{BackendSection, IdleStrategy, NodeConfig, NodeRole, ReceiverSection};
-use jasper_core::deadline::DeadlinePolicy;
+use jasper_core::config::{NodeConfig, NodeRole};
 use jasper_core::metrics::{Collector, FairnessReport, ReportOptions};
-use jasper_core::model::CloudModel;
-use jasper_core::plan::{HostSpec, Inventory, Plan, ReceiverSpec, TreeSpec};
-use jasper_core::proxy::ProxyConfig;
-use jasper_core::sender::SenderConfig;
-use jasper_io::clock::NodeClock;
+use jasper_core::plan::{HostSpec, Inventory, ReceiverSpec, TreeSpec};
 use jasper_sender::Publisher;
 use serde_json::{json, Value};
 
-use jasper_core::plan_configs::{node_configs, ConfigOptions};
-
 use crate::attack::{AttackKind, Attacker, Fired, Targets};
+
+mod feed;
+mod procs;
+mod report;
+mod setup;
+
 use crate::chaos::{Failure, Happened};
+pub(crate) use feed::Feed;
+use procs::{collect, ports, spawn, terminate, wait_all, Managed};
+use report::{print_run, to_json};
+use setup::{prepare, Setup};
 
 /// Clock choice for a local run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -212,35 +210,6 @@ pub struct RunResult {
     names: Vec<String>,
 }
 
-fn free_ports(n: usize) -> anyhow::Result<Vec<u16>> {
-    let socks: Vec<UdpSocket> = (0..n)
-        .map(|_| UdpSocket::bind("127.0.0.1:0"))
-        .collect::<Result<_, _>>()
-        .context("cannot bind loopback UDP sockets")?;
-    Ok(socks
-        .iter()
-        .map(|s| s.local_addr().map(|a| a.port()).unwrap_or(0))
-        .collect())
-}
-
-fn ports(args: &LocalArgs, n: usize) -> anyhow::Result<Vec<u16>> {
-    if args.base_port == 0 {
-        return free_ports(n);
-    }
-    let mut out = Vec::new();
-    for i in 0..n {
-        let p = args
-            .base_port
-            .checked_add(i as u16)
-            .context("--base-port too high for this many nodes")?;
-        if let Err(e) = UdpSocket::bind(("127.0.0.1", p)) {
-            bail!("UDP port {p} on 127.0.0.1 is busy ({e}); choose another --base-port, or omit it to pick free ports");
-        }
-        out.push(p);
-    }
-    Ok(out)
-}
-
 fn tree_spec(args: &LocalArgs) -> TreeSpec {
     let endpoints = args.receivers * if args.receiver_hedging { 2 } else { 1 };
     let depth = args.depth.unwrap_or(2);
@@ -293,112 +262,6 @@ fn inventory(args: &LocalArgs, spec: &TreeSpec) -> anyhow::Result<Inventory> {
     })
 }
 
-struct Managed {
-    name: String,
-    child: Child,
-    stderr: Arc<Mutex<String>>,
-}
-
-fn spawn(
-    exe: &Path,
-    args: &[String],
-    name: &str,
-    ready: &mpsc::Sender<(String, usize)>,
-    expect: usize,
-) -> anyhow::Result<Managed> {
-    let mut child = Command::new(exe)
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        // Own process group: a Ctrl-C in the terminal reaches only the
-        // orchestrator, which then stops the children in order.
-        .process_group(0)
-        .spawn()
-        .with_context(|| format!("cannot start {}", exe.display()))?;
-    let stdout = child.stdout.take().context("child stdout")?;
-    let tx = ready.clone();
-    let n = name.to_string();
-    std::thread::spawn(move || {
-        let mut seen = 0;
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if line.starts_with("ready") {
-                seen += 1;
-                if seen == expect {
-                    let _ = tx.send((n.clone(), seen));
-                }
-            }
-        }
-    });
-    let stderr = Arc::new(Mutex::new(String::new()));
-    let mut err = child.stderr.take().context("child stderr")?;
-    let buf = stderr.clone();
-    std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = err.read_to_string(&mut s);
-        if let Ok(mut b) = buf.lock() {
-            *b = s;
-        }
-    });
-    Ok(Managed {
-        name: name.to_string(),
-        child,
-        stderr,
-    })
-}
-
-fn terminate(m: &mut Managed) {
-    if let Ok(None) = m.child.try_wait() {
-        let _ = Command::new("kill")
-            .args(["-TERM", &m.child.id().to_string()])
-            .status();
-    }
-}
-
-fn wait_all(children: &mut [Managed], timeout: Duration) -> bool {
-    let until = Instant::now() + timeout;
-    loop {
-        if children
-            .iter_mut()
-            .all(|c| matches!(c.child.try_wait(), Ok(Some(_))))
-        {
-            return true;
-        }
-        if Instant::now() > until {
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    }
-}
-
-/// A synthetic ITCH 5.0-like "add order" feed (big-endian fields).
-pub(crate) struct Feed {
-    pub(crate) size: usize,
-    pub(crate) order_ref: u64,
-    pub(crate) x: u64,
-}
-
-impl Feed {
-    pub(crate) fn fill(&mut self, buf: &mut Vec<u8>, ts_ns: u64) {
-        buf.clear();
-        self.order_ref += 1;
-        self.x ^= self.x << 13;
-        self.x ^= self.x >> 7;
-        self.x ^= self.x << 17;
-        let midnight = ts_ns % 86_400_000_000_000;
-        buf.push(b'A');
-        buf.extend_from_slice(&((self.x % 8000) as u16 + 1).to_be_bytes()); // stock locate
-        buf.extend_from_slice(&0u16.to_be_bytes()); // tracking number
-        buf.extend_from_slice(&midnight.to_be_bytes()[2..]); // 6-byte timestamp
-        buf.extend_from_slice(&self.order_ref.to_be_bytes());
-        buf.push(if self.x & 1 == 0 { b'B' } else { b'S' });
-        buf.extend_from_slice(&(((self.x >> 8) % 1000) as u32 * 100).to_be_bytes()); // shares
-        buf.extend_from_slice(b"JASPR   ");
-        buf.extend_from_slice(&(((self.x >> 20) % 1_000_000) as u32).to_be_bytes()); // price
-        buf.resize(self.size, 0);
-    }
-}
-
 fn run_once(args: &LocalArgs, variant: Variant, stop: &AtomicBool) -> anyhow::Result<RunResult> {
     anyhow::ensure!(args.receivers >= 1, "--receivers must be at least 1");
     anyhow::ensure!(args.rate >= 1, "--rate must be at least 1");
@@ -448,107 +311,17 @@ fn run_once(args: &LocalArgs, variant: Variant, stop: &AtomicBool) -> anyhow::Re
             );
         }
     }
-    let spec = tree_spec(args);
-    let inv = inventory(args, &spec)?;
-    let plan =
-        Plan::build(&inv, &spec).map_err(|e| anyhow::anyhow!("cannot plan the tree: {e}"))?;
-    let model = match args.delay_model {
-        DelayModel::Cloud => Some(CloudModel {
-            loss: args.loss,
-            ..CloudModel::default()
-        }),
-        DelayModel::None if args.loss > 0.0 => Some(CloudModel {
-            loss: args.loss,
-            ..CloudModel::zero()
-        }),
-        DelayModel::None => None,
-    };
-    let idle = match args.idle {
-        IdleArg::Spin => IdleStrategy::Spin,
-        IdleArg::Yield => IdleStrategy::Yield,
-        IdleArg::Backoff => IdleStrategy::Backoff,
-    };
-    let hold = variant == Variant::Jasper;
-    let opts = ConfigOptions {
-        backend: BackendSection {
-            idle,
-            ..BackendSection::default()
-        },
-        emulated_clock: match args.clock {
-            ClockChoice::Huygens => Some(ClockClass::Huygens),
-            ClockChoice::Ptp => Some(ClockClass::Ptp),
-            ClockChoice::Ntp => Some(ClockClass::Ntp),
-            ClockChoice::System => None,
-        },
-        faults: model,
-        seed: args.seed,
-        sender: SenderConfig {
-            deadline: DeadlinePolicy::default(),
-            ..SenderConfig::default()
-        },
-        receiver: ReceiverSection {
-            core: jasper_core::receiver::ReceiverConfig {
-                hold,
-                ..Default::default()
-            },
-            ..ReceiverSection::default()
-        },
-        proxy: ProxyConfig::default(),
-        direct: variant == Variant::Direct,
-        keys_dir: None,
-    };
-    let mut cfgs = node_configs(&plan, &opts);
-    if let Some(base) = args.mold {
-        jasper_core::plan_configs::set_mold_ports(&mut cfgs, [127, 0, 0, 1].into(), base)
-            .map_err(|e| anyhow::anyhow!("--mold: {e}"))?;
-    }
-    let metrics = crate::status::assign_local(&mut cfgs, args.metrics, args.receivers_per_process)?;
-    let description = format!(
-        "{}: {} receivers{}, {} — {} proxies (depth {}, fanout {}, hedge {}, spray {}), kernel UDP on loopback, clock {:?}, delay model {:?}, loss {}",
-        variant.name(),
-        args.receivers,
-        if args.receiver_hedging { " (2 endpoints each)" } else { "" },
-        if variant == Variant::Direct { "direct unicast from the sender" } else { "tree" },
-        if variant == Variant::Direct { 0 } else { plan.proxies().count() },
-        plan.depth,
-        plan.fanout,
-        plan.hedge,
-        plan.spray,
-        args.clock,
-        args.delay_model,
-        args.loss
-    );
-    let clocks: Vec<NodeClock> = cfgs
-        .iter()
-        .map(|c| NodeClock::from_config(&c.clock))
-        .collect();
-    let clock_bound = clocks.iter().map(|c| c.error_bound_ns()).max().unwrap_or(0);
-    let clock_status = clocks
-        .iter()
-        .map(|c| c.status())
-        .max_by_key(|s| match s {
-            ClockStatus::Synchronized => 0,
-            ClockStatus::Degraded => 1,
-            ClockStatus::Unsynchronized => 2,
-        })
-        .unwrap_or(ClockStatus::Synchronized);
-
-    let dir = std::env::temp_dir().join(format!(
-        "jasper-run-{}-{}",
-        std::process::id(),
-        variant.name()
-    ));
-    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    // Every node authenticates, with keys made for this run.
-    let masters = jasper_io::trust::random_masters(1).map_err(anyhow::Error::msg)?;
-    jasper_io::trust::install_keys(&mut cfgs, &dir.join("keys"), &masters, None)
-        .map_err(anyhow::Error::msg)?;
-    let mut paths = Vec::new();
-    for c in &cfgs {
-        let p = dir.join(format!("{}.toml", c.node.name));
-        std::fs::write(&p, c.to_toml()).with_context(|| format!("cannot write {}", p.display()))?;
-        paths.push((c, p));
-    }
+    let Setup {
+        plan,
+        cfgs,
+        files,
+        dir,
+        description,
+        clock_bound,
+        clock_status,
+        metrics,
+    } = prepare(args, variant)?;
+    let paths: Vec<(&NodeConfig, PathBuf)> = cfgs.iter().zip(files).collect();
     let exe = std::env::current_exe().context("cannot find the jasper executable")?;
     let (ready_tx, ready_rx) = mpsc::channel();
     let mut proxies = Vec::new();
@@ -884,50 +657,15 @@ fn run_once(args: &LocalArgs, variant: Variant, stop: &AtomicBool) -> anyhow::Re
     }
     std::thread::sleep(Duration::from_millis(20));
 
-    let mut collector = Collector::new(plan.mps as usize, published as usize);
-    for (r, m) in results.iter().zip(receivers.iter_mut()) {
-        let bytes = match std::fs::read(r) {
-            Ok(b) => b,
-            // A receiver process that died keeps what its last snapshot held;
-            // without one its MPs' deliveries all count as missing.
-            Err(_) if happened.iter().any(|h| h.what.starts_with(&m.name)) => {
-                eprintln!("{}: no results (killed before its first snapshot)", m.name);
-                continue;
-            }
-            Err(e) => {
-                let err = m.stderr.lock().map(|s| s.clone()).unwrap_or_default();
-                if matches!(m.child.try_wait(), Ok(Some(st)) if !st.success())
-                    || err.contains("panicked")
-                {
-                    happened.push(Happened {
-                        at_s: seconds,
-                        what: format!("{} died: {}", m.name, err.trim()),
-                    });
-                    continue;
-                }
-                bail!(
-                    "{} wrote no results ({}): {e}: {}",
-                    m.name,
-                    r.display(),
-                    err.trim()
-                );
-            }
-        };
-        let c = Collector::from_bytes(&bytes)
-            .with_context(|| format!("malformed results in {}", r.display()))?;
-        collector.merge(&c);
-    }
-    let mut nodes = Vec::new();
-    for m in proxies.iter().chain(receivers.iter()) {
-        let text = m.stderr.lock().map(|s| s.clone()).unwrap_or_default();
-        for line in text.lines() {
-            if let Ok(v) = serde_json::from_str::<Value>(line) {
-                nodes.push(v);
-            } else if !line.trim().is_empty() {
-                eprintln!("{}: {line}", m.name);
-            }
-        }
-    }
+    let (collector, mut nodes) = collect(
+        &results,
+        &mut receivers,
+        &proxies,
+        &mut happened,
+        seconds,
+        plan.mps as usize,
+        published,
+    )?;
     nodes.push(json!({
         "name": "sender",
         "core": serde_json::to_value(publisher.stats())?,
@@ -965,310 +703,6 @@ fn run_once(args: &LocalArgs, variant: Variant, stop: &AtomicBool) -> anyhow::Re
         happened,
         names: plan.nodes.iter().map(|n| n.name.clone()).collect(),
     })
-}
-
-fn sum(nodes: &[Value], path: &[&str]) -> u64 {
-    nodes
-        .iter()
-        .filter_map(|n| {
-            let mut v = n;
-            for p in path {
-                v = v.get(p)?;
-            }
-            v.as_u64()
-        })
-        .sum()
-}
-
-/// Loss recovery over the run: requests, recovered and lost sequences,
-/// gap-to-recovery latency (median of the receivers' p50s, worst p99, max).
-fn recovery_summary(nodes: &[Value]) -> Value {
-    let lat: Vec<[u64; 3]> = nodes
-        .iter()
-        .filter_map(|n| n.get("recovery_ns")?.as_array().cloned())
-        .filter(|a| a.len() == 3)
-        .map(|a| [0, 1, 2].map(|i| a[i].as_u64().unwrap_or(0)))
-        .filter(|a| a[2] > 0)
-        .collect();
-    let mut p50s: Vec<u64> = lat.iter().map(|a| a[0]).collect();
-    p50s.sort_unstable();
-    let lost_ranges: Vec<Value> = nodes
-        .iter()
-        .filter_map(|n| {
-            let ranges = n.get("lost_ranges")?.as_array()?;
-            (!ranges.is_empty()).then(|| json!({"node": n["name"], "ranges": ranges}))
-        })
-        .collect();
-    json!({
-        "requests": sum(nodes, &["core", "recovery_requests"]),
-        "recovered": sum(nodes, &["core", "recovered"]),
-        "lost": sum(nodes, &["core", "lost"]).saturating_sub(sum(nodes, &["core", "arrived_after_lost"])),
-        "given_up": sum(nodes, &["core", "lost"]),
-        "missing_now": sum(nodes, &["missing_now"]),
-        "gap_to_recovery_p50_ns": p50s.get(p50s.len() / 2).copied().unwrap_or(0),
-        "gap_to_recovery_p99_ns_worst_receiver": lat.iter().map(|a| a[1]).max().unwrap_or(0),
-        "gap_to_recovery_max_ns": lat.iter().map(|a| a[2]).max().unwrap_or(0),
-        "proxy_requests": sum(nodes, &["core", "retransmit_requests"]),
-        "proxy_packets_resent": sum(nodes, &["retransmit", "packets_resent"]),
-        "requests_passed_up": sum(nodes, &["retransmit", "requests_up"]),
-        "requests_rate_limited": sum(nodes, &["retransmit", "requests_limited"]),
-        "unavailable": sum(nodes, &["retransmit", "unavailable"]),
-        "lost_ranges": lost_ranges,
-    })
-}
-
-fn print_recovery(nodes: &[Value]) {
-    let s = recovery_summary(nodes);
-    let g = |k: &str| s[k].as_u64().unwrap_or(0);
-    if g("requests") == 0 && g("lost") == 0 && g("recovered") == 0 {
-        return;
-    }
-    println!(
-        "  recovery: {} requests, {} sequences recovered (gap → arrival p50 {:.1} µs, worst receiver p99 {:.1} µs, max {:.1} µs), {} lost ({} given up on, some arrived later), {} still missing; nodes re-sent {} packets, passed {} requests up, {} unavailable, {} rate-limited",
-        g("requests"),
-        g("recovered"),
-        g("gap_to_recovery_p50_ns") as f64 / 1e3,
-        g("gap_to_recovery_p99_ns_worst_receiver") as f64 / 1e3,
-        g("gap_to_recovery_max_ns") as f64 / 1e3,
-        g("lost"),
-        g("given_up"),
-        g("missing_now"),
-        g("proxy_packets_resent"),
-        g("requests_passed_up"),
-        g("unavailable"),
-        g("requests_rate_limited"),
-    );
-    if let Some(ranges) = s["lost_ranges"].as_array() {
-        for r in ranges.iter().take(8) {
-            println!(
-                "    lost at {}: (stream, session, first, count) {}",
-                r["node"].as_str().unwrap_or("?"),
-                r["ranges"]
-            );
-        }
-    }
-}
-
-fn clock_states(nodes: &[Value]) -> String {
-    let mut states: Vec<&str> = nodes
-        .iter()
-        .filter_map(|n| n["clock_status"].as_str())
-        .collect();
-    states.sort_unstable();
-    states.dedup();
-    states.join(", ")
-}
-
-fn print_run(r: &RunResult) {
-    println!("== {}", r.description);
-    println!(
-        "published {} msgs in {:.2} s → {:.0} msgs/s{}",
-        r.report.messages_published,
-        r.seconds,
-        r.throughput,
-        if r.interrupted {
-            "  (interrupted: partial run)"
-        } else {
-            ""
-        }
-    );
-    print!("{}", r.report.render());
-    let clocks = clock_states(&r.nodes);
-    if clocks != "synchronized" {
-        println!(
-            "  clocks: {clocks} — fairness cannot be claimed while a clock is not synchronized"
-        );
-    }
-    println!(
-        "  proxies: packets in {}  copies out {}  tx drops {}  malformed {}   receivers: duplicates suppressed {}  late {}  gaps {}  rx packets {}",
-        sum(&r.nodes, &["core", "packets_in"]),
-        sum(&r.nodes, &["core", "copies_out"]),
-        sum(&r.nodes, &["tx_dropped"]),
-        sum(&r.nodes, &["core", "dropped_malformed"]) + sum(&r.nodes, &["core", "malformed"]),
-        sum(&r.nodes, &["core", "duplicates"]),
-        sum(&r.nodes, &["core", "late"]),
-        sum(&r.nodes, &["core", "gaps_detected"]).saturating_sub(sum(&r.nodes, &["core", "gaps_filled"])),
-        sum(&r.nodes, &["rx_packets"]),
-    );
-    print_recovery(&r.nodes);
-    print_trust(r);
-    print_mold(r);
-}
-
-/// Guard refusals summed over nodes, by reason (non-zero only).
-fn guard_drops(nodes: &[Value]) -> Vec<(String, u64)> {
-    let mut out: Vec<(String, u64)> = Vec::new();
-    for n in nodes {
-        let Some(g) = n.get("guard").and_then(Value::as_object) else {
-            continue;
-        };
-        for (k, v) in g {
-            let v = v.as_u64().unwrap_or(0);
-            if k == "admitted" || v == 0 {
-                continue;
-            }
-            match out.iter_mut().find(|(r, _)| r == k) {
-                Some((_, x)) => *x += v,
-                None => out.push((k.clone(), v)),
-            }
-        }
-    }
-    out
-}
-
-/// Trust, liveness and failure lines of the report.
-fn print_trust(r: &RunResult) {
-    let auth = r
-        .nodes
-        .iter()
-        .filter_map(|n| n.get("authenticated").and_then(Value::as_bool))
-        .all(|a| a);
-    let drops = guard_drops(&r.nodes);
-    println!(
-        "  trust: packets {}; refused by the guards: {}",
-        if auth {
-            "authenticated at every node"
-        } else {
-            "NOT authenticated (insecure mode)"
-        },
-        if drops.is_empty() {
-            "none".to_string()
-        } else {
-            drops
-                .iter()
-                .map(|(k, v)| format!("{k} {v}"))
-                .collect::<Vec<_>>()
-                .join(", ")
-        }
-    );
-    let gaps = sum(&r.nodes, &["core", "gaps_detected"])
-        .saturating_sub(sum(&r.nodes, &["core", "gaps_filled"]));
-    let missing = r.report.missing_total;
-    if missing > 0 || gaps > 0 {
-        println!(
-            "  missing {missing}: receivers detected {gaps} as gaps{}",
-            if missing > gaps {
-                "; the rest no receiver could see (lost before it started, while its process was down, after its only upstream died — see the events and dead upstreams below — or after a forged end of session, possible only for an insider forging source addresses: docs/SECURITY.md)"
-            } else {
-                ""
-            }
-        );
-    }
-    let forged = sum(&r.nodes, &["forged_deliveries"]);
-    let out_of_range = sum(&r.nodes, &["out_of_range_deliveries"]);
-    let rss = r
-        .nodes
-        .iter()
-        .filter_map(|n| n["process_peak_rss_bytes"].as_u64())
-        .max()
-        .unwrap_or(0);
-    println!(
-        "  forged deliveries {forged}  out-of-range deliveries {out_of_range}  receiver process peak RSS {:.0} MB  truncated datagrams {}",
-        rss as f64 / 1e6,
-        sum(&r.nodes, &["rx_truncated"])
-    );
-    for a in &r.attacks {
-        println!(
-            "  attack {} by {}: {} packets sent",
-            a.kind
-                .to_possible_value()
-                .map_or_else(String::new, |v| v.get_name().to_string()),
-            a.attacker
-                .to_possible_value()
-                .map_or_else(String::new, |v| v.get_name().to_string()),
-            a.packets
-        );
-    }
-    for h in &r.happened {
-        println!("  at {:.2} s: {}", h.at_s, h.what);
-    }
-    let mut dead: Vec<(u64, usize)> = Vec::new();
-    for n in &r.nodes {
-        for d in n["upstreams_dead"].as_array().into_iter().flatten() {
-            if let Some(id) = d.as_u64() {
-                match dead.iter_mut().find(|(x, _)| *x == id) {
-                    Some((_, c)) => *c += 1,
-                    None => dead.push((id, 1)),
-                }
-            }
-        }
-    }
-    for (id, by) in dead {
-        let name = r
-            .names
-            .get(id as usize)
-            .cloned()
-            .unwrap_or_else(|| format!("node {id}"));
-        println!(
-            "  upstream {name} (node {id}) silent > 200 ms for {by} nodes (dead, or cut off above it)"
-        );
-    }
-    if let Some(s) = r.nodes.iter().find(|n| n["name"] == "sender") {
-        if let Some(sessions) = s["sessions"].as_array().filter(|a| a.len() > 1) {
-            println!(
-                "  publisher sessions: {}",
-                sessions
-                    .iter()
-                    .map(|v| v.to_string())
-                    .collect::<Vec<_>>()
-                    .join(" → ")
-            );
-        }
-    }
-}
-
-/// The MoldUDP64 line of the report (with `--mold`).
-fn print_mold(r: &RunResult) {
-    let m = |k: &str| sum(&r.nodes, &["mold", k]);
-    if m("sessions") == 0 {
-        return;
-    }
-    println!(
-        "  MoldUDP64: {} sessions, {} packets ({} messages, {} heartbeats, {} end of session), {} released out of order; requests {}: served {} (waited {}), refused {}, messages re-sent {}, send errors {}",
-        m("sessions"),
-        m("packets"),
-        m("messages"),
-        m("heartbeats"),
-        m("end_packets"),
-        m("out_of_order"),
-        m("requests"),
-        m("requests_served"),
-        m("requests_deferred"),
-        m("requests_refused"),
-        m("messages_resent"),
-        m("send_errors"),
-    );
-}
-
-fn to_json(r: &RunResult) -> anyhow::Result<Value> {
-    let mut v = serde_json::to_value(&r.report)?;
-    let o = v.as_object_mut().context("report object")?;
-    o.insert("throughput_msgs_per_s".into(), json!(r.throughput));
-    o.insert("scheme".into(), json!(r.variant.name()));
-    o.insert("seconds".into(), json!(r.seconds));
-    o.insert("interrupted".into(), json!(r.interrupted));
-    o.insert("description".into(), json!(r.description));
-    o.insert("nodes".into(), json!(r.nodes));
-    o.insert("attacks".into(), serde_json::to_value(&r.attacks)?);
-    o.insert("events".into(), serde_json::to_value(&r.happened)?);
-    o.insert(
-        "forged_deliveries".into(),
-        json!(sum(&r.nodes, &["forged_deliveries"])),
-    );
-    o.insert(
-        "guard_drops".into(),
-        json!(guard_drops(&r.nodes)
-            .into_iter()
-            .map(|(k, v)| (k, json!(v)))
-            .collect::<serde_json::Map<_, _>>()),
-    );
-    o.insert("recovery".into(), recovery_summary(&r.nodes));
-    o.insert(
-        "gaps_unfilled".into(),
-        json!(sum(&r.nodes, &["core", "gaps_detected"])
-            .saturating_sub(sum(&r.nodes, &["core", "gaps_filled"]))),
-    );
-    Ok(v)
 }
 
 /// Entry point of `jasper local`.

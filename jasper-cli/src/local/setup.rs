@@ -1,0 +1,148 @@
+//! A local run's set-up: the plan, one config per node (with the run's
+//! faults, clocks, hold mode, MoldUDP64 and metrics ports), fresh keys, and
+//! the config files the child processes read.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::Context;
+use jasper_core::clock::{Clock, ClockClass, ClockStatus};
+use jasper_core::config::{BackendSection, IdleStrategy, NodeConfig, ReceiverSection};
+use jasper_core::deadline::DeadlinePolicy;
+use jasper_core::model::CloudModel;
+use jasper_core::plan::Plan;
+use jasper_core::plan_configs::{node_configs, ConfigOptions};
+use jasper_core::proxy::ProxyConfig;
+use jasper_core::sender::SenderConfig;
+use jasper_io::clock::NodeClock;
+
+use super::{inventory, tree_spec, ClockChoice, DelayModel, IdleArg, LocalArgs, Variant};
+
+/// Everything a run needs before any process starts.
+pub(super) struct Setup {
+    pub(super) plan: Plan,
+    pub(super) cfgs: Vec<NodeConfig>,
+    /// Config file of each of `cfgs`, in order.
+    pub(super) files: Vec<PathBuf>,
+    pub(super) dir: PathBuf,
+    pub(super) description: String,
+    pub(super) clock_bound: u64,
+    pub(super) clock_status: ClockStatus,
+    /// Metrics endpoints (process name, address), when asked for.
+    pub(super) metrics: Vec<(String, SocketAddr)>,
+}
+
+/// Plan the tree and write its configs and keys under a fresh run directory.
+pub(super) fn prepare(args: &LocalArgs, variant: Variant) -> anyhow::Result<Setup> {
+    let spec = tree_spec(args);
+    let inv = inventory(args, &spec)?;
+    let plan =
+        Plan::build(&inv, &spec).map_err(|e| anyhow::anyhow!("cannot plan the tree: {e}"))?;
+    let model = match args.delay_model {
+        DelayModel::Cloud => Some(CloudModel {
+            loss: args.loss,
+            ..CloudModel::default()
+        }),
+        DelayModel::None if args.loss > 0.0 => Some(CloudModel {
+            loss: args.loss,
+            ..CloudModel::zero()
+        }),
+        DelayModel::None => None,
+    };
+    let idle = match args.idle {
+        IdleArg::Spin => IdleStrategy::Spin,
+        IdleArg::Yield => IdleStrategy::Yield,
+        IdleArg::Backoff => IdleStrategy::Backoff,
+    };
+    let hold = variant == Variant::Jasper;
+    let opts = ConfigOptions {
+        backend: BackendSection {
+            idle,
+            ..BackendSection::default()
+        },
+        emulated_clock: match args.clock {
+            ClockChoice::Huygens => Some(ClockClass::Huygens),
+            ClockChoice::Ptp => Some(ClockClass::Ptp),
+            ClockChoice::Ntp => Some(ClockClass::Ntp),
+            ClockChoice::System => None,
+        },
+        faults: model,
+        seed: args.seed,
+        sender: SenderConfig {
+            deadline: DeadlinePolicy::default(),
+            ..SenderConfig::default()
+        },
+        receiver: ReceiverSection {
+            core: jasper_core::receiver::ReceiverConfig {
+                hold,
+                ..Default::default()
+            },
+            ..ReceiverSection::default()
+        },
+        proxy: ProxyConfig::default(),
+        direct: variant == Variant::Direct,
+        keys_dir: None,
+    };
+    let mut cfgs = node_configs(&plan, &opts);
+    if let Some(base) = args.mold {
+        jasper_core::plan_configs::set_mold_ports(&mut cfgs, [127, 0, 0, 1].into(), base)
+            .map_err(|e| anyhow::anyhow!("--mold: {e}"))?;
+    }
+    let metrics = crate::status::assign_local(&mut cfgs, args.metrics, args.receivers_per_process)?;
+    let description = format!(
+        "{}: {} receivers{}, {} — {} proxies (depth {}, fanout {}, hedge {}, spray {}), kernel UDP on loopback, clock {:?}, delay model {:?}, loss {}",
+        variant.name(),
+        args.receivers,
+        if args.receiver_hedging { " (2 endpoints each)" } else { "" },
+        if variant == Variant::Direct { "direct unicast from the sender" } else { "tree" },
+        if variant == Variant::Direct { 0 } else { plan.proxies().count() },
+        plan.depth,
+        plan.fanout,
+        plan.hedge,
+        plan.spray,
+        args.clock,
+        args.delay_model,
+        args.loss
+    );
+    let clocks: Vec<NodeClock> = cfgs
+        .iter()
+        .map(|c| NodeClock::from_config(&c.clock))
+        .collect();
+    let clock_bound = clocks.iter().map(|c| c.error_bound_ns()).max().unwrap_or(0);
+    let clock_status = clocks
+        .iter()
+        .map(|c| c.status())
+        .max_by_key(|s| match s {
+            ClockStatus::Synchronized => 0,
+            ClockStatus::Degraded => 1,
+            ClockStatus::Unsynchronized => 2,
+        })
+        .unwrap_or(ClockStatus::Synchronized);
+
+    let dir = std::env::temp_dir().join(format!(
+        "jasper-run-{}-{}",
+        std::process::id(),
+        variant.name()
+    ));
+    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    // Every node authenticates, with keys made for this run.
+    let masters = jasper_io::trust::random_masters(1).map_err(anyhow::Error::msg)?;
+    jasper_io::trust::install_keys(&mut cfgs, &dir.join("keys"), &masters, None)
+        .map_err(anyhow::Error::msg)?;
+    let mut files = Vec::new();
+    for c in &cfgs {
+        let p = dir.join(format!("{}.toml", c.node.name));
+        std::fs::write(&p, c.to_toml()).with_context(|| format!("cannot write {}", p.display()))?;
+        files.push(p);
+    }
+    Ok(Setup {
+        plan,
+        cfgs,
+        files,
+        dir,
+        description,
+        clock_bound,
+        clock_status,
+        metrics,
+    })
+}
