@@ -43,6 +43,10 @@ pub struct SimArgs {
     /// Root proxies R (default 1, the paper's single root).
     #[arg(long)]
     pub roots: Option<u32>,
+    /// Simulate loss recovery: stores at the publisher and proxies,
+    /// receivers ask their upstreams for what they miss.
+    #[arg(long)]
+    pub recovery: bool,
     /// Cloud model TOML (keys in docs/MODEL.md; default the reference model).
     #[arg(long)]
     pub model: Option<PathBuf>,
@@ -275,6 +279,7 @@ pub fn main(a: SimArgs) -> anyhow::Result<()> {
         hedge: a.hedge,
         spray: a.spray,
         roots: a.roots,
+        recovery: a.recovery,
         model,
         faults: Default::default(),
         fair_threshold_ns: a.fair_threshold_ns,

@@ -109,7 +109,11 @@ impl Trust {
                     .iter()
                     .map(|c| (*c, vec![addr(*c)]))
                     .collect(),
-                downstream: vec![],
+                // Whoever this node feeds may ask it for retransmissions.
+                downstream: (0..n as NodeId)
+                    .filter(|c| ups[*c as usize].contains(&id))
+                    .map(|c| (c, vec![addr(c)]))
+                    .collect(),
             };
             guards.push(Guard::new(
                 gr,

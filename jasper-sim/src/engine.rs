@@ -109,6 +109,8 @@ struct Sim {
     receiver_index: Vec<u32>,
     proxy_pos: Vec<Option<usize>>,
     crashed_at: Vec<Option<u64>>,
+    /// Last retransmit-request stamp per node.
+    request_stamp: Vec<u64>,
     collector: Collector,
     checker: Checker,
     /// Keys and guards (with Byzantine injectors), and the injector's draws.
@@ -216,9 +218,9 @@ impl Sim {
                 Role::Proxy { .. } => Node::Proxy(Box::new(ProxyCore::new(
                     plan.tables[node.id as usize].clone(),
                     ProxyConfig {
-                        // Nothing here asks for retransmissions: keep no store.
+                        // A store only when recovery is simulated.
                         retransmit: jasper_core::retransmit::RetransmitConfig {
-                            buffer_bytes: 0,
+                            buffer_bytes: if params.recovery { 16 << 20 } else { 0 },
                             ..Default::default()
                         },
                         ..ProxyConfig::default()
@@ -278,6 +280,7 @@ impl Sim {
             receiver_index,
             proxy_pos,
             crashed_at,
+            request_stamp: vec![0; n],
             collector: Collector::new(receivers, messages as usize),
             checker: Checker::new(receivers, messages as usize, bound),
             bound,
@@ -408,6 +411,34 @@ impl Sim {
                 None => n,
             };
             self.transmit(from, self.now, Rc::from(&buf[..n]), &[to]);
+        }
+    }
+
+    /// A retransmit request from `from` to each of its upstreams.
+    fn send_request(&mut self, from: NodeId, q: &jasper_core::recovery::Request) {
+        let mut buf = [0u8; 128];
+        let auth = self.trust.as_ref().map(|t| &t.auths[from as usize]);
+        // Strictly increasing stamps per requester (upstreams refuse replays).
+        let stamp = self.now.max(self.request_stamp[from as usize] + 1);
+        self.request_stamp[from as usize] = stamp;
+        if let Some(n) =
+            jasper_core::retransmit::emit_sealed_request(auth, from, stamp, q, &mut buf)
+        {
+            let ups = self.plan.tables[from as usize].upstreams.clone();
+            self.transmit(from, self.now, Rc::from(&buf[..n]), &ups);
+        }
+    }
+
+    /// What a proxy's children asked for and it lacks goes to its upstreams.
+    fn pass_requests_up(&mut self, id: NodeId) {
+        let mut up = Vec::new();
+        if let Node::Proxy(p) = &mut self.nodes[id as usize] {
+            while let Some(q) = p.poll_upstream_request() {
+                up.push(q);
+            }
+        }
+        for q in up {
+            self.send_request(id, &q);
         }
     }
 
@@ -569,7 +600,19 @@ impl Sim {
         }
         match &mut self.nodes[to as usize] {
             Node::Sender(s) => {
-                let _ = s.handle_packet(&pkt);
+                // A root's retransmit request: the stored packets go back to it.
+                let mut answers: Vec<Rc<[u8]>> = Vec::new();
+                if let Ok(r) = jasper_core::wire::Repr::parse_bytes(&pkt) {
+                    if s.handle_repr(&r) {
+                        s.answer(local, |b, _| answers.push(Rc::from(b)));
+                    }
+                }
+                for a in answers {
+                    self.transmit(to, self.now, a, &[from]);
+                }
+                let Node::Sender(s) = &mut self.nodes[to as usize] else {
+                    unreachable!("still the sender")
+                };
                 if let (Some((tracker, extra)), Some(e)) = (&mut self.tracker, s.estimate()) {
                     tracker.observe(local, e.owd_ns);
                     if let Some(q) = tracker.quantile(local) {
@@ -602,7 +645,17 @@ impl Sim {
                         }
                     }
                     self.transmit(to, ready, Rc::from(buf), &dsts);
+                } else if verdict == Verdict::Answer {
+                    let mut answers: Vec<(Rc<[u8]>, NodeId)> = Vec::new();
+                    p.answer(local, |b, dst| answers.push((Rc::from(b), dst)));
+                    for (a, dst) in answers {
+                        self.transmit(to, self.now, a, &[dst]);
+                    }
                 }
+                self.pass_requests_up(to);
+                let Node::Proxy(_) = &self.nodes[to as usize] else {
+                    unreachable!("still a proxy")
+                };
                 if let Some(t) = timeout {
                     let tt = self.true_time_of(to, t);
                     self.wake_at(to, tt);
@@ -727,8 +780,18 @@ impl Sim {
                         self.end_ns = self.end_ns.min(self.now + 50_000_000);
                     }
                 }
+                let mut requests = Vec::new();
+                r.poll_recovery(local, |q| requests.push(q));
+                let recovery_at = r.recovery_timeout();
                 let report = r.poll_report(local);
                 let next = r.poll_timeout();
+                for q in requests {
+                    self.send_request(id, &q);
+                }
+                if let Some(t) = recovery_at {
+                    let tt = self.true_time_of(id, t);
+                    self.wake_at(id, tt);
+                }
                 if let (Some(rep), Some(parent)) = (report, self.plan.tables[id as usize].parent) {
                     self.send_report(id, parent, rep);
                     for k in 0..self.plan.tables[id as usize].report_also.len() {

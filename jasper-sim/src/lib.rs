@@ -61,6 +61,9 @@ pub struct SimParams {
     pub spray: Option<bool>,
     /// Root proxies R (`None` = 1, the paper's single root).
     pub roots: Option<u32>,
+    /// Loss recovery: stores at the publisher and proxies, receivers ask
+    /// for what they miss (off by default: the paper's schemes do not).
+    pub recovery: bool,
     /// The cloud.
     pub model: CloudModel,
     /// Extra faults.
@@ -87,6 +90,7 @@ impl Default for SimParams {
             hedge: None,
             spray: None,
             roots: None,
+            recovery: false,
             model: CloudModel::default(),
             faults: Faults::default(),
             fair_threshold_ns: jasper_core::metrics::DEFAULT_FAIR_THRESHOLD_NS,
@@ -169,6 +173,30 @@ mod tests {
             hedge: Some(1),
             ..small(60)
         }
+    }
+
+    #[test]
+    fn retransmission_recovers_what_loss_takes_exactly_once() {
+        let lossy = |recovery| SimParams {
+            messages: 2_000,
+            hedge: Some(0),
+            roots: Some(2),
+            recovery,
+            model: jasper_core::model::CloudModel {
+                loss: 0.02,
+                ..jasper_core::model::CloudModel::default()
+            },
+            ..small(30)
+        };
+        let without = run(Scheme::Ours, &lossy(false)).unwrap();
+        assert!(
+            without.report.missing_total > 0,
+            "2% loss per link loses messages"
+        );
+        let with = run(Scheme::Ours, &lossy(true)).unwrap();
+        assert!(with.violations.is_empty(), "{:?}", with.violations);
+        assert_eq!(with.report.missing_total, 0, "{}", with.description);
+        assert_eq!(with.report.duplicates_total, 0);
     }
 
     #[test]

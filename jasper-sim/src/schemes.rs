@@ -146,9 +146,9 @@ pub fn node_configs(scheme: Scheme, p: &SimParams) -> (SenderConfig, ReceiverCon
                 ceiling_ns: 5_000_000,
             },
         },
-        // The simulator does not model retransmission: no store.
+        // A store only when recovery is simulated.
         retransmit: jasper_core::retransmit::RetransmitConfig {
-            buffer_bytes: 0,
+            buffer_bytes: if p.recovery { 16 << 20 } else { 0 },
             ..Default::default()
         },
         ..SenderConfig::default()
@@ -173,7 +173,7 @@ pub fn node_configs(scheme: Scheme, p: &SimParams) -> (SenderConfig, ReceiverCon
             }
         },
         recovery: jasper_core::recovery::RecoveryConfig {
-            enabled: false,
+            enabled: p.recovery,
             ..defaults.recovery
         },
         ..defaults
