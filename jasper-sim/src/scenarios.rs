@@ -109,6 +109,9 @@ pub fn random_scenario(seed: u64) -> SimParams {
         spray: Some(r.random_bool(0.5)),
         model,
         faults,
+        // Drawn last, so the earlier draws (and their seeds' scenarios) stay.
+        roots: Some(r.random_range(1..=2)),
+        recovery: r.random_bool(0.5),
         ..SimParams::default()
     }
 }

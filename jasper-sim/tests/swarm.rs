@@ -1,6 +1,7 @@
 //! Swarm test: many seeds, each drawing a random fault scenario (loss,
 //! duplication, reordering, slow episodes, clock class and drift, stalled and
-//! crashed proxies, tree shape and hedging) and running every scheme with the
+//! crashed proxies, tree shape, hedging, one or two roots, loss recovery on or
+//! off) and running every scheme with the
 //! invariant checkers on. A failure names the seed and how to reproduce it.
 //!
 //! CI runs `JASPER_SWARM_SEEDS` seeds (default 24); by hand:
