@@ -399,6 +399,9 @@ pub struct Retransmitter {
 /// Requesters tracked for rate limiting (the guard admits only plan nodes;
 /// this bounds memory for unguarded use too).
 const MAX_REQUESTERS: usize = 4096;
+/// The same range is asked upstream at most once per this interval, ns:
+/// the requesters repeat their requests themselves.
+const SUPPRESS_NS: u64 = 500_000;
 /// Upstream requests remembered for suppression, and queued.
 const MAX_ASKED: usize = 256;
 
@@ -503,7 +506,7 @@ impl Retransmitter {
     }
 
     fn ask_up(&mut self, now_ns: u64, r: UpRequest) {
-        let window = self.cfg_suppress_ns();
+        let window = SUPPRESS_NS;
         while self
             .asked
             .front()
@@ -530,12 +533,6 @@ impl Retransmitter {
             self.out.push_back(r);
             self.stats.requests_up += 1;
         }
-    }
-
-    /// The same range is asked upstream at most once per this interval: the
-    /// requesters repeat their requests themselves.
-    fn cfg_suppress_ns(&self) -> u64 {
-        500_000
     }
 
     /// Send the answer to the last request: `f(packet, to)` per packet,

@@ -263,7 +263,7 @@ impl ProxyNode {
         let reload = jasper_io::runtime::reload_on_sighup();
         while self.run_until(stop, &reload, watch)? {
             reload.store(false, Ordering::SeqCst);
-            let name = self.guard_name(config);
+            let name = format!("node {}", self.core.node());
             match jasper_io::node::load_config(config, NodeRole::Proxy)
                 .and_then(|c| self.reload(&c))
             {
@@ -272,10 +272,6 @@ impl ProxyNode {
             }
         }
         Ok(())
-    }
-
-    fn guard_name(&self, config: &std::path::Path) -> String {
-        format!("node {} ({})", self.core.node(), config.display())
     }
 
     /// Take a re-read config without a restart: the new forwarding table,

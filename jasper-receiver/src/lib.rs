@@ -80,6 +80,7 @@ pub struct ReceiverNode {
     /// Every upstream (both endpoints'): retransmit requests go to all.
     upstreams: Vec<SocketAddr>,
     request_stamp: u64,
+    due_requests: Vec<jasper_core::recovery::Request>,
     live: jasper_live::Exporter,
 }
 
@@ -95,6 +96,37 @@ impl std::fmt::Debug for ReceiverNode {
         f.debug_struct("ReceiverNode")
             .field("name", &self.name)
             .finish()
+    }
+}
+
+/// Where a receiver sends: delay reports (parent, then other roots; the
+/// hedge endpoint's parent) and retransmit requests (every upstream).
+struct Routes {
+    parents: Vec<SocketAddr>,
+    hedge: Option<(jasper_core::plan::NodeId, SocketAddr)>,
+    upstreams: Vec<SocketAddr>,
+}
+
+impl Routes {
+    fn of(cfg: &NodeConfig) -> Routes {
+        let peers = peer_table(cfg);
+        let addr = |id: u32| peers.get(id as usize).copied().flatten();
+        Routes {
+            parents: cfg
+                .table
+                .parent
+                .iter()
+                .chain(cfg.table.report_also.iter())
+                .filter_map(|p| addr(*p))
+                .collect(),
+            hedge: cfg.node.hedge.and_then(|h| Some((h.id, addr(h.parent)?))),
+            upstreams: cfg
+                .table
+                .upstreams
+                .iter()
+                .filter_map(|u| addr(*u))
+                .collect(),
+        }
     }
 }
 
@@ -154,7 +186,7 @@ impl ReceiverNode {
 
     /// Build on an opened backend.
     pub fn with_io(cfg: &NodeConfig, io: BoxedIo) -> Result<Self, String> {
-        let peers = peer_table(cfg);
+        let routes = Routes::of(cfg);
         let mold = mold::Mold::open(&cfg.receiver, host_now_ns())
             .map_err(|e| format!("MoldUDP64 hand-off: {e}"))?;
         Ok(ReceiverNode {
@@ -166,17 +198,8 @@ impl ReceiverNode {
             liveness: jasper_io::trust::liveness(cfg),
             io,
             clock: NodeClock::from_config(&cfg.clock),
-            parents: cfg
-                .table
-                .parent
-                .iter()
-                .chain(cfg.table.report_also.iter())
-                .filter_map(|p| peers.get(*p as usize).copied().flatten())
-                .collect(),
-            hedge: cfg
-                .node
-                .hedge
-                .and_then(|h| Some((h.id, peers.get(h.parent as usize).copied().flatten()?))),
+            parents: routes.parents,
+            hedge: routes.hedge,
             mold,
             spin_ns: cfg.receiver.spin_ns,
             idle: (cfg.backend.idle, cfg.backend.max_sleep_us),
@@ -186,13 +209,9 @@ impl ReceiverNode {
             liveness_at: 0,
             gaps: Vec::new(),
             lost: Vec::new(),
-            upstreams: cfg
-                .table
-                .upstreams
-                .iter()
-                .filter_map(|u| peers.get(*u as usize).copied().flatten())
-                .collect(),
+            upstreams: routes.upstreams,
             request_stamp: 0,
+            due_requests: Vec::new(),
             live: jasper_live::Exporter::open(cfg)?,
         })
     }
@@ -316,15 +335,12 @@ impl ReceiverNode {
     /// Ask every upstream for the sequences due to be asked for; ranges
     /// given up on become [`Event::Lost`].
     fn request_missing(&mut self, now: u64) {
-        let mut due = [None; 16];
-        let mut n = 0;
-        self.core.poll_recovery(now, |r| {
-            if n < due.len() {
-                due[n] = Some(r);
-                n += 1;
-            }
-        });
-        for r in due.iter().flatten() {
+        // Every due request is sent (a range marked asked and not sent would
+        // wait a whole retry interval); the buffer is reused across calls.
+        let mut due = std::mem::take(&mut self.due_requests);
+        due.clear();
+        self.core.poll_recovery(now, |r| due.push(r));
+        for r in &due {
             // Strictly increasing stamps: upstreams refuse replays.
             let stamp = now.max(self.request_stamp + 1);
             self.request_stamp = stamp;
@@ -341,6 +357,7 @@ impl ReceiverNode {
                 }
             }
         }
+        self.due_requests = due;
         self.drain_events();
     }
 
@@ -364,26 +381,12 @@ impl ReceiverNode {
         }
         let mut guard = jasper_io::trust::guard(cfg)?;
         guard.continue_counts(&self.guard);
-        let peers = peer_table(cfg);
+        let routes = Routes::of(cfg);
         self.guard = guard;
         self.liveness = jasper_io::trust::liveness(cfg);
-        self.parents = cfg
-            .table
-            .parent
-            .iter()
-            .chain(cfg.table.report_also.iter())
-            .filter_map(|p| peers.get(*p as usize).copied().flatten())
-            .collect();
-        self.hedge = cfg
-            .node
-            .hedge
-            .and_then(|h| Some((h.id, peers.get(h.parent as usize).copied().flatten()?)));
-        self.upstreams = cfg
-            .table
-            .upstreams
-            .iter()
-            .filter_map(|u| peers.get(*u as usize).copied().flatten())
-            .collect();
+        self.parents = routes.parents;
+        self.hedge = routes.hedge;
+        self.upstreams = routes.upstreams;
         Ok(())
     }
 
