@@ -534,6 +534,70 @@ mod tests {
         assert!(g.admit(NOW, addr(1006), &r2).is_ok());
     }
 
+    fn request(node: NodeId, at: u64, sealer: Option<&Auth>) -> Vec<u8> {
+        let mut buf = vec![0u8; 128];
+        let q = crate::recovery::Request {
+            stream: 1,
+            session: 0,
+            first: 10,
+            count: 5,
+        };
+        let n = crate::retransmit::emit_sealed_request(sealer, node, at, &q, &mut buf).unwrap();
+        buf.truncate(n);
+        buf
+    }
+
+    #[test]
+    fn retransmit_requests_only_from_fed_nodes_tagged_fresh_and_once() {
+        let child = keys(KeyRole::Receiver, 5);
+        let stranger = keys(KeyRole::Receiver, 9);
+        let mut g = proxy_guard();
+        let ok = request(5, NOW, Some(&child));
+        assert!(g.admit(NOW, addr(1005), &ok).is_ok());
+        // Another node's request, claiming to be node 5.
+        let mut forged = request(9, NOW + 4, Some(&stranger));
+        forged[crate::wire::HEADER_LEN..crate::wire::HEADER_LEN + 4]
+            .copy_from_slice(&5u32.to_be_bytes());
+        let cases: Vec<(Vec<u8>, SocketAddr, &str)> = vec![
+            (ok.clone(), addr(1005), "replayed"),
+            (request(5, NOW + 1, None), addr(1005), "unauthenticated"),
+            (
+                request(9, NOW + 2, Some(&stranger)),
+                addr(1005),
+                "not_a_child",
+            ),
+            (
+                request(5, NOW + 3, Some(&child)),
+                addr(1006),
+                "unknown_source",
+            ),
+            (forged, addr(1005), "bad_tag"),
+            (
+                request(5, NOW - 1_000_000_000, Some(&child)),
+                addr(1005),
+                "stale_report",
+            ),
+            (ok[..ok.len() - 20].to_vec(), addr(1005), "truncated"),
+        ];
+        for (bytes, src, why) in cases {
+            let e = g.admit(NOW, src, &bytes).unwrap_err();
+            assert_eq!(e.reason(), why);
+        }
+        assert_eq!(g.stats().admitted, 1);
+        // A newer request from the same node passes; a receiver takes none.
+        assert!(g
+            .admit(NOW, addr(1005), &request(5, NOW + 5, Some(&child)))
+            .is_ok());
+        let mut r = Guard::new(
+            GuardRole::Receiver,
+            TrustSection::default(),
+            Some(keys(KeyRole::Receiver, 7)),
+            Sources::default(),
+        );
+        let e = r.admit(NOW, addr(1005), &ok).unwrap_err();
+        assert_eq!(e, Reject::UnexpectedKind);
+    }
+
     #[test]
     fn receivers_take_no_reports_and_check_the_feed_tag() {
         let sender = keys(KeyRole::Sender, 0);
