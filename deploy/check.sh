@@ -47,10 +47,19 @@ export PATH="$VENV/bin:$PATH"
 export ANSIBLE_CONFIG="$ROOT/deploy/ansible/ansible.cfg"
 export ANSIBLE_LOCAL_TEMP="$VENV/tmp" ANSIBLE_HOME="$VENV/ansible-home"
 
-if [ ! -x "$JASPER" ]; then
-  echo "== building jasper"
-  cargo build -q --bin jasper
-  JASPER="$ROOT/target/debug/jasper"
+# The install role copies jasper, jasper-proxy and jasper-receiver from the
+# directory holding $JASPER: build whichever is missing (a clean checkout has none).
+BIN_DIR=$(dirname "$JASPER")
+missing=()
+for b in jasper jasper-proxy jasper-receiver; do
+  [ -x "$BIN_DIR/$b" ] || missing+=(--bin "$b")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  if [ "$BIN_DIR" != "$ROOT/target/debug" ]; then
+    fail "$BIN_DIR lacks ${missing[*]}: build them there (e.g. cargo build --release --bins) or unset JASPER"
+  fi
+  echo "== building ${missing[*]}"
+  cargo build -q --all-features "${missing[@]}"
 fi
 
 WORK=$(mktemp -d)
