@@ -380,6 +380,9 @@ fn receivers_cmd(
                 handed_true_ns: host,
                 holding_ns: rel.holding_ns(),
                 late: rel.late,
+                deadline_ns: rel.deadline_ns,
+                stream: rel.stream,
+                seq: rel.seq,
             });
             // A snapshot five times a second: a receiver process that is
             // killed keeps what it delivered until then.

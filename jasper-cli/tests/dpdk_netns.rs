@@ -103,6 +103,7 @@ fn run_tree(tag: &str, spec: TreeSpec, proxies: usize, mps: usize) {
                 hedge_addr: None,
             })
             .collect(),
+        publishers: Vec::new(),
     };
     let plan = Plan::build(&inv, &spec).unwrap();
     let opts = ConfigOptions {

@@ -102,7 +102,24 @@ pub struct Delivery {
     /// Handed over after its deadline: arrived at/after it, or after a
     /// later-deadline message was handed over (the receiver's late flag).
     pub late: bool,
+    /// The message's deadline (publisher's synchronized clock), ns.
+    pub deadline_ns: u64,
+    /// Its stream (publisher).
+    pub stream: u32,
+    /// Its sequence in that stream.
+    pub seq: u64,
 }
+
+impl Delivery {
+    /// The deadline-order key: (deadline, stream, sequence), the order in
+    /// which every receiver must hand messages over whatever their publisher.
+    pub fn order_key(&self) -> OrderKey {
+        (self.deadline_ns, self.stream, self.seq)
+    }
+}
+
+/// (deadline, stream, sequence).
+pub type OrderKey = (u64, u32, u64);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 struct MsgAgg {
@@ -111,6 +128,8 @@ struct MsgAgg {
     max_owd: u64,
     max_handover: u64,
     got: u32,
+    /// Some receiver handed it over after a message with a larger key.
+    disordered: bool,
 }
 
 impl MsgAgg {
@@ -130,6 +149,10 @@ pub struct ReceiverTally {
     pub missing: u64,
     /// Late deliveries.
     pub late: u64,
+    /// Hand-overs after a message with a larger (deadline, stream,
+    /// sequence) key: out of deadline order.
+    #[serde(default)]
+    pub out_of_order: u64,
 }
 
 /// Collects deliveries and computes a [`FairnessReport`].
@@ -138,6 +161,8 @@ pub struct Collector {
     msgs: Vec<MsgAgg>,
     seen: Vec<Vec<u64>>,
     tally: Vec<ReceiverTally>,
+    /// Per receiver: the largest order key handed over so far.
+    last_key: Vec<Option<OrderKey>>,
     owd: Histogram<u64>,
     handover: Histogram<u64>,
     holding: Histogram<u64>,
@@ -204,6 +229,7 @@ impl Collector {
             msgs: vec![MsgAgg::default(); messages.min(limit)],
             seen: vec![Vec::new(); receivers],
             tally: vec![ReceiverTally::default(); receivers],
+            last_key: vec![None; receivers],
             owd: histogram(),
             handover: histogram(),
             holding: histogram(),
@@ -237,6 +263,7 @@ impl Collector {
         if r >= self.tally.len() {
             self.tally.resize(r + 1, ReceiverTally::default());
             self.seen.resize(r + 1, Vec::new());
+            self.last_key.resize(r + 1, None);
         }
         let m = d.msg as usize;
         let (w, b) = (m / 64, m % 64);
@@ -270,6 +297,16 @@ impl Collector {
         a.max_owd = a.max_owd.max(owd);
         a.max_handover = a.max_handover.max(handover);
         a.got = a.got.saturating_add(1);
+        // Deadline order, as this receiver's MP saw it: the deliveries of one
+        // receiver arrive here in hand-over order.
+        let key = d.order_key();
+        match self.last_key[r] {
+            Some(last) if key < last => {
+                a.disordered = true;
+                self.tally[r].out_of_order += 1;
+            }
+            _ => self.last_key[r] = Some(key),
+        }
         self.tally[r].delivered += 1;
         self.tally[r].late += d.late as u64;
         self.deliveries += 1;
@@ -297,12 +334,14 @@ impl Collector {
                 a.max_owd = a.max_owd.max(b.max_owd);
                 a.max_handover = a.max_handover.max(b.max_handover);
                 a.got = a.got.saturating_add(b.got);
+                a.disordered |= b.disordered;
             }
         }
         if other.tally.len() > self.tally.len() {
             self.tally
                 .resize(other.tally.len(), ReceiverTally::default());
             self.seen.resize(other.tally.len(), Vec::new());
+            self.last_key.resize(other.tally.len(), None);
         }
         for (i, t) in other.tally.iter().enumerate() {
             // Counts from another process are input: saturate, never wrap.
@@ -310,6 +349,7 @@ impl Collector {
             s.delivered = s.delivered.saturating_add(t.delivered);
             s.duplicates = s.duplicates.saturating_add(t.duplicates);
             s.late = s.late.saturating_add(t.late);
+            s.out_of_order = s.out_of_order.saturating_add(t.out_of_order);
         }
         let _ = self.owd.add(&other.owd);
         let _ = self.handover.add(&other.handover);
@@ -334,6 +374,7 @@ impl Collector {
         let mut oml = histogram();
         let mut hml = histogram();
         let (mut fair, mut fair_bound, mut incomplete) = (0u64, 0u64, 0u64);
+        let mut same_order = 0u64;
         for i in 0..messages {
             let a = self.msgs.get(i as usize).copied().unwrap_or_default();
             let complete = receivers > 0 && a.got as u64 >= receivers;
@@ -346,6 +387,7 @@ impl Collector {
             record(&mut oml, a.max_owd);
             record(&mut hml, a.max_handover);
             fair += (complete && w <= o.fair_threshold_ns) as u64;
+            same_order += (complete && !a.disordered) as u64;
             fair_bound += (complete && w <= bound_threshold) as u64;
         }
         let per_receiver: Vec<ReceiverTally> = self
@@ -367,6 +409,16 @@ impl Collector {
                 0.0
             } else {
                 k as f64 / messages as f64
+            }
+        };
+        let out_of_order_total = per_receiver
+            .iter()
+            .fold(0u64, |s, t| s.saturating_add(t.out_of_order));
+        let in_order = |delivered: u64, ooo: u64| {
+            if delivered == 0 {
+                1.0
+            } else {
+                delivered.saturating_sub(ooo) as f64 / delivered as f64
             }
         };
         let d = Summary::of(&dws);
@@ -408,6 +460,13 @@ impl Collector {
             dws_ns: d,
             holding_ns: Summary::of(&self.holding),
             negative_owd: self.negative_owd,
+            out_of_order_total,
+            in_order_fraction: in_order(self.deliveries, out_of_order_total),
+            in_order_fraction_min: per_receiver
+                .iter()
+                .map(|t| in_order(t.delivered, t.out_of_order))
+                .fold(1.0, f64::min),
+            same_order_fraction: share(same_order),
             per_receiver,
         }
     }
@@ -428,6 +487,12 @@ impl Collector {
             .get(msg as usize)
             .filter(|a| a.got > 0)
             .map(MsgAgg::dws)
+    }
+
+    /// Whether some receiver handed message `msg` over after a message with
+    /// a larger (deadline, stream, sequence) key.
+    pub fn disordered_at(&self, msg: u64) -> bool {
+        self.msgs.get(msg as usize).is_some_and(|a| a.disordered)
     }
 
     /// DWS values per message (for plots), in message order.
@@ -451,13 +516,14 @@ impl Collector {
             put(&mut out, a.max_handed);
             put(&mut out, a.max_owd);
             put(&mut out, a.max_handover);
-            put(&mut out, a.got as u64);
+            put(&mut out, a.got as u64 | (a.disordered as u64) << 32);
         }
         put(&mut out, self.tally.len() as u64);
         for t in &self.tally {
             put(&mut out, t.delivered);
             put(&mut out, t.duplicates);
             put(&mut out, t.late);
+            put(&mut out, t.out_of_order);
         }
         put(&mut out, self.deliveries);
         put(&mut out, self.late);
@@ -491,12 +557,19 @@ impl Collector {
         }
         let mut msgs = Vec::with_capacity(n);
         for _ in 0..n {
+            let (min_handed, max_handed, max_owd, max_handover) =
+                (get!(b)?, get!(b)?, get!(b)?, get!(b)?);
+            let got = get!(b)?;
+            if got >> 33 != 0 {
+                return None;
+            }
             let a = MsgAgg {
-                min_handed: get!(b)?,
-                max_handed: get!(b)?,
-                max_owd: get!(b)?,
-                max_handover: get!(b)?,
-                got: u32::try_from(get!(b)?).ok()?,
+                min_handed,
+                max_handed,
+                max_owd,
+                max_handover,
+                got: got as u32,
+                disordered: got >> 32 != 0,
             };
             if a.min_handed > a.max_handed {
                 return None;
@@ -507,7 +580,7 @@ impl Collector {
         if r > RECEIVER_LIMIT {
             return None;
         }
-        if r > b.len() / 24 {
+        if r > b.len() / 32 {
             return None;
         }
         let mut tally = Vec::with_capacity(r);
@@ -517,6 +590,7 @@ impl Collector {
                 duplicates: get!(b)?,
                 missing: 0,
                 late: get!(b)?,
+                out_of_order: get!(b)?,
             });
         }
         let deliveries = get!(b)?;
@@ -536,6 +610,7 @@ impl Collector {
         Some(Collector {
             msgs,
             seen: vec![Vec::new(); r],
+            last_key: vec![None; r],
             tally,
             owd,
             handover,
@@ -617,6 +692,22 @@ pub struct FairnessReport {
     pub holding_ns: Summary,
     /// Deliveries whose synchronized-clock OWD was negative (clock error).
     pub negative_owd: u64,
+    /// Hand-overs after a message with a larger (deadline, stream,
+    /// sequence) key, summed over receivers (deadline-ordered multicast's
+    /// order violations; each is also late).
+    #[serde(default)]
+    pub out_of_order_total: u64,
+    /// Hand-overs in deadline order / hand-overs, over all receivers.
+    #[serde(default)]
+    pub in_order_fraction: f64,
+    /// The same, at the worst receiver.
+    #[serde(default)]
+    pub in_order_fraction_min: f64,
+    /// Share of published messages that every receiver got and handed
+    /// over in deadline order: any two such messages went to every MP in
+    /// the same relative order (what a fair sequencer downstream needs).
+    #[serde(default)]
+    pub same_order_fraction: f64,
     /// Per receiver.
     pub per_receiver: Vec<ReceiverTally>,
 }
@@ -681,6 +772,14 @@ impl FairnessReport {
                 );
             }
         }
+        let _ = writeln!(
+            s,
+            "  order: {:.4}% of hand-overs in deadline order (worst receiver {:.4}%, {} out of order); {:.2}% of published messages handed to every receiver in the same order",
+            self.in_order_fraction * 100.0,
+            self.in_order_fraction_min * 100.0,
+            self.out_of_order_total,
+            self.same_order_fraction * 100.0
+        );
         let worst = self
             .per_receiver
             .iter()
@@ -710,6 +809,9 @@ mod tests {
             handed_true_ns: t,
             holding_ns: 1000,
             late,
+            deadline_ns: m * 1000,
+            stream: 1,
+            seq: m,
         }
     }
 
@@ -825,7 +927,7 @@ mod tests {
         let mut bytes = a.to_bytes();
         // Overwrite the deliveries/late totals with u64::MAX and merge twice.
         let msgs_end = 8 + 40;
-        let tally_end = msgs_end + 8 + 24;
+        let tally_end = msgs_end + 8 + 32;
         bytes[tally_end..tally_end + 16].copy_from_slice(&[0xFF; 16]);
         bytes[msgs_end + 8..msgs_end + 32].copy_from_slice(&[0xFF; 24]);
         let hostile = Collector::from_bytes(&bytes).unwrap();
@@ -842,6 +944,47 @@ mod tests {
         assert!(Collector::from_bytes(&bad).is_none());
     }
     #[test]
+    fn deadline_order_across_streams_is_scored_per_receiver_and_across_receivers() {
+        // Three messages of two streams; keys (deadline, stream, seq):
+        // m0 (100, 2, 0) < m1 (200, 1, 0) < m2 (200, 2, 1).
+        let key = [(100u64, 2u32, 0u64), (200, 1, 0), (200, 2, 1)];
+        let dl = |r: u32, m: usize, t: u64, late: bool| Delivery {
+            deadline_ns: key[m].0,
+            stream: key[m].1,
+            seq: key[m].2,
+            ..d(r, m as u64, 10, t, late)
+        };
+        let mut c = Collector::new(2, 3);
+        // Receiver 0 in order; receiver 1 hands m1 over before m0 (m0 late).
+        for x in [dl(0, 0, 1, false), dl(0, 1, 2, false), dl(0, 2, 3, false)] {
+            c.add(x);
+        }
+        for x in [dl(1, 1, 2, false), dl(1, 0, 3, true), dl(1, 2, 4, false)] {
+            c.add(x);
+        }
+        let r = c.report(3, 100);
+        assert_eq!(r.out_of_order_total, 1);
+        assert_eq!(r.per_receiver[0].out_of_order, 0);
+        assert_eq!(r.per_receiver[1].out_of_order, 1);
+        assert!((r.in_order_fraction - 5.0 / 6.0).abs() < 1e-9);
+        assert!((r.in_order_fraction_min - 2.0 / 3.0).abs() < 1e-9);
+        // m0 was out of order at receiver 1: m1 and m2 remain in one order.
+        assert!((r.same_order_fraction - 2.0 / 3.0).abs() < 1e-9);
+        // The flag survives the trip between processes.
+        let back = Collector::from_bytes(&c.to_bytes()).unwrap();
+        assert_eq!(back.report(3, 100), r);
+        // A message some receiver lacks is not "in the same order".
+        let mut c = Collector::new(2, 3);
+        for m in 0..3 {
+            c.add(dl(0, m, m as u64, false));
+        }
+        for m in [0, 2] {
+            c.add(dl(1, m, m as u64, false));
+        }
+        assert!((c.report(3, 100).same_order_fraction - 2.0 / 3.0).abs() < 1e-9);
+    }
+
+    #[test]
     fn numbers_from_packets_never_size_the_collector() {
         let mut c = Collector::new(2, 100);
         for (receiver, msg) in [(0u32, 1u64 << 40), (1, 100), (u32::MAX, 5)] {
@@ -853,6 +996,9 @@ mod tests {
                 handed_true_ns: 1,
                 holding_ns: 0,
                 late: false,
+                deadline_ns: 0,
+                stream: 1,
+                seq: msg,
             });
         }
         assert_eq!(c.out_of_range(), 3);

@@ -55,6 +55,24 @@ pub struct HostSpec {
     pub addr: SocketAddr,
 }
 
+/// A further publisher (another matching-engine shard, or a hot standby):
+/// its own stream, fed into the same roots. The `[sender]` publishes
+/// [`PRIMARY_STREAM`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PublisherSpec {
+    /// Unique name.
+    pub name: String,
+    /// Address it sends from (and takes delay reports and retransmit
+    /// requests on).
+    pub addr: SocketAddr,
+    /// Its stream id: not 0, not [`PRIMARY_STREAM`], distinct per publisher.
+    pub stream: u32,
+}
+
+/// Stream of the inventory's `[sender]`.
+pub const PRIMARY_STREAM: u32 = 1;
+
 /// A market participant's receiver, optionally with a hedge endpoint.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -80,6 +98,9 @@ pub struct Inventory {
     /// Receivers.
     #[serde(default, rename = "receiver")]
     pub receivers: Vec<ReceiverSpec>,
+    /// Further publishers, each its own stream into the same roots.
+    #[serde(default, rename = "publisher", skip_serializing_if = "Vec::is_empty")]
+    pub publishers: Vec<PublisherSpec>,
 }
 
 /// Requested tree shape and hedging.
@@ -173,6 +194,9 @@ pub struct PlannedNode {
     pub addr: SocketAddr,
     /// Role.
     pub role: Role,
+    /// A publisher's stream id (publishers only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stream: Option<u32>,
 }
 
 /// How a node fans a packet out.
@@ -514,6 +538,7 @@ impl Plan {
             name: inv.sender.name.clone(),
             addr: inv.sender.addr,
             role: Role::Sender,
+            stream: Some(PRIMARY_STREAM),
         });
         let mut levels: Vec<Vec<NodeId>> = Vec::new();
         let mut next = 1u32;
@@ -529,6 +554,7 @@ impl Plan {
                     role: Role::Proxy {
                         level: l as u32 + 1,
                     },
+                    stream: None,
                 });
                 ids.push(next);
                 next += 1;
@@ -545,7 +571,22 @@ impl Plan {
                     mp: *mp,
                     endpoint: *ep,
                 },
+                stream: None,
             });
+            next += 1;
+        }
+        // Further publishers come last: adding or removing one changes no
+        // other node's id.
+        let mut publishers = vec![SENDER];
+        for p in &inv.publishers {
+            nodes.push(PlannedNode {
+                id: next,
+                name: p.name.clone(),
+                addr: p.addr,
+                role: Role::Sender,
+                stream: Some(p.stream),
+            });
+            publishers.push(next);
             next += 1;
         }
         let total = nodes.len();
@@ -597,10 +638,19 @@ impl Plan {
                 fanout: Fanout::None,
             })
             .collect();
-        tables[SENDER as usize].fanout = Fanout::Direct {
-            children: levels[0].clone(),
-        };
+        // Every publisher sends to every root and takes every root's delay
+        // reports (the primary as the roots' parent, the others as
+        // `report_also`), so all derive deadlines from one estimate.
+        for &p in &publishers {
+            tables[p as usize].fanout = Fanout::Direct {
+                children: levels[0].clone(),
+            };
+            tables[p as usize].report_children = levels[0].clone();
+        }
         for &r in &levels[0] {
+            tables[r as usize]
+                .report_also
+                .extend(publishers.iter().skip(1).copied());
             tables[r as usize].fanout = Fanout::Direct {
                 children: below_roots.clone(),
             };
@@ -768,6 +818,27 @@ fn validate_inventory(inv: &Inventory) -> Result<(), PlanError> {
         Ok(())
     };
     check(&inv.sender.name, inv.sender.addr)?;
+    let mut streams = HashSet::from([PRIMARY_STREAM]);
+    for p in &inv.publishers {
+        check(&p.name, p.addr)?;
+        if p.stream == 0 || !streams.insert(p.stream) {
+            return err(
+                format!(
+                    "publisher {:?} has stream {}, {}",
+                    p.name,
+                    p.stream,
+                    if p.stream == 0 {
+                        "which is not a stream id".to_string()
+                    } else if p.stream == PRIMARY_STREAM {
+                        format!("the [sender]'s stream ({PRIMARY_STREAM})")
+                    } else {
+                        "which another publisher has".to_string()
+                    }
+                ),
+                "give every [[publisher]] its own stream id, 2 or above",
+            );
+        }
+    }
     for p in &inv.proxies {
         check(&p.name, p.addr)?;
     }
@@ -820,6 +891,7 @@ pub fn loopback_inventory(
         sender,
         proxies,
         receivers: rs,
+        publishers: Vec::new(),
     }
 }
 

@@ -74,10 +74,24 @@ pub fn node_configs(plan: &Plan, opts: &ConfigOptions) -> Vec<NodeConfig> {
             tables[e as usize].upstreams = vec![SENDER];
         }
     }
+    // Every node admits every planned publisher's stream.
+    let mut streams: Vec<u32> = plan
+        .nodes
+        .iter()
+        .filter(|n| n.role == Role::Sender)
+        .map(|n| match n.stream {
+            Some(s) if n.id != SENDER => s,
+            _ => opts.sender.stream,
+        })
+        .collect();
+    streams.sort_unstable();
+    streams.dedup();
     let mut out = Vec::new();
     for n in &plan.nodes {
         let mut hedge = None;
         let (role, listen, mp, table) = match n.role {
+            // Direct unicast: one publisher only.
+            Role::Sender if opts.direct && n.id != SENDER => continue,
             Role::Sender => (
                 NodeRole::Sender,
                 vec![n.addr],
@@ -165,7 +179,13 @@ pub fn node_configs(plan: &Plan, opts: &ConfigOptions) -> Vec<NodeConfig> {
             backend: opts.backend.clone(),
             clock: clock_for(opts, n.id),
             faults,
-            sender: opts.sender,
+            sender: SenderConfig {
+                stream: match n.stream {
+                    Some(s) if n.id != SENDER => s,
+                    _ => opts.sender.stream,
+                },
+                ..opts.sender
+            },
             proxy: opts.proxy,
             receiver: opts.receiver.clone(),
             trust: TrustSection {
@@ -174,7 +194,7 @@ pub fn node_configs(plan: &Plan, opts: &ConfigOptions) -> Vec<NodeConfig> {
                     .as_ref()
                     .map(|d| d.join(format!("{}.key", n.name))),
                 insecure: opts.keys_dir.is_none(),
-                streams: vec![opts.sender.stream],
+                streams: streams.clone(),
                 ..TrustSection::default()
             },
             metrics: Default::default(),

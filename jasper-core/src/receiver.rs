@@ -824,10 +824,10 @@ impl Receiver {
                 let slot = self.immediate.pop_front().expect("front exists");
                 let e = &self.slab[slot as usize];
                 let (late, early) = (e.rel.late, e.rel.early);
-                if early {
-                    let k = key_of(e);
-                    self.last_released = Some(self.last_released.map_or(k, |l| l.max(k)));
-                }
+                // Handed over, late or early: whatever arrives later with a
+                // smaller key is late (deadline-ordered multicast's rule).
+                let k = key_of(e);
+                self.last_released = Some(self.last_released.map_or(k, |l| l.max(k)));
                 let k = self.release_slot(slot, now_ns, &mut f);
                 self.stats.late += if late { k as u64 } else { 0 };
                 self.stats.released_early += if early { k as u64 } else { 0 };

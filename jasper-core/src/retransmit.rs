@@ -443,6 +443,14 @@ impl Retransmitter {
         self.store.store(now_ns, bytes);
     }
 
+    /// How many of `first .. first + count` of `stream`/`session` the store
+    /// holds now (the simulator's "lost while still held" check).
+    pub fn holds(&self, stream: u32, session: u32, first: u64, count: u64) -> u64 {
+        self.store
+            .lookup(stream, session, first, count, |_| {})
+            .covered
+    }
+
     /// Drop what aged out (call when idle).
     pub fn expire(&mut self, now_ns: u64) {
         self.store.expire(now_ns);

@@ -470,6 +470,12 @@ impl SenderCore {
         self.retx.stats()
     }
 
+    /// How many of `first .. first + count` of `stream`/`session` the
+    /// retransmit store holds now.
+    pub fn stored(&self, stream: u32, session: u32, first: u64, count: u64) -> u64 {
+        self.retx.holds(stream, session, first, count)
+    }
+
     /// Drop stored packets past their age (call when idle).
     pub fn expire(&mut self, now_ns: u64) {
         self.retx.expire(now_ns);

@@ -11,8 +11,15 @@
 //! - the true-time spread (DWS) of a message no receiver got late is
 //!   explained by the receivers' *actual* clock errors at release, their
 //!   release jitter and hand-off, and that lag;
+//! - with several publishers (deadline-ordered multicast): every receiver
+//!   hands over in (deadline, stream, sequence) order except messages it
+//!   flags late, so any two messages no receiver got late reach every
+//!   receiver in the same relative order;
 //! - every missing message was detected by its receiver (when it learned
-//!   where the session ended).
+//!   where the session ended); with recovery on, every message is handed
+//!   over once unless reported lost by range, and nothing is reported lost
+//!   while a live node the receiver reaches through live upstreams still
+//!   holds it.
 //!
 //! Clock promises (reported, not violations — clocks do break them):
 //! releases whose clock error was beyond the declared bound, and messages
@@ -86,7 +93,7 @@ pub struct UnfairCauses {
 pub struct Checker {
     violations: Vec<String>,
     violation_count: u64,
-    last_key: Vec<Option<(u64, u64)>>,
+    last_key: Vec<Option<(u64, u32, u64)>>,
     msgs: Vec<MsgCheck>,
     bound: u64,
     promise: ClockPromise,
@@ -126,12 +133,12 @@ impl Checker {
         }
     }
 
-    /// A receiver handed a message over.
-    pub fn on_release(&mut self, r: usize, rel: &Release, hold: bool, o: Observed) {
-        let Some(m) = self.msgs.get_mut(rel.seq as usize) else {
+    /// A receiver handed message `msg` (its index over all publishers) over.
+    pub fn on_release(&mut self, r: usize, msg: u64, rel: &Release, hold: bool, o: Observed) {
+        let Some(m) = self.msgs.get_mut(msg as usize) else {
             self.fail(format!(
-                "receiver {r} released unknown sequence {}",
-                rel.seq
+                "receiver {r} released unknown message (stream {} sequence {})",
+                rel.stream, rel.seq
             ));
             return;
         };
@@ -168,12 +175,14 @@ impl Checker {
                 rel.seq, o.lag_allowance_ns
             ));
         }
-        let key = (rel.deadline_ns, rel.seq);
+        // Deadline-ordered multicast: (deadline, stream, sequence) across
+        // publishers; only a message flagged late may break it.
+        let key = (rel.deadline_ns, rel.stream, rel.seq);
         if let Some(last) = self.last_key[r] {
             if key < last {
                 self.fail(format!(
-                    "receiver {r} released seq {} out of deadline order (after {:?})",
-                    rel.seq, last
+                    "receiver {r} released stream {} seq {} out of deadline order (after {:?}) without flagging it late",
+                    rel.stream, rel.seq, last
                 ));
             }
         }
@@ -187,6 +196,13 @@ impl Checker {
         }
         for i in 0..self.msgs.len() {
             let m = self.msgs[i];
+            // Same order everywhere: a message no receiver got late went to
+            // every receiver after everything with a smaller key it got.
+            if m.late == 0 && collector.disordered_at(i as u64) {
+                self.fail(format!(
+                    "message {i}: no receiver flagged it late, yet one handed it over after a message with a later deadline"
+                ));
+            }
             if m.late > 0 || m.on_time == 0 {
                 continue;
             }

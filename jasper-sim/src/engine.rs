@@ -61,7 +61,8 @@ enum Ev {
         from: NodeId,
         pkt: Rc<[u8]>,
     },
-    Publish,
+    /// Publisher number k publishes its next message.
+    Publish(u32),
     Wake(NodeId),
     Tune,
     ClockStep(NodeId, i64),
@@ -105,7 +106,17 @@ struct Sim {
     busy_total: Vec<u64>,
     links: HashMap<u64, Link, BuildHasherDefault<LinkHasher>>,
     armed: Vec<Option<u64>>,
+    /// Messages published over all publishers (the next one's index).
     published: u64,
+    /// Publisher node ids (the primary first).
+    pubs: Vec<NodeId>,
+    /// Per publisher: its stream, messages to publish, rate, published.
+    pub_stream: Vec<u32>,
+    pub_msgs: Vec<u64>,
+    pub_rate: Vec<f64>,
+    pub_count: Vec<u64>,
+    /// Per receiver node: end-of-session notices seen.
+    eos_seen: Vec<u32>,
     receiver_index: Vec<u32>,
     proxy_pos: Vec<Option<usize>>,
     crashed_at: Vec<Option<u64>>,
@@ -117,8 +128,9 @@ struct Sim {
     trust: Option<crate::byzantine::Trust>,
     byz_rng: SimRng,
     tuner: Option<StepTuner>,
-    /// "ours" with a tracked deadline: the quantile of the root's reports.
-    tracker: Option<(QuantileTracker, u64)>,
+    /// "ours" with a tracked deadline: per publisher, the quantile of the
+    /// roots' reports.
+    tracker: Vec<Option<(QuantileTracker, u64)>>,
     end_ns: u64,
     /// Per receiver: 0 running, 1 saw the end of session, 2 drained (counted).
     finished: Vec<u8>,
@@ -150,19 +162,58 @@ impl Sim {
     fn new(scheme: Scheme, params: SimParams) -> Result<Sim, String> {
         let spec = tree_spec(scheme, &params);
         let proxies = proxies_needed(params.receivers, false, &spec);
-        let inv = loopback_inventory(proxies, params.receivers, false, 1);
+        let mut inv = loopback_inventory(proxies, params.receivers, false, 1);
+        if params.publishers == 0 || params.publishers > 64 {
+            return Err(format!("{} publishers: use 1 to 64", params.publishers));
+        }
+        let first_free = 1 + proxies + params.receivers;
+        for k in 1..params.publishers {
+            inv.publishers.push(jasper_core::plan::PublisherSpec {
+                name: format!("publisher{k}"),
+                addr: std::net::SocketAddr::from((
+                    [127, 0, 0, 2],
+                    1 + ((first_free + k) % 65_535) as u16,
+                )),
+                stream: jasper_core::plan::PRIMARY_STREAM + k as u32,
+            });
+        }
         let mut plan = Plan::build(&inv, &spec).map_err(|e| e.to_string())?;
+        let pubs: Vec<NodeId> = plan
+            .nodes
+            .iter()
+            .filter(|n| n.role == Role::Sender)
+            .map(|n| n.id)
+            .collect();
         if !scheme.uses_tree() {
-            // Direct unicast: the sender feeds every receiver; no proxies.
+            // Direct unicast: every publisher feeds every receiver; no proxies.
             let eps: Vec<NodeId> = plan.endpoints().collect();
-            plan.tables[SENDER as usize].fanout = Fanout::Direct {
-                children: eps.clone(),
-            };
-            plan.tables[SENDER as usize].report_children = eps.clone();
+            for &p in &pubs {
+                plan.tables[p as usize].fanout = Fanout::Direct {
+                    children: eps.clone(),
+                };
+                plan.tables[p as usize].report_children = eps.clone();
+            }
             for e in eps {
                 plan.tables[e as usize].parent = Some(SENDER);
+                plan.tables[e as usize].upstreams = pubs.clone();
+                plan.tables[e as usize].report_also = pubs[1..].to_vec();
             }
         }
+        // Publisher k's share of the messages and of the rate.
+        let kk = pubs.len() as u64;
+        let weights = kk * (kk + 1) / 2;
+        let mut pub_msgs: Vec<u64> = (0..kk)
+            .map(|k| (params.messages * (kk - k) / weights).max(1))
+            .collect();
+        let assigned: u64 = pub_msgs.iter().sum();
+        pub_msgs[0] += params.messages.saturating_sub(assigned);
+        let pub_rate: Vec<f64> = (0..kk)
+            .map(|k| params.rate * (kk - k) as f64 / weights as f64)
+            .collect();
+        let pub_stream: Vec<u32> = pubs
+            .iter()
+            .map(|p| plan.nodes[*p as usize].stream.unwrap_or(1))
+            .collect();
         let n = plan.nodes.len();
         let start = 1_700_000_000_000_000_000u64;
         // Common random numbers: every node's clock, host costs and release
@@ -174,7 +225,8 @@ impl Sim {
         for node in &plan.nodes {
             let i = node.id as usize;
             (stream_key[i], hops[i]) = match node.role {
-                Role::Sender => (0, 0),
+                Role::Sender if node.id == SENDER => (0, 0),
+                Role::Sender => ((2 << 40) + node.id as u64, 0),
                 Role::Proxy { level } => (0, level),
                 Role::Receiver { mp, endpoint } => (
                     1 + 2 * mp as u64 + endpoint as u64,
@@ -214,7 +266,12 @@ impl Sim {
             .nodes
             .iter()
             .map(|node| match node.role {
-                Role::Sender => Node::Sender(Box::new(SenderCore::new(sender_cfg))),
+                Role::Sender => Node::Sender(Box::new(SenderCore::new(
+                    jasper_core::sender::SenderConfig {
+                        stream: node.stream.unwrap_or(1),
+                        ..sender_cfg
+                    },
+                ))),
                 Role::Proxy { .. } => Node::Proxy(Box::new(ProxyCore::new(
                     plan.tables[node.id as usize].clone(),
                     ProxyConfig {
@@ -240,6 +297,7 @@ impl Sim {
         }
         let messages = params.messages;
         let receivers = params.receivers;
+        let n_pubs = pubs.len();
         // Runs until every receiver has the end of session and drained, or
         // 10 s (simulated) after the last publish.
         let end_ns = start + (messages as f64 / params.rate * 1e9) as u64 + 10_000_000_000;
@@ -249,8 +307,12 @@ impl Sim {
             .clone()
             .map(|b| crate::byzantine::Trust::new(&plan, &plan.tables, seed, b));
         let mut nodes: Vec<Node> = nodes;
-        if let (Some(t), Some(Node::Sender(s))) = (&trust, nodes.get_mut(SENDER as usize)) {
-            s.set_auth(Some(t.auths[SENDER as usize].clone()));
+        if let Some(t) = &trust {
+            for &p in &pubs {
+                if let Node::Sender(s) = &mut nodes[p as usize] {
+                    s.set_auth(Some(t.auths[p as usize].clone()));
+                }
+            }
         }
         Ok(Sim {
             trust,
@@ -277,6 +339,12 @@ impl Sim {
             links: HashMap::default(),
             armed: vec![None; n],
             published: 0,
+            pubs,
+            pub_stream,
+            pub_msgs,
+            pub_rate,
+            pub_count: vec![0; n_pubs],
+            eos_seen: vec![0; n],
             receiver_index,
             proxy_pos,
             crashed_at,
@@ -285,13 +353,15 @@ impl Sim {
             checker: Checker::new(receivers, messages as usize, bound),
             bound,
             tuner: (scheme == Scheme::Cloudex).then(|| StepTuner::new(100_000, 5_000, 0.01)),
-            tracker: match (scheme, params.tracked) {
-                (Scheme::Ours, Some(t)) => Some((
-                    QuantileTracker::new(t.history_ns, t.quantile, 1 << 16),
-                    params.margin_ns.unwrap_or(0) + bound,
-                )),
-                _ => None,
-            },
+            tracker: (0..n_pubs)
+                .map(|_| match (scheme, params.tracked) {
+                    (Scheme::Ours, Some(t)) => Some((
+                        QuantileTracker::new(t.history_ns, t.quantile, 1 << 16),
+                        params.margin_ns.unwrap_or(0) + bound,
+                    )),
+                    _ => None,
+                })
+                .collect(),
             params,
             end_ns,
             finished: vec![0; n],
@@ -429,6 +499,34 @@ impl Sim {
         }
     }
 
+    /// Receiver `id` gave up on `first .. first + count`: no live node it
+    /// can reach through live upstreams may still hold any of it (then
+    /// recovery failed where it should have succeeded).
+    fn check_lost(&mut self, id: NodeId, stream: u32, session: u32, first: u64, count: u64) {
+        let alive = |s: &Sim, n: NodeId| s.crashed_at[n as usize].is_none_or(|c| s.now < c);
+        let mut seen = vec![false; self.nodes.len()];
+        let mut todo: Vec<NodeId> = self.plan.tables[id as usize].upstreams.clone();
+        while let Some(n) = todo.pop() {
+            if std::mem::replace(&mut seen[n as usize], true) || !alive(self, n) {
+                continue;
+            }
+            let held = match &self.nodes[n as usize] {
+                Node::Sender(s) => s.stored(stream, session, first, count),
+                Node::Proxy(p) => p.stored(stream, session, first, count),
+                Node::Receiver(_) => 0,
+            };
+            if held > 0 {
+                let ri = self.receiver_index[id as usize];
+                self.checker.fail(format!(
+                    "receiver {ri} reported {first}..{} lost while live node {n}, reachable through live upstreams, held {held} of them",
+                    first + count
+                ));
+                return;
+            }
+            todo.extend_from_slice(&self.plan.tables[n as usize].upstreams);
+        }
+    }
+
     /// What a proxy's children asked for and it lacks goes to its upstreams.
     fn pass_requests_up(&mut self, id: NodeId) {
         let mut up = Vec::new();
@@ -442,8 +540,8 @@ impl Sim {
         }
     }
 
-    fn sender_flush(&mut self) {
-        let Node::Sender(s) = &mut self.nodes[SENDER as usize] else {
+    fn sender_flush(&mut self, id: NodeId) {
+        let Node::Sender(s) = &mut self.nodes[id as usize] else {
             return;
         };
         let mut out = Vec::new();
@@ -452,21 +550,23 @@ impl Sim {
         }
         let timeout = s.poll_timeout();
         let mut dsts = Vec::new();
-        self.plan.tables[SENDER as usize]
+        self.plan.tables[id as usize]
             .fanout
             .for_each(0, |c, _| dsts.push(c));
         for p in out {
             let pkt: Rc<[u8]> = Rc::from(p.as_slice());
-            self.transmit(SENDER, self.now, pkt, &dsts);
+            self.transmit(id, self.now, pkt, &dsts);
         }
         if let Some(t) = timeout {
-            let tt = self.true_time_of(SENDER, t);
-            self.wake_at(SENDER, tt);
+            let tt = self.true_time_of(id, t);
+            self.wake_at(id, tt);
         }
     }
 
     fn run(&mut self) {
-        self.at(self.now, Ev::Publish);
+        for k in 0..self.pubs.len() {
+            self.at(self.now, Ev::Publish(k as u32));
+        }
         for (node, at, step) in self.params.faults.clock_steps.clone() {
             self.at(self.start + at, Ev::ClockStep(node, step));
         }
@@ -500,7 +600,7 @@ impl Sim {
             };
             self.free.push(slot);
             match ev {
-                Ev::Publish => self.publish(),
+                Ev::Publish(k) => self.publish(k as usize),
                 Ev::Inject => self.inject(),
                 Ev::Deliver { to, from, pkt } => self.deliver(to, from, pkt),
                 Ev::Wake(id) => {
@@ -533,8 +633,10 @@ impl Sim {
                     if let Some(tuner) = &mut self.tuner {
                         tuner.adjust();
                         let off = tuner.offset_ns;
-                        if let Node::Sender(s) = &mut self.nodes[SENDER as usize] {
-                            s.set_deadline_policy(fixed_offset(off));
+                        for &p in &self.pubs {
+                            if let Node::Sender(s) = &mut self.nodes[p as usize] {
+                                s.set_deadline_policy(fixed_offset(off));
+                            }
                         }
                         self.at(self.now + 1_000_000, Ev::Tune);
                     }
@@ -543,26 +645,30 @@ impl Sim {
         }
     }
 
-    fn publish(&mut self) {
-        let now = self.local(SENDER, self.now);
+    /// Publisher number `k` publishes; the payload is the message's index
+    /// over all publishers (what the collector and checkers key on).
+    fn publish(&mut self, k: usize) {
+        let id = self.pubs[k];
+        let now = self.local(id, self.now);
         let reading = jasper_core::clock::Reading {
             now_ns: now,
             error_bound_ns: self.bound,
             status: jasper_core::clock::ClockStatus::Synchronized,
         };
-        let seq = self.published;
-        let Node::Sender(s) = &mut self.nodes[SENDER as usize] else {
+        let index = self.published;
+        let Node::Sender(s) = &mut self.nodes[id as usize] else {
             return;
         };
-        let _ = s.publish(reading, &seq.to_be_bytes());
+        let _ = s.publish(reading, &index.to_be_bytes());
         self.published += 1;
-        if self.published == self.params.messages {
+        self.pub_count[k] += 1;
+        if self.pub_count[k] == self.pub_msgs[k] {
             s.end_session(reading);
         } else {
-            let next = self.start + (self.published as f64 / self.params.rate * 1e9) as u64;
-            self.at(next, Ev::Publish);
+            let next = self.start + (self.pub_count[k] as f64 / self.pub_rate[k] * 1e9) as u64;
+            self.at(next, Ev::Publish(k as u32));
         }
-        self.sender_flush();
+        self.sender_flush(id);
     }
 
     /// One packet from the Byzantine injector, delivered at once.
@@ -613,7 +719,8 @@ impl Sim {
                 let Node::Sender(s) = &mut self.nodes[to as usize] else {
                     unreachable!("still the sender")
                 };
-                if let (Some((tracker, extra)), Some(e)) = (&mut self.tracker, s.estimate()) {
+                let k = self.pubs.iter().position(|p| *p == to).unwrap_or(0);
+                if let (Some((tracker, extra)), Some(e)) = (&mut self.tracker[k], s.estimate()) {
                     tracker.observe(local, e.owd_ns);
                     if let Some(q) = tracker.quantile(local) {
                         s.set_deadline_policy(fixed_offset(q + *extra));
@@ -684,7 +791,7 @@ impl Sim {
                     status: jasper_core::clock::ClockStatus::Synchronized,
                 };
                 s.handle_timeout(reading);
-                self.sender_flush();
+                self.sender_flush(id);
             }
             Node::Proxy(p) => {
                 if self.crashed_at[id as usize].is_some_and(|c| self.now >= c) {
@@ -737,8 +844,14 @@ impl Sim {
                         Some(e) => e + model.handoff_ns.sample(rr),
                     };
                     extra = Some(e);
+                    // The payload is the message's index over all publishers.
+                    let msg = payload
+                        .get(..8)
+                        .and_then(|b| b.try_into().ok())
+                        .map_or(u64::MAX, u64::from_be_bytes);
                     checker.on_release(
                         ri,
+                        msg,
                         rel,
                         hold,
                         Observed {
@@ -752,25 +865,45 @@ impl Sim {
                     }
                     collector.add(Delivery {
                         receiver: ri as u32,
-                        msg: rel.seq,
+                        msg,
                         owd_ns: rel.owd_ns(),
                         handover_ns: (rel.release_ns + e) as i64 - rel.send_time_ns as i64,
                         handed_true_ns: now + e,
                         holding_ns: rel.holding_ns(),
                         late: rel.late,
+                        deadline_ns: rel.deadline_ns,
+                        stream: rel.stream,
+                        seq: rel.seq,
                     });
                 });
                 if let Some(t) = &mut self.trust {
                     t.forged_released += forged;
                 }
                 let state = &mut self.finished[id as usize];
+                let eos = &mut self.eos_seen[id as usize];
+                let publishers = self.pubs.len() as u32;
+                let mut lost = Vec::new();
                 while let Some(e) = r.poll_event() {
-                    if matches!(e, jasper_core::receiver::Event::EndOfSession { .. }) && *state == 0
-                    {
-                        *state = 1;
+                    match e {
+                        // Every publisher's end of session (one per stream).
+                        jasper_core::receiver::Event::EndOfSession { .. } if *state == 0 => {
+                            *eos += 1;
+                            if *eos >= publishers {
+                                *state = 1;
+                            }
+                        }
+                        jasper_core::receiver::Event::Lost {
+                            stream,
+                            session,
+                            first,
+                            count,
+                        } => lost.push((stream, session, first, count)),
+                        _ => {}
                     }
                 }
-                if *state == 1 && r.held() == 0 {
+                // Drained: nothing held, and (with recovery) no gap still
+                // being asked for.
+                if *state == 1 && r.held() == 0 && (!self.params.recovery || r.missing() == 0) {
                     *state = 2;
                     self.finished_count += 1;
                     if self.finished_count == self.params.receivers {
@@ -782,11 +915,25 @@ impl Sim {
                 }
                 let mut requests = Vec::new();
                 r.poll_recovery(local, |q| requests.push(q));
+                while let Some(e) = r.poll_event() {
+                    if let jasper_core::receiver::Event::Lost {
+                        stream,
+                        session,
+                        first,
+                        count,
+                    } = e
+                    {
+                        lost.push((stream, session, first, count));
+                    }
+                }
                 let recovery_at = r.recovery_timeout();
                 let report = r.poll_report(local);
                 let next = r.poll_timeout();
                 for q in requests {
                     self.send_request(id, &q);
+                }
+                for (stream, session, first, count) in lost {
+                    self.check_lost(id, stream, session, first, count);
                 }
                 if let Some(t) = recovery_at {
                     let tt = self.true_time_of(id, t);
@@ -843,7 +990,12 @@ impl Sim {
         for node in &self.nodes {
             if let Node::Receiver(r) = node {
                 let st = r.stats();
-                if r.next_expected(1) != Some(messages) {
+                let ended = self
+                    .pub_stream
+                    .iter()
+                    .zip(&self.pub_msgs)
+                    .all(|(s, n)| r.next_expected(*s) == Some(*n));
+                if !ended {
                     no_eos += 1;
                     continue;
                 }
@@ -852,6 +1004,16 @@ impl Sim {
                 if missing != detected && mismatch.is_none() {
                     mismatch = Some(format!(
                         "a receiver misses {missing} messages but detected {detected} as missing"
+                    ));
+                }
+                // With recovery: every message is handed over once unless
+                // reported lost (by range) or still being asked for.
+                let reported = st.lost - st.arrived_after_lost + r.missing();
+                if self.params.recovery && missing != reported && mismatch.is_none() {
+                    mismatch = Some(format!(
+                        "a receiver misses {missing} messages but reported {} lost ({} still asked for)",
+                        st.lost - st.arrived_after_lost,
+                        r.missing()
                     ));
                 }
             }
@@ -878,11 +1040,20 @@ impl Sim {
         SchemeResult {
             scheme: self.scheme,
             description: format!(
-                "{}: {spec}, {} receivers, {} messages at {} msg/s, seed {}",
+                "{}: {spec}, {} receivers, {} messages at {} msg/s{}, seed {}",
                 self.scheme.name(),
                 self.params.receivers,
                 messages,
                 self.params.rate,
+                if self.pubs.len() > 1 {
+                    format!(
+                        " from {} publishers (rates {:?} msg/s)",
+                        self.pubs.len(),
+                        self.pub_rate.iter().map(|r| r.round()).collect::<Vec<_>>()
+                    )
+                } else {
+                    String::new()
+                },
                 self.params.seed
             ),
             report,

@@ -76,6 +76,10 @@ pub struct SimParams {
     pub margin_ns: Option<u64>,
     /// "ours" with a tracked deadline (see [`schemes::Tracked`]).
     pub tracked: Option<schemes::Tracked>,
+    /// Publishers K, each its own stream into the same roots; publisher k
+    /// (of K) publishes a share (K − k) / (1 + … + K) of the messages at
+    /// that share of the rate, so each has its own rate.
+    pub publishers: usize,
 }
 
 impl Default for SimParams {
@@ -97,6 +101,7 @@ impl Default for SimParams {
             percentile: None,
             margin_ns: None,
             tracked: None,
+            publishers: 1,
         }
     }
 }
@@ -243,7 +248,7 @@ mod tests {
         assert!(
             r.violations
                 .iter()
-                .any(|v| v.contains("forged") || v.contains("unknown sequence")),
+                .any(|v| v.contains("forged") || v.contains("unknown message")),
             "{:?}",
             r.violations
         );

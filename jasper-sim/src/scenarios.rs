@@ -112,6 +112,7 @@ pub fn random_scenario(seed: u64) -> SimParams {
         // Drawn last, so the earlier draws (and their seeds' scenarios) stay.
         roots: Some(r.random_range(1..=2)),
         recovery: r.random_bool(0.5),
+        publishers: r.random_range(1..=3),
         ..SimParams::default()
     }
 }

@@ -12,7 +12,7 @@ use anyhow::{bail, Context};
 use clap::{Args, ValueEnum};
 use jasper_core::config::{NodeConfig, NodeRole};
 use jasper_core::metrics::{Collector, FairnessReport, ReportOptions};
-use jasper_core::plan::{HostSpec, Inventory, ReceiverSpec, TreeSpec};
+use jasper_core::plan::{HostSpec, Inventory, PublisherSpec, ReceiverSpec, TreeSpec};
 use jasper_sender::Publisher;
 use serde_json::{json, Value};
 
@@ -57,9 +57,20 @@ pub struct LocalArgs {
     /// Receivers (MPs).
     #[arg(long, default_value_t = 16)]
     pub receivers: usize,
-    /// Messages per second (5000 is the rate of the Jasper paper's runs).
+    /// Messages per second (5000 is the rate of the Jasper paper's runs),
+    /// over all publishers.
     #[arg(long, default_value_t = 5_000)]
     pub rate: u64,
+    /// Publishers K, each its own stream (1, 2, …) into the same roots;
+    /// receivers hand their messages over in one deadline order. Unless
+    /// --publisher-rates says otherwise, publisher k (of K) gets a share
+    /// (K − k) / (1 + 2 + … + K) of --rate: each its own rate.
+    #[arg(long, default_value_t = 1)]
+    pub publishers: usize,
+    /// Messages per second of each publisher (comma-separated, one per
+    /// publisher; overrides --rate).
+    #[arg(long, value_delimiter = ',')]
+    pub publisher_rates: Vec<u64>,
     /// Seconds of feed.
     #[arg(long, default_value_t = 5.0)]
     pub duration: f64,
@@ -227,7 +238,8 @@ fn tree_spec(args: &LocalArgs) -> TreeSpec {
 
 fn inventory(args: &LocalArgs, spec: &TreeSpec) -> anyhow::Result<Inventory> {
     let proxies = jasper_core::plan::proxies_needed(args.receivers, args.receiver_hedging, spec);
-    let n = 1 + proxies + args.receivers * if args.receiver_hedging { 2 } else { 1 };
+    let extra = args.publishers.saturating_sub(1);
+    let n = 1 + proxies + args.receivers * if args.receiver_hedging { 2 } else { 1 } + extra;
     let ports = ports(args, n)?;
     let mut it = ports
         .into_iter()
@@ -255,11 +267,45 @@ fn inventory(args: &LocalArgs, spec: &TreeSpec) -> anyhow::Result<Inventory> {
             r.hedge_addr = Some(next());
         }
     }
+    let publishers = (1..=extra)
+        .map(|k| PublisherSpec {
+            name: format!("publisher{k}"),
+            addr: next(),
+            stream: jasper_core::plan::PRIMARY_STREAM + k as u32,
+        })
+        .collect();
     Ok(Inventory {
         sender,
         proxies,
         receivers,
+        publishers,
     })
+}
+
+/// Messages per second of each publisher.
+fn publisher_rates(args: &LocalArgs) -> anyhow::Result<Vec<u64>> {
+    anyhow::ensure!(
+        (1..=64).contains(&args.publishers),
+        "--publishers must be within 1..=64"
+    );
+    if !args.publisher_rates.is_empty() {
+        anyhow::ensure!(
+            args.publisher_rates.len() == args.publishers,
+            "--publisher-rates lists {} rates for {} publishers: give one per publisher",
+            args.publisher_rates.len(),
+            args.publishers
+        );
+        anyhow::ensure!(
+            args.publisher_rates.iter().all(|r| *r >= 1),
+            "--publisher-rates: every rate must be at least 1 message per second"
+        );
+        return Ok(args.publisher_rates.clone());
+    }
+    let k = args.publishers as u64;
+    let weights = k * (k + 1) / 2;
+    Ok((0..k)
+        .map(|i| (args.rate * (k - i) / weights).max(1))
+        .collect())
 }
 
 fn run_once(args: &LocalArgs, variant: Variant, stop: &AtomicBool) -> anyhow::Result<RunResult> {
@@ -276,6 +322,11 @@ fn run_once(args: &LocalArgs, variant: Variant, stop: &AtomicBool) -> anyhow::Re
     anyhow::ensure!(
         (0.0..=1.0).contains(&args.loss),
         "--loss is a probability in [0, 1]"
+    );
+    let rates = publisher_rates(args)?;
+    anyhow::ensure!(
+        rates.len() == 1 || variant != Variant::Direct,
+        "--compare runs direct unicast from one publisher: drop --compare or use --publishers 1"
     );
     let mut failures: Vec<Failure> = Vec::new();
     for k in &args.kill_proxy {
@@ -350,7 +401,11 @@ fn run_once(args: &LocalArgs, variant: Variant, stop: &AtomicBool) -> anyhow::Re
         .chunks(args.receivers_per_process.max(1))
         .map(|g| g.iter().map(|(_, p)| p.clone()).collect())
         .collect();
-    let total = (args.rate as f64 * args.duration).round().max(1.0) as u64;
+    let totals: Vec<u64> = rates
+        .iter()
+        .map(|r| (*r as f64 * args.duration).round().max(1.0) as u64)
+        .collect();
+    let total: u64 = totals.iter().sum();
     let mut results = Vec::new();
     // Receiver process `g`, attempt `k` (restarts write their own results).
     let spawn_group = |g: usize, k: usize| -> anyhow::Result<(Managed, PathBuf)> {
@@ -415,12 +470,28 @@ fn run_once(args: &LocalArgs, variant: Variant, stop: &AtomicBool) -> anyhow::Re
     }
 
     // The publisher runs here.
-    let sender_cfg = cfgs
+    let sender_cfgs: Vec<&NodeConfig> = cfgs
         .iter()
-        .find(|c| c.node.role == NodeRole::Sender)
-        .context("no sender in the plan")?;
+        .filter(|c| c.node.role == NodeRole::Sender)
+        .collect();
+    let sender_cfg = *sender_cfgs.first().context("no sender in the plan")?;
+    anyhow::ensure!(
+        sender_cfgs.len() == rates.len(),
+        "the plan has {} publishers for {} rates",
+        sender_cfgs.len(),
+        rates.len()
+    );
     let mut publisher = Publisher::from_node_config(sender_cfg, None)
         .map_err(|e| anyhow::anyhow!("publisher: {e}"))?;
+    // Further publishers (streams 2, 3, …), driven from this thread too.
+    let mut others: Vec<Publisher> = sender_cfgs[1..]
+        .iter()
+        .map(|c| {
+            Publisher::from_node_config(c, None)
+                .map_err(|e| anyhow::anyhow!("publisher {}: {e}", c.node.name))
+        })
+        .collect::<anyhow::Result<_>>()?;
+    let mut counts = vec![0u64; rates.len()];
     crate::status::announce(&metrics, &dir);
     let root_cfg = cfgs.iter().find(|c| c.node.id == jasper_core::plan::ROOT);
     let mut attack_at =
@@ -573,20 +644,29 @@ fn run_once(args: &LocalArgs, variant: Variant, stop: &AtomicBool) -> anyhow::Re
                     .collect::<anyhow::Result<Vec<Fired>>>()
             }));
         }
-        let due = ((elapsed * args.rate as f64) as u64 + 1).min(total);
-        let k = due.saturating_sub(published).min(msgs.len() as u64) as usize;
-        if k > 0 {
-            let now = jasper_io::host_now_ns();
-            for m in msgs.iter_mut().take(k) {
-                feed.fill(m, now);
+        // Each publisher at its own rate; the feed numbers messages across
+        // publishers (the index every receiver reports them by).
+        let mut k = 0;
+        for (j, p) in std::iter::once(&mut publisher)
+            .chain(others.iter_mut())
+            .enumerate()
+        {
+            let due = ((elapsed * rates[j] as f64) as u64 + 1).min(totals[j]);
+            let n = due.saturating_sub(counts[j]).min(msgs.len() as u64) as usize;
+            if n > 0 {
+                let now = jasper_io::host_now_ns();
+                for m in msgs.iter_mut().take(n) {
+                    feed.fill(m, now);
+                }
+                let refs: Vec<&[u8]> = msgs[..n].iter().map(|m| m.as_slice()).collect();
+                p.publish_batch(&refs)
+                    .map_err(|e| anyhow::anyhow!("publish: {e}"))?;
+                counts[j] += n as u64;
+                k += n;
             }
-            let refs: Vec<&[u8]> = msgs[..k].iter().map(|m| m.as_slice()).collect();
-            publisher
-                .publish_batch(&refs)
-                .map_err(|e| anyhow::anyhow!("publish: {e}"))?;
-            published += k as u64;
+            p.service();
         }
-        publisher.service();
+        published = counts.iter().sum();
         if last_bar.elapsed() > Duration::from_millis(50) {
             bar.set_position(published);
             last_bar = Instant::now();
@@ -594,10 +674,15 @@ fn run_once(args: &LocalArgs, variant: Variant, stop: &AtomicBool) -> anyhow::Re
         if k == 0 {
             // Sleep until the next message is due or a delayed packet must
             // leave, whichever is first.
-            let next = (published + 1) as f64 / args.rate as f64;
+            let next = (0..rates.len())
+                .filter(|j| counts[*j] < totals[*j])
+                .map(|j| (counts[j] + 1) as f64 / rates[j] as f64)
+                .fold(f64::INFINITY, f64::min);
             let mut wait = next - start.elapsed().as_secs_f64();
-            if let Some(t) = publisher.next_timer_ns() {
-                wait = wait.min(t.saturating_sub(jasper_io::host_now_ns()) as f64 / 1e9);
+            for p in std::iter::once(&publisher).chain(others.iter()) {
+                if let Some(t) = p.next_timer_ns() {
+                    wait = wait.min(t.saturating_sub(jasper_io::host_now_ns()) as f64 / 1e9);
+                }
             }
             if wait > 20e-6 {
                 std::thread::sleep(Duration::from_secs_f64(wait - 10e-6));
@@ -610,11 +695,17 @@ fn run_once(args: &LocalArgs, variant: Variant, stop: &AtomicBool) -> anyhow::Re
     bar.set_position(published);
     bar.finish_and_clear();
     publisher.end_session();
+    for p in &mut others {
+        p.end_session();
+    }
 
     // Keep the publisher serviced (its delayed packets leave on time) until
     // the attacker is done.
     while attack_thread.as_ref().is_some_and(|t| !t.is_finished()) {
         publisher.service();
+        others.iter_mut().for_each(|p| {
+            p.service();
+        });
         std::thread::sleep(Duration::from_micros(200));
     }
     if let Some(t) = attack_thread.take() {
@@ -631,6 +722,9 @@ fn run_once(args: &LocalArgs, variant: Variant, stop: &AtomicBool) -> anyhow::Re
     let drain_until = Instant::now() + Duration::from_millis(3_000);
     while Instant::now() < drain_until {
         publisher.service();
+        others.iter_mut().for_each(|p| {
+            p.service();
+        });
         if receivers
             .iter_mut()
             .all(|c| matches!(c.child.try_wait(), Ok(Some(_))))
@@ -676,7 +770,26 @@ fn run_once(args: &LocalArgs, variant: Variant, stop: &AtomicBool) -> anyhow::Re
         "sessions": sessions,
         "tx_packets": publisher.io_counters().tx_packets,
         "tx_dropped": publisher.io_counters().tx_dropped,
+        "stream": sender_cfg.sender.stream,
+        "published": counts[0],
+        "rate": rates[0],
     }));
+    for (j, (p, c)) in others.iter().zip(&sender_cfgs[1..]).enumerate() {
+        nodes.push(json!({
+            "name": c.node.name,
+            "core": serde_json::to_value(p.stats())?,
+            "retransmit": serde_json::to_value(p.retransmit_stats())?,
+            "reports": p.stats().reports,
+            "deadline_offset_ns": p.offset_ns(),
+            "guard": serde_json::to_value(p.guard_stats())?,
+            "sessions": [p.session()],
+            "tx_packets": p.io_counters().tx_packets,
+            "tx_dropped": p.io_counters().tx_dropped,
+            "stream": c.sender.stream,
+            "published": counts[j + 1],
+            "rate": rates[j + 1],
+        }));
+    }
     if !args.keep {
         let _ = std::fs::remove_dir_all(&dir);
     } else {
