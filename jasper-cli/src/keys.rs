@@ -183,6 +183,34 @@ fn write_all(dir: &Path, cfgs: &[(PathBuf, NodeConfig)], files: &[KeyFile]) -> a
     Ok(())
 }
 
+/// The master key sets of a planned tree, read back from its publisher's
+/// key file in `<dir>/keys/<sender>.key`, and the active set's id.
+pub fn masters_in(
+    dir: &Path,
+    sender: &str,
+) -> anyhow::Result<(Vec<jasper_core::auth::MasterKeys>, u8)> {
+    let path = dir.join("keys").join(format!("{sender}.key"));
+    let text = std::fs::read_to_string(&path).with_context(|| {
+        format!(
+            "--keep-keys: cannot read {} (the publisher's key file of the running tree; plan without --keep-keys for fresh keys)",
+            path.display()
+        )
+    })?;
+    let kf = KeyFile::parse(
+        &text,
+        jasper_core::plan::SENDER,
+        jasper_core::auth::KeyRole::Sender,
+    )
+    .map_err(|e| anyhow::anyhow!("--keep-keys: {}: {e}", path.display()))?;
+    let sets = kf.masters().with_context(|| {
+        format!(
+            "--keep-keys: {} lacks the tree, feed or node-master key of a set: not a publisher's key file",
+            path.display()
+        )
+    })?;
+    Ok((sets, kf.active))
+}
+
 /// Refuse to replace existing key files unless forced.
 pub fn refuse_existing_keys(dir: &Path, force: bool) -> anyhow::Result<()> {
     let keys = dir.join("keys");

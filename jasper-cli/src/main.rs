@@ -133,8 +133,14 @@ struct PlanArgs {
     #[arg(long, requires = "out")]
     ansible: bool,
     /// Replace keys already in `<out>/keys` (otherwise refused).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "keep_keys")]
     force: bool,
+    /// Re-plan a running tree: keep the keys already in `<out>/keys` (read
+    /// from the [sender]'s key file) and write every node's file from them,
+    /// so added, removed or renumbered nodes and the running ones accept
+    /// each other. Install the new configs and keys, then reload (SIGHUP).
+    #[arg(long, requires = "out")]
+    keep_keys: bool,
     /// MoldUDP64 hand-off in every receiver config: MP k re-emits to
     /// 127.0.0.1:BASEPORT+2k and answers re-requests on 127.0.0.1:BASEPORT+2k+1.
     #[arg(long, value_name = "BASEPORT")]
@@ -182,7 +188,12 @@ fn plan_cmd(a: PlanArgs) -> anyhow::Result<()> {
             direct: false,
             keys_dir: None,
         };
-        crate::keys::refuse_existing_keys(&dir, a.force)?;
+        let kept = if a.keep_keys {
+            Some(crate::keys::masters_in(&dir, &inv.sender.name)?)
+        } else {
+            crate::keys::refuse_existing_keys(&dir, a.force)?;
+            None
+        };
         let mut cfgs = jasper_core::plan_configs::node_configs(&plan, &opts);
         plan_out::check_names(&cfgs)?;
         if dpdk {
@@ -205,11 +216,23 @@ fn plan_cmd(a: PlanArgs) -> anyhow::Result<()> {
         }
         // Keys: one file per node under <out>/keys (mode 0600), never inside
         // the shareable configs; each config names its file relative to itself.
-        let masters = jasper_io::trust::random_masters(1).map_err(anyhow::Error::msg)?;
-        jasper_io::trust::install_keys(&mut cfgs, &dir.join("keys"), &masters, Some(&dir))
+        let (sets, active) = match kept {
+            Some(k) => k,
+            None => {
+                let m = jasper_io::trust::random_masters(1).map_err(anyhow::Error::msg)?;
+                let id = m.id;
+                (vec![m], id)
+            }
+        };
+        jasper_io::trust::install_key_sets(&mut cfgs, &dir.join("keys"), &sets, active, Some(&dir))
             .map_err(anyhow::Error::msg)?;
         println!(
-            "keys written to {} (mode 0600): install each node's file with its config; never share them",
+            "keys {} {} (mode 0600): install each node's file with its config; never share them",
+            if a.keep_keys {
+                "kept (every node's file rewritten from the running tree's keys) in"
+            } else {
+                "written to"
+            },
             dir.join("keys").display()
         );
         for c in &cfgs {

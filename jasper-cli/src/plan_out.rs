@@ -78,14 +78,18 @@ pub fn exclude(inv: &mut Inventory, names: &[String]) -> anyhow::Result<()> {
         if *n == inv.sender.name {
             anyhow::bail!("--exclude {n}: the publisher cannot be planned around; give the inventory another [sender]");
         }
-        let known =
-            inv.proxies.iter().any(|p| p.name == *n) || inv.receivers.iter().any(|r| r.name == *n);
+        let known = inv.proxies.iter().any(|p| p.name == *n)
+            || inv.receivers.iter().any(|r| r.name == *n)
+            || inv.publishers.iter().any(|p| p.name == *n);
         if !known {
-            anyhow::bail!("--exclude {n}: no proxy or receiver of that name in the inventory");
+            anyhow::bail!(
+                "--exclude {n}: no proxy, receiver or [[publisher]] of that name in the inventory"
+            );
         }
     }
     inv.proxies.retain(|p| !names.contains(&p.name));
     inv.receivers.retain(|r| !names.contains(&r.name));
+    inv.publishers.retain(|p| !names.contains(&p.name));
     Ok(())
 }
 
@@ -131,7 +135,7 @@ pub fn parse_inventory(text: &str) -> anyhow::Result<InventoryFile> {
             let (n, d) = take_deploy(s, "sender")?;
             deploy.insert(n, d);
         }
-        for section in ["proxy", "receiver"] {
+        for section in ["proxy", "receiver", "publisher"] {
             if let Some(toml::Value::Array(entries)) = root.get_mut(section) {
                 for e in entries {
                     let (n, d) = take_deploy(e, section)?;

@@ -32,6 +32,9 @@ fn loss_and_two_dead_proxies_lose_nothing_and_recovery_is_reported() {
     let (v, stdout) = common::run_local(&args, &json, &[]);
     assert_eq!(v["missing_total"], 0, "{stdout}");
     assert_eq!(v["duplicates_total"], 0, "{stdout}");
+    // In order: a recovered message handed over after a later one is
+    // flagged late; nothing breaks the order silently.
+    assert_eq!(v["out_of_order_unflagged_total"], 0, "{stdout}");
     assert!(stdout.contains("proxy0 killed"), "{stdout}");
     assert!(stdout.contains("proxy3 killed"), "{stdout}");
     let rec = &v["recovery"];

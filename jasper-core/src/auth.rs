@@ -262,6 +262,24 @@ impl MasterKeys {
 }
 
 impl KeyFile {
+    /// The master keys behind a publisher's key file (it holds the tree,
+    /// feed and node-master keys of every set): what re-planning needs to
+    /// give new or renumbered nodes keys that the running ones accept.
+    /// `None` when a set lacks one of them (not a publisher's file).
+    pub fn masters(&self) -> Option<Vec<MasterKeys>> {
+        self.keyset
+            .iter()
+            .map(|s| {
+                Some(MasterKeys {
+                    id: s.id,
+                    tree: s.tree.clone()?,
+                    feed: s.feed.clone()?,
+                    nodes: s.nodes.clone()?,
+                })
+            })
+            .collect()
+    }
+
     /// Parse and check a key file's text for node `node` in `role`.
     pub fn parse(text: &str, node: NodeId, role: KeyRole) -> Result<KeyFile, KeyError> {
         let kf: KeyFile = match toml::from_str(text) {

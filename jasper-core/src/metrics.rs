@@ -153,6 +153,10 @@ pub struct ReceiverTally {
     /// sequence) key: out of deadline order.
     #[serde(default)]
     pub out_of_order: u64,
+    /// … of which the receiver did not flag late: deadline-ordered
+    /// multicast broken (should be 0).
+    #[serde(default)]
+    pub out_of_order_unflagged: u64,
 }
 
 /// Collects deliveries and computes a [`FairnessReport`].
@@ -304,6 +308,7 @@ impl Collector {
             Some(last) if key < last => {
                 a.disordered = true;
                 self.tally[r].out_of_order += 1;
+                self.tally[r].out_of_order_unflagged += !d.late as u64;
             }
             _ => self.last_key[r] = Some(key),
         }
@@ -350,6 +355,9 @@ impl Collector {
             s.duplicates = s.duplicates.saturating_add(t.duplicates);
             s.late = s.late.saturating_add(t.late);
             s.out_of_order = s.out_of_order.saturating_add(t.out_of_order);
+            s.out_of_order_unflagged = s
+                .out_of_order_unflagged
+                .saturating_add(t.out_of_order_unflagged);
         }
         let _ = self.owd.add(&other.owd);
         let _ = self.handover.add(&other.handover);
@@ -414,6 +422,9 @@ impl Collector {
         let out_of_order_total = per_receiver
             .iter()
             .fold(0u64, |s, t| s.saturating_add(t.out_of_order));
+        let out_of_order_unflagged_total = per_receiver
+            .iter()
+            .fold(0u64, |s, t| s.saturating_add(t.out_of_order_unflagged));
         let in_order = |delivered: u64, ooo: u64| {
             if delivered == 0 {
                 1.0
@@ -461,6 +472,7 @@ impl Collector {
             holding_ns: Summary::of(&self.holding),
             negative_owd: self.negative_owd,
             out_of_order_total,
+            out_of_order_unflagged_total,
             in_order_fraction: in_order(self.deliveries, out_of_order_total),
             in_order_fraction_min: per_receiver
                 .iter()
@@ -524,6 +536,7 @@ impl Collector {
             put(&mut out, t.duplicates);
             put(&mut out, t.late);
             put(&mut out, t.out_of_order);
+            put(&mut out, t.out_of_order_unflagged);
         }
         put(&mut out, self.deliveries);
         put(&mut out, self.late);
@@ -580,7 +593,7 @@ impl Collector {
         if r > RECEIVER_LIMIT {
             return None;
         }
-        if r > b.len() / 32 {
+        if r > b.len() / 40 {
             return None;
         }
         let mut tally = Vec::with_capacity(r);
@@ -591,6 +604,7 @@ impl Collector {
                 missing: 0,
                 late: get!(b)?,
                 out_of_order: get!(b)?,
+                out_of_order_unflagged: get!(b)?,
             });
         }
         let deliveries = get!(b)?;
@@ -697,6 +711,10 @@ pub struct FairnessReport {
     /// order violations; each is also late).
     #[serde(default)]
     pub out_of_order_total: u64,
+    /// … of which the receiver did not flag late: the deadline-ordered
+    /// multicast promise broken (0 unless a bug).
+    #[serde(default)]
+    pub out_of_order_unflagged_total: u64,
     /// Hand-overs in deadline order / hand-overs, over all receivers.
     #[serde(default)]
     pub in_order_fraction: f64,
@@ -774,10 +792,11 @@ impl FairnessReport {
         }
         let _ = writeln!(
             s,
-            "  order: {:.4}% of hand-overs in deadline order (worst receiver {:.4}%, {} out of order); {:.2}% of published messages handed to every receiver in the same order",
+            "  order: {:.4}% of hand-overs in deadline order (worst receiver {:.4}%, {} out of order, {} of them not flagged late); {:.2}% of published messages handed to every receiver in the same order",
             self.in_order_fraction * 100.0,
             self.in_order_fraction_min * 100.0,
             self.out_of_order_total,
+            self.out_of_order_unflagged_total,
             self.same_order_fraction * 100.0
         );
         let worst = self
@@ -927,7 +946,7 @@ mod tests {
         let mut bytes = a.to_bytes();
         // Overwrite the deliveries/late totals with u64::MAX and merge twice.
         let msgs_end = 8 + 40;
-        let tally_end = msgs_end + 8 + 32;
+        let tally_end = msgs_end + 8 + 40;
         bytes[tally_end..tally_end + 16].copy_from_slice(&[0xFF; 16]);
         bytes[msgs_end + 8..msgs_end + 32].copy_from_slice(&[0xFF; 24]);
         let hostile = Collector::from_bytes(&bytes).unwrap();
@@ -964,6 +983,7 @@ mod tests {
         }
         let r = c.report(3, 100);
         assert_eq!(r.out_of_order_total, 1);
+        assert_eq!(r.out_of_order_unflagged_total, 0, "m0 was flagged late");
         assert_eq!(r.per_receiver[0].out_of_order, 0);
         assert_eq!(r.per_receiver[1].out_of_order, 1);
         assert!((r.in_order_fraction - 5.0 / 6.0).abs() < 1e-9);

@@ -99,9 +99,39 @@ pub fn install_keys(
     masters: &MasterKeys,
     relative: Option<&Path>,
 ) -> Result<(), String> {
+    install_key_sets(
+        cfgs,
+        dir,
+        std::slice::from_ref(masters),
+        masters.id,
+        relative,
+    )
+}
+
+/// Like [`install_keys`] with every key set of `sets` in each file and
+/// `active` the set nodes send with (re-planning in the middle of a
+/// roll-over keeps both sets).
+pub fn install_key_sets(
+    cfgs: &mut [NodeConfig],
+    dir: &Path,
+    sets: &[MasterKeys],
+    active: u8,
+    relative: Option<&Path>,
+) -> Result<(), String> {
     for c in cfgs.iter_mut() {
         let path = dir.join(format!("{}.key", c.node.name));
-        write_key_file(&path, &key_file_for(c, masters))?;
+        let kf = KeyFile {
+            node: c.node.id,
+            hedge_node: c.node.hedge.map(|h| h.id),
+            active,
+            keyset: sets
+                .iter()
+                .map(|m| {
+                    m.for_endpoints(key_role(c.node.role), c.node.id, c.node.hedge.map(|h| h.id))
+                })
+                .collect(),
+        };
+        write_key_file(&path, &kf)?;
         let shown = match relative {
             Some(base) => path
                 .strip_prefix(base)

@@ -67,14 +67,15 @@ fn real_main() -> anyhow::Result<()> {
         |i, rel, payload, host| {
             if print {
                 println!(
-                    "{} seq={} bytes={} deadline={} released_host={} late={} path={}",
+                    "{} seq={} bytes={} deadline={} released_host={} late={} path={} stream={}",
                     names[i],
                     rel.seq,
                     payload.len(),
                     rel.deadline_ns,
                     host,
                     rel.late,
-                    rel.path
+                    rel.path,
+                    rel.stream
                 );
             }
         },

@@ -112,6 +112,27 @@ pub(super) fn print_run(r: &RunResult) {
             ""
         }
     );
+    let publishers: Vec<String> = r
+        .nodes
+        .iter()
+        .filter(|n| n.get("stream").is_some())
+        .map(|n| {
+            format!(
+                "{} (stream {}, {} msgs/s, {} published)",
+                n["name"].as_str().unwrap_or("?"),
+                n["stream"],
+                n["rate"],
+                n["published"]
+            )
+        })
+        .collect();
+    if publishers.len() > 1 {
+        println!(
+            "{} publishers, one deadline order: {}",
+            publishers.len(),
+            publishers.join(", ")
+        );
+    }
     print!("{}", r.report.render());
     let clocks = clock_states(&r.nodes);
     if clocks != "synchronized" {
