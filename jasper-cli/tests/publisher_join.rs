@@ -65,6 +65,9 @@ fn plan(dir: &Path, base: u16, with_second: bool, keep: bool) {
     );
 }
 
+/// Hand-overs per (MP, stream, sequence).
+type Handed = HashMap<(usize, u32, u64), u32>;
+
 struct Killed(Vec<Child>);
 
 impl Drop for Killed {
@@ -125,7 +128,7 @@ fn a_publisher_joins_and_leaves_without_the_others_losing_or_duplicating() {
     // Receivers: here, counting every hand-over by (MP, stream, sequence).
     let stop = Arc::new(AtomicBool::new(false));
     let reload = Arc::new(AtomicBool::new(false));
-    let got: Arc<Mutex<HashMap<(usize, u32, u64), u32>>> = Arc::default();
+    let got: Arc<Mutex<Handed>> = Arc::default();
     let reloads = Arc::new(Mutex::new(Vec::<String>::new()));
     let receivers = {
         let (stop, reload, got, reloads) =
