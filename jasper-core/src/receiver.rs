@@ -120,6 +120,11 @@ pub struct ReceiverStats {
     pub released: u64,
     /// Released late (arrived at/after deadline, or out of deadline order).
     pub late: u64,
+    /// Of the late, messages that arrived before their deadline but after a
+    /// message with a larger (deadline, stream, seq) key was handed over:
+    /// late by deadline-ordered multicast's rule (across publishers).
+    #[serde(default)]
+    pub late_out_of_order: u64,
     /// Released before the deadline because the hold queue was full.
     pub released_early: u64,
     /// Sequence numbers found missing (from data or heartbeats).
@@ -678,7 +683,11 @@ impl Receiver {
     /// Queue the new messages of a packet for release.
     fn hold(&mut self, now_ns: u64, h: &wire::Header, body: &[u8], keep: &[u64], kept: usize) {
         let key: Key = (h.deadline_ns, h.stream, h.seq);
-        let late = now_ns >= h.deadline_ns || self.last_released.is_some_and(|l| key < l);
+        let behind = self.last_released.is_some_and(|l| key < l);
+        let late = now_ns >= h.deadline_ns || behind;
+        if behind && now_ns < h.deadline_ns {
+            self.stats.late_out_of_order += kept as u64;
+        }
         let rel = Release {
             stream: h.stream,
             session: h.session,
@@ -1099,6 +1108,44 @@ mod tests {
         assert_eq!(out.len(), 1);
         assert!(out[0].early && out[0].seq == 0);
         assert_eq!(r.held(), 2);
+    }
+
+    #[test]
+    fn a_message_behind_one_already_handed_over_is_late_across_streams() {
+        // Deadline-ordered multicast: after stream 1's (1000, 1, 0) went
+        // out (early: the queue was full), stream 2's (900, 2, 0) arrives
+        // before its own deadline yet behind in the order: late at once.
+        let mut r = Receiver::new(
+            9,
+            ReceiverConfig {
+                max_held: 2,
+                ..Default::default()
+            },
+        );
+        for s in 0..3 {
+            r.handle_packet(0, 0, &data(s, 1, 1_000 + s, 1));
+        }
+        let out = drain(&mut r, 10);
+        assert!(out.len() == 1 && out[0].early);
+        let mut other = vec![0u8; 2048];
+        let mut h = Header::new(Kind::Data);
+        (h.seq, h.send_time_ns, h.deadline_ns, h.path, h.stream) = (0, 1_000, 900, 1, 2);
+        let mut b = DataBuilder::new(&mut other, 2048).unwrap();
+        b.push(&0u64.to_be_bytes()).unwrap();
+        let len = b.finish(&h);
+        other.truncate(len);
+        r.handle_packet(10, 0, &other);
+        let out = drain(&mut r, 10);
+        assert_eq!(out.len(), 1, "{out:?}");
+        assert_eq!((out[0].stream, out[0].seq), (2, 0));
+        assert!(out[0].late && !out[0].early);
+        assert_eq!(r.stats().late_out_of_order, 1);
+        // The held stream-1 messages still go out in order, on time.
+        let out = drain(&mut r, 2_000);
+        assert_eq!(
+            out.iter().map(|x| (x.seq, x.late)).collect::<Vec<_>>(),
+            [(1, false), (2, false)]
+        );
     }
 
     #[test]

@@ -206,6 +206,11 @@ const RECEIVER: &[(&str, &str, Get<ReceiverFigures>)] = &[
         |f| f.stats.late,
     ),
     (
+        "jasper_receiver_late_out_of_order",
+        "Of the late, messages that arrived before their deadline but after a later-deadline message was handed over (deadline order across publishers).",
+        |f| f.stats.late_out_of_order,
+    ),
+    (
         "jasper_receiver_released_early",
         "Messages released before their deadline because the hold queue was full.",
         |f| f.stats.released_early,
