@@ -101,6 +101,56 @@ enum BackendArg {
     Dpdk,
 }
 
+/// Clock source of `jasper plan`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum ClockArg {
+    /// The kernel's clock state (adjtimex), as chrony/ntpd/phc2sys keep it.
+    Kernel,
+    /// A PTP hardware clock (/dev/ptpN).
+    Phc,
+    /// AWS ClockBound's shared-memory segment.
+    Clockbound,
+}
+
+fn clock_section(a: &PlanArgs) -> jasper_core::config::ClockSection {
+    use jasper_core::config::{
+        ClockBoundSettings, ClockSection, ClockSource, KernelClockSettings, PhcSettings,
+    };
+    let source = match a.clock {
+        ClockArg::Kernel => {
+            let mut s = KernelClockSettings::default();
+            if let Some(d) = a.clock_degraded_above_ns {
+                s.degraded_above_ns = d;
+            }
+            ClockSource::Kernel(s)
+        }
+        ClockArg::Phc => {
+            let mut s = PhcSettings {
+                device: a.phc_device.clone(),
+                ..PhcSettings::default()
+            };
+            if let Some(d) = a.clock_degraded_above_ns {
+                s.degraded_above_ns = d;
+            }
+            ClockSource::Phc(s)
+        }
+        ClockArg::Clockbound => {
+            let mut s = ClockBoundSettings {
+                path: a.clockbound_path.clone(),
+                ..ClockBoundSettings::default()
+            };
+            if let Some(d) = a.clock_degraded_above_ns {
+                s.degraded_above_ns = d;
+            }
+            ClockSource::Clockbound(s)
+        }
+    };
+    ClockSection {
+        source,
+        ..ClockSection::default()
+    }
+}
+
 #[derive(clap::Args, Debug)]
 struct PlanArgs {
     /// Inventory TOML: `[sender]`, `[[proxy]]`, `[[receiver]]` with name and addr, and
@@ -150,6 +200,23 @@ struct PlanArgs {
     /// following ports. `jasper status --plan <out>` then finds them.
     #[arg(long)]
     metrics_port: Option<u16>,
+    /// Clock source written into every node's `[clock]`: `kernel` (chrony /
+    /// ntpd / phc2sys through adjtimex), `phc` (a PTP hardware clock such
+    /// as the AWS ENA PHC; --phc-device), `clockbound` (AWS ClockBound's
+    /// segment; --clockbound-path). Edit `[clock]` per node for the rest
+    /// (thresholds, accuracy).
+    #[arg(long, value_enum, default_value_t = ClockArg::Kernel)]
+    clock: ClockArg,
+    /// PTP hardware clock device (with --clock phc).
+    #[arg(long, default_value = "/dev/ptp0")]
+    phc_device: String,
+    /// ClockBound shared-memory segment (with --clock clockbound).
+    #[arg(long, default_value = "/var/run/clockbound/shm0")]
+    clockbound_path: String,
+    /// Status "degraded" while a node's clock error bound exceeds this, ns
+    /// (every source; 1 ms by default).
+    #[arg(long)]
+    clock_degraded_above_ns: Option<u64>,
     /// Plan around these nodes (dead or retired proxies, departed MPs):
     /// names from the inventory, comma separated or repeated. The tree is
     /// rebuilt without them; install the new configs and restart the nodes.
@@ -174,7 +241,7 @@ fn plan_cmd(a: PlanArgs) -> anyhow::Result<()> {
         plan_out::check_dpdk(&file)?;
     }
     print!("{}", plan.describe());
-    if let Some(dir) = a.out {
+    if let Some(dir) = a.out.clone() {
         std::fs::create_dir_all(&dir)
             .with_context(|| format!("cannot create {}", dir.display()))?;
         let opts = jasper_core::plan_configs::ConfigOptions {
@@ -196,6 +263,11 @@ fn plan_cmd(a: PlanArgs) -> anyhow::Result<()> {
         };
         let mut cfgs = jasper_core::plan_configs::node_configs(&plan, &opts);
         plan_out::check_names(&cfgs)?;
+        let clock = clock_section(&a);
+        for c in &mut cfgs {
+            c.clock = clock.clone();
+        }
+        println!("clock source of every node: {:?}", a.clock);
         if dpdk {
             for c in &mut cfgs {
                 plan_out::make_dpdk(c, &file)?;
