@@ -154,6 +154,10 @@ fn plan_writes_configs_from_an_inventory() {
             "--hedge",
             "2",
             "--spray",
+            "--clock",
+            "clockbound",
+            "--clock-degraded-above-ns",
+            "250000",
             "--inventory",
         ])
         .arg(&inv)
@@ -168,6 +172,18 @@ fn plan_writes_configs_from_an_inventory() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(stdout.contains("depth 2 fanout 10 hedge 2"), "{stdout}");
+    // The chosen clock source, in every config.
+    let mp = jasper_core::config::NodeConfig::from_toml(
+        &std::fs::read_to_string(dir.join("mp7.toml")).unwrap(),
+    )
+    .unwrap();
+    match mp.clock.source {
+        jasper_core::config::ClockSource::Clockbound(s) => {
+            assert_eq!(s.path, "/var/run/clockbound/shm0");
+            assert_eq!(s.degraded_above_ns, 250_000);
+        }
+        other => panic!("clock source {other:?}"),
+    }
     // One config per node, and a keys/ directory with one private key file each.
     assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 1 + 11 + 100 + 1);
     let keys: Vec<_> = std::fs::read_dir(dir.join("keys")).unwrap().collect();
