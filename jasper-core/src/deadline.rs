@@ -234,7 +234,27 @@ pub struct DeadlinePolicy {
     pub floor_ns: u64,
     /// Largest offset, ns (the ceiling: messages are never held longer).
     pub ceiling_ns: u64,
+    /// Track a quantile of the roots' reports over a history instead of
+    /// taking the latest report: one scheduling spike in one report
+    /// interval then moves the deadline only as far as the quantile says
+    /// (`None`: the latest report, Jasper-v1's rule).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tracked: Option<TrackedDeadline>,
 }
+
+/// A deadline from the history of the roots' reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrackedDeadline {
+    /// History kept, ns.
+    pub history_ns: u64,
+    /// Quantile of the reported estimates over the history, in millionths
+    /// (990000 = p99).
+    pub quantile_ppm: u32,
+}
+
+/// Reports kept by a tracked deadline (a bound whatever the history).
+const TRACKED_MAX_SAMPLES: usize = 1 << 16;
 
 impl Default for DeadlinePolicy {
     fn default() -> Self {
@@ -244,6 +264,7 @@ impl Default for DeadlinePolicy {
             add_clock_bound: true,
             floor_ns: 0,
             ceiling_ns: 5_000_000,
+            tracked: None,
         }
     }
 }
@@ -254,26 +275,50 @@ pub struct DeadlineState {
     policy: DeadlinePolicy,
     estimate: Option<DelayReport>,
     last_deadline_ns: u64,
+    /// Tracked mode: the history and its quantile at the last report.
+    tracker: Option<QuantileTracker>,
+    tracked_owd_ns: Option<u64>,
+}
+
+fn tracker_for(policy: &DeadlinePolicy) -> Option<QuantileTracker> {
+    policy.tracked.map(|t| {
+        QuantileTracker::new(
+            t.history_ns,
+            t.quantile_ppm.min(1_000_000) as f64 / 1e6,
+            TRACKED_MAX_SAMPLES,
+        )
+    })
 }
 
 impl DeadlineState {
     /// Start with no estimate.
     pub fn new(policy: DeadlinePolicy) -> Self {
         DeadlineState {
+            tracker: tracker_for(&policy),
             policy,
             estimate: None,
             last_deadline_ns: 0,
+            tracked_owd_ns: None,
         }
     }
     /// Replace the rule (e.g. a tuner moving the offset); the monotonicity
     /// of deadlines is kept across the change.
     pub fn set_policy(&mut self, policy: DeadlinePolicy) {
+        if policy.tracked != self.policy.tracked {
+            self.tracker = tracker_for(&policy);
+            self.tracked_owd_ns = None;
+        }
         self.policy = policy;
     }
-    /// Take the tree's reduced estimate (from the root proxy's report).
-    pub fn handle_report(&mut self, report: DelayReport) {
+    /// Take the tree's reduced estimate (from a root proxy's report sent at
+    /// `at_ns` on the root's synchronized clock).
+    pub fn handle_report(&mut self, at_ns: u64, report: DelayReport) {
         if report.samples > 0 {
             self.estimate = Some(report);
+            if let Some(t) = &mut self.tracker {
+                t.observe(at_ns, report.owd_ns);
+                self.tracked_owd_ns = t.quantile(at_ns);
+            }
         }
     }
     /// Current estimate.
@@ -291,7 +336,11 @@ impl DeadlineState {
                 } else {
                     0
                 };
-                e.owd_ns.saturating_add(p.margin_ns).saturating_add(bound)
+                let owd = match (&self.tracker, self.tracked_owd_ns) {
+                    (Some(_), Some(q)) => q,
+                    _ => e.owd_ns,
+                };
+                owd.saturating_add(p.margin_ns).saturating_add(bound)
             }
         };
         raw.clamp(p.floor_ns, p.ceiling_ns.max(p.floor_ns))
@@ -547,21 +596,69 @@ mod tests {
             add_clock_bound: true,
             floor_ns: 10_000,
             ceiling_ns: 1_000_000,
+            tracked: None,
         });
         assert_eq!(s.deadline(1_000_000, 100), 1_400_000);
-        s.handle_report(rep(1, 100_000, 200));
+        s.handle_report(0, rep(1, 100_000, 200));
         // estimate + margin + max(bound) = 100_000 + 25_000 + 300.
         assert_eq!(s.offset_ns(300), 125_300);
         // Monotone: an earlier computed deadline is raised to the previous one.
         assert_eq!(s.deadline(1_100_000, 300), 1_400_000);
         assert_eq!(s.deadline(2_000_000, 300), 2_125_300);
-        s.handle_report(rep(1, 50_000_000, 0));
+        s.handle_report(0, rep(1, 50_000_000, 0));
         assert_eq!(s.offset_ns(0), 1_000_000, "ceiling");
-        s.handle_report(DelayReport {
-            samples: 0,
-            ..rep(1, 1, 0)
-        });
+        s.handle_report(
+            0,
+            DelayReport {
+                samples: 0,
+                ..rep(1, 1, 0)
+            },
+        );
         assert_eq!(s.offset_ns(0), 1_000_000, "empty reports are ignored");
+    }
+
+    #[test]
+    fn a_tracked_deadline_follows_the_quantile_of_the_reports_not_one_spike() {
+        let mut s = DeadlineState::new(DeadlinePolicy {
+            margin_ns: 0,
+            add_clock_bound: false,
+            tracked: Some(TrackedDeadline {
+                history_ns: 100_000_000,
+                quantile_ppm: 900_000,
+            }),
+            ..DeadlinePolicy::default()
+        });
+        // One report per ms: 100 µs, with one 2 ms spike.
+        for i in 0..50u64 {
+            let owd = if i == 25 { 2_000_000 } else { 100_000 };
+            s.handle_report(i * 1_000_000, rep(1, owd, 0));
+        }
+        // The latest report says 100 µs, p90 of the history too: the spike
+        // moved nothing after it passed…
+        assert_eq!(s.offset_ns(0), 100_000);
+        // …while a lasting rise moves the quantile.
+        for i in 50..100u64 {
+            s.handle_report(i * 1_000_000, rep(1, 300_000, 0));
+        }
+        assert_eq!(s.offset_ns(0), 300_000);
+        // The latest-report rule (Jasper-v1's) jumps with a spike.
+        let mut v1 = DeadlineState::new(DeadlinePolicy {
+            margin_ns: 0,
+            add_clock_bound: false,
+            ..DeadlinePolicy::default()
+        });
+        v1.handle_report(0, rep(1, 2_000_000, 0));
+        assert_eq!(v1.offset_ns(0), 2_000_000);
+        let mut s2 = s.clone();
+        s2.handle_report(100_000_000, rep(1, 2_000_000, 0));
+        assert_eq!(s2.offset_ns(0), 300_000, "one spike in the history");
+        // Switching the mode off takes the latest report again.
+        s2.set_policy(DeadlinePolicy {
+            margin_ns: 0,
+            add_clock_bound: false,
+            ..DeadlinePolicy::default()
+        });
+        assert_eq!(s2.offset_ns(0), 2_000_000);
     }
 
     #[test]

@@ -437,7 +437,7 @@ impl SenderCore {
         match r.body {
             Body::Report(rep) => {
                 self.stats.reports += 1;
-                self.deadline.handle_report(rep);
+                self.deadline.handle_report(r.header.send_time_ns, rep);
                 false
             }
             Body::Request(q) if r.header.stream == self.cfg.stream => {

@@ -311,6 +311,10 @@ pub fn sender(data: &[u8]) {
             add_clock_bound: c & 16 != 0,
             floor_ns: floor,
             ceiling_ns: floor + inp.u32() as u64,
+            tracked: (c & 64 != 0).then(|| jasper_core::deadline::TrackedDeadline {
+                history_ns: inp.u32() as u64,
+                quantile_ppm: inp.u32(),
+            }),
         },
         ..SenderConfig::default()
     };

@@ -122,6 +122,7 @@ pub fn fixed_offset(off: u64) -> DeadlinePolicy {
         add_clock_bound: false,
         floor_ns: off,
         ceiling_ns: off,
+        tracked: None,
     }
 }
 
@@ -144,6 +145,9 @@ pub fn node_configs(scheme: Scheme, p: &SimParams) -> (SenderConfig, ReceiverCon
                 add_clock_bound: scheme == Scheme::Ours,
                 floor_ns: 0,
                 ceiling_ns: 5_000_000,
+                // The simulator tracks the quantile beside the publisher
+                // (`Tracked`, the engine's tracker) to sweep it.
+                tracked: None,
             },
         },
         // A store only when recovery is simulated.
