@@ -755,6 +755,13 @@ impl NodeConfig {
                 "use e.g. 268435456 (256 MiB)",
             );
         }
+        if r.max_hold_ns == 0 {
+            return bad(
+                "receiver.core.max_hold_ns",
+                "0",
+                "use the publishers' deadline ceiling plus the clocks' slack, e.g. 10000000 (10 ms)",
+            );
+        }
         if r.max_streams == 0 {
             return bad(
                 "receiver.core.max_streams",

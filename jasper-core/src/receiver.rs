@@ -70,6 +70,11 @@ pub struct ReceiverConfig {
     /// Loss recovery: when to ask upstreams for missing sequences, when to
     /// give up (`[receiver.core.recovery]`).
     pub recovery: RecoveryConfig,
+    /// Longest a message is held, ns: the publisher's deadline ceiling plus
+    /// the clocks' slack. A deadline further ahead (a publisher clock gone
+    /// wrong, or a bad policy) is held only this long, released `early`,
+    /// and counted (`deadline_beyond_cap`, an alarm).
+    pub max_hold_ns: u64,
 }
 
 impl Default for ReceiverConfig {
@@ -85,6 +90,9 @@ impl Default for ReceiverConfig {
             report_interval_ns: 1_000_000,
             hold: true,
             recovery: RecoveryConfig::default(),
+            // The guard's default `deadline_future_ns`: the 5 ms ceiling
+            // plus the clocks' disagreement.
+            max_hold_ns: 10_000_000,
         }
     }
 }
@@ -125,8 +133,14 @@ pub struct ReceiverStats {
     /// late by deadline-ordered multicast's rule (across publishers).
     #[serde(default)]
     pub late_out_of_order: u64,
-    /// Released before the deadline because the hold queue was full.
+    /// Released before the deadline because the hold queue was full, or
+    /// because the deadline lay beyond `max_hold_ns`.
     pub released_early: u64,
+    /// Messages whose deadline lay further ahead than `max_hold_ns` on
+    /// arrival: held only that long (an alarm: a publisher's clock or
+    /// deadline rule is wrong).
+    #[serde(default)]
+    pub deadline_beyond_cap: u64,
     /// Sequence numbers found missing (from data or heartbeats).
     pub gaps_detected: u64,
     /// Missing sequences that arrived later (a hedged or reordered copy,
@@ -745,6 +759,14 @@ impl Receiver {
             self.held_bytes -= e.body.len();
             self.immediate.push_back(early);
         }
+        // Never held past the cap: a deadline beyond it goes out at the cap.
+        let cap = now_ns.saturating_add(self.cfg.max_hold_ns);
+        let key = if key.0 > cap {
+            self.stats.deadline_beyond_cap += kept as u64;
+            (cap, key.1, key.2)
+        } else {
+            key
+        };
         self.heap.push(Reverse((key, slot)));
         self.held += kept;
         self.held_bytes += bytes;
@@ -842,12 +864,20 @@ impl Receiver {
                 self.stats.released_early += if early { k as u64 } else { 0 };
                 n += k;
             } else {
-                let (key, slot) = due.expect("due exists");
+                let (_, slot) = due.expect("due exists");
                 self.heap.pop();
-                self.held -= self.slab[slot as usize].kept;
-                self.held_bytes -= self.slab[slot as usize].body.len();
+                let e = &mut self.slab[slot as usize];
+                self.held -= e.kept;
+                self.held_bytes -= e.body.len();
+                // Capped (deadline beyond `max_hold_ns`): out before its
+                // deadline, so early; the order moves to its real key.
+                let capped = e.rel.deadline_ns > now_ns;
+                e.rel.early |= capped;
+                let key = key_of(e);
                 self.last_released = Some(self.last_released.map_or(key, |l| l.max(key)));
-                n += self.release_slot(slot, now_ns, &mut f);
+                let k = self.release_slot(slot, now_ns, &mut f);
+                self.stats.released_early += if capped { k as u64 } else { 0 };
+                n += k;
             }
         }
         self.stats.released += n as u64;
@@ -1146,6 +1176,34 @@ mod tests {
             out.iter().map(|x| (x.seq, x.late)).collect::<Vec<_>>(),
             [(1, false), (2, false)]
         );
+    }
+
+    #[test]
+    fn a_deadline_beyond_the_hold_cap_is_held_only_that_long_and_raises_the_alarm() {
+        let mut r = Receiver::new(
+            9,
+            ReceiverConfig {
+                max_hold_ns: 10_000,
+                ..Default::default()
+            },
+        );
+        // Arrives at 1000 with a deadline 1 s ahead: held until 11_000.
+        r.handle_packet(1_000, 0, &data(0, 2, 1_000_000_000, 1));
+        r.handle_packet(1_000, 0, &data(2, 1, 5_000, 1));
+        assert_eq!(r.stats().deadline_beyond_cap, 2);
+        let out = drain(&mut r, 5_000);
+        assert_eq!(
+            out.iter().map(|x| (x.seq, x.early)).collect::<Vec<_>>(),
+            [(2, false)]
+        );
+        assert!(drain(&mut r, 10_999).is_empty());
+        let out = drain(&mut r, 11_000);
+        assert_eq!(
+            out.iter().map(|x| (x.seq, x.early)).collect::<Vec<_>>(),
+            [(0, true), (1, true)]
+        );
+        assert_eq!(r.stats().released_early, 2);
+        assert_eq!(r.held(), 0);
     }
 
     #[test]

@@ -211,6 +211,11 @@ const RECEIVER: &[(&str, &str, Get<ReceiverFigures>)] = &[
         |f| f.stats.late_out_of_order,
     ),
     (
+        "jasper_receiver_deadline_beyond_cap",
+        "Messages whose deadline lay beyond max_hold_ns on arrival, held only that long (a publisher clock or deadline rule is wrong).",
+        |f| f.stats.deadline_beyond_cap,
+    ),
+    (
         "jasper_receiver_released_early",
         "Messages released before their deadline because the hold queue was full.",
         |f| f.stats.released_early,
