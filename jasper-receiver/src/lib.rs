@@ -587,7 +587,15 @@ pub fn run_until(
         if let Some(due) = next {
             if due <= now + spin_ns {
                 // The last stretch: spin on the clock, then release exactly.
-                while host_now_ns() < due {
+                // Bounded by CLOCK_MONOTONIC: should the synchronized clock
+                // step back while spinning, the spin ends after the stretch
+                // it should have taken (plus slack) and the loop goes round
+                // again (receiving, then waiting for the clock) instead of
+                // burning the core for as long as the step.
+                let limit = jasper_io::clock::mono_now_ns()
+                    .saturating_add(due.saturating_sub(now))
+                    .saturating_add(SPIN_SLACK_NS);
+                while host_now_ns() < due && jasper_io::clock::mono_now_ns() < limit {
                     std::hint::spin_loop();
                 }
                 for (i, n) in nodes.iter_mut().enumerate() {
@@ -609,6 +617,10 @@ pub fn run_until(
     }
     reloading
 }
+
+/// How much longer than the planned stretch the release spin may last
+/// (monotonic time), ns.
+const SPIN_SLACK_NS: u64 = 50_000;
 
 #[cfg(test)]
 mod tests {
