@@ -52,12 +52,15 @@ struct Args {
     /// reads this host's clock, so the true error is 0).
     #[arg(long, default_value_t = 0)]
     clock_bound_ns: u64,
+    /// Sides to run (comma-separated: aeron, no-hold, hold), e.g. to profile one.
+    #[arg(long, value_delimiter = ',', value_enum, default_values_t = [Side::Aeron, Side::NoHold, Side::Hold])]
+    sides: Vec<Side>,
     /// Print every trial.
     #[arg(long, short)]
     verbose: bool,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 enum Side {
     Aeron,
     NoHold,
@@ -301,6 +304,9 @@ fn main() {
             // Rotate which side goes first, so none always runs first.
             for k in 0..3 {
                 let side = Side::ALL[(k + rep + c) % 3];
+                if !bench.args.sides.contains(&side) {
+                    continue;
+                }
                 let f = &mut figures[c][side.index()];
                 if let Err(e) = bench.latency(side, n, size, f) {
                     eprintln!("error: {} n={n} {size} B latency trial: {e}", side.name());
