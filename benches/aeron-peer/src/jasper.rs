@@ -4,7 +4,7 @@
 //! thread, the proxy on one thread, the N logical receivers on another
 //! (`jasper_receiver::run`, as `jasper local` packs MPs into a process).
 //! Every node runs the product's defaults (kernel UDP backend with 4 MiB
-//! socket buffers, backoff idle, 1472-byte packets, no linger, the adaptive
+//! socket buffers, backoff idle unless `--idle` says otherwise, 1472-byte packets, no linger, the adaptive
 //! deadline, loss recovery) and, unless turned off, authenticates every
 //! packet with keys made for the trial.
 
@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use jasper_core::clock::ClockClass;
 use jasper_core::config::{
-    BackendSection, ClockSection, ClockSource, NodeConfig, NodeRole, ReceiverSection,
+    BackendSection, ClockSection, ClockSource, IdleStrategy, NodeConfig, NodeRole, ReceiverSection,
 };
 use jasper_core::plan::{loopback_inventory, Plan, TreeSpec};
 use jasper_core::plan_configs::{node_configs, ConfigOptions};
@@ -40,6 +40,9 @@ pub struct Setup {
     /// Declared clock error bound, ns: every node reads the host's
     /// CLOCK_REALTIME (one box, one clock), so its true error is 0.
     pub clock_bound_ns: u64,
+    /// Poll-loop idle strategy of every node (the product's default:
+    /// backoff).
+    pub idle: IdleStrategy,
 }
 
 /// Messages that fill one of our packets (the throughput burst).
@@ -81,7 +84,10 @@ fn configs(n: usize, s: &Setup) -> Result<(Vec<NodeConfig>, Option<std::path::Pa
     drop(socks);
     let plan = Plan::build(&inv, &spec).map_err(|e| format!("plan: {e}"))?;
     let opts = ConfigOptions {
-        backend: BackendSection::default(),
+        backend: BackendSection {
+            idle: s.idle,
+            ..BackendSection::default()
+        },
         emulated_clock: None,
         faults: None,
         seed: 1,

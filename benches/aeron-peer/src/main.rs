@@ -52,12 +52,22 @@ struct Args {
     /// reads this host's clock, so the true error is 0).
     #[arg(long, default_value_t = 0)]
     clock_bound_ns: u64,
+    /// Idle strategy of our nodes' poll loops (the product's default: backoff).
+    #[arg(long, value_enum, default_value_t = Idle::Backoff)]
+    idle: Idle,
     /// Sides to run (comma-separated: aeron, no-hold, hold), e.g. to profile one.
     #[arg(long, value_delimiter = ',', value_enum, default_values_t = [Side::Aeron, Side::NoHold, Side::Hold])]
     sides: Vec<Side>,
     /// Print every trial.
     #[arg(long, short)]
     verbose: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Idle {
+    Spin,
+    Yield,
+    Backoff,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -115,6 +125,11 @@ impl Bench {
                     hold: side == Side::Hold,
                     auth: !self.args.no_auth,
                     clock_bound_ns: self.args.clock_bound_ns,
+                    idle: match self.args.idle {
+                        Idle::Spin => jasper_core::config::IdleStrategy::Spin,
+                        Idle::Yield => jasper_core::config::IdleStrategy::Yield,
+                        Idle::Backoff => jasper_core::config::IdleStrategy::Backoff,
+                    },
                 },
             ),
         }
@@ -376,9 +391,10 @@ fn ratio(a: Option<f64>, b: Option<f64>) -> String {
 fn print_table(bench: &Bench, cases: &[(usize, usize)], figures: &[[Figures; 3]]) {
     let a = &bench.args;
     println!(
-        "Jasper-rs vs Aeron {} (rusteron-client 0.2), loopback, one box. Aeron: embedded C media driver, threading mode SHARED, driven inline with the client conductor (agent invoker), the publication and N subscriptions in one thread; MDC publication, control-mode=dynamic, fc=min; {} MiB socket buffers. Ours: publisher → 1 proxy → N receivers (3 threads), kernel UDP, no injected delay, authentication {}, host clock with a declared bound of {} ns. Messages of {} B; one-way = hand-over to the application − send (CLOCK_REALTIME, both); spread = per message, max − min hand-over across receivers; throughput = highest rate with every message at every receiver, exactly once, within 50 ms of the last one due ({:.1} s trials); CPU = process user+system at that rate.",
+        "Jasper-rs vs Aeron {} (rusteron-client 0.2), loopback, one box. Aeron: embedded C media driver, threading mode SHARED, driven inline with the client conductor (agent invoker), the publication and N subscriptions in one thread; MDC publication, control-mode=dynamic, fc=min; {} MiB socket buffers. Ours: publisher → 1 proxy → N receivers (3 threads), kernel UDP, no injected delay, {} idle, authentication {}, host clock with a declared bound of {} ns. Messages of {} B; one-way = hand-over to the application − send (CLOCK_REALTIME, both); spread = per message, max − min hand-over across receivers; throughput = highest rate with every message at every receiver, exactly once, within 50 ms of the last one due ({:.1} s trials); CPU = process user+system at that rate.",
         rusteron_client::Aeron::version_full(),
         aeron::SOCKET_BUFFER >> 20,
+        format!("{:?}", a.idle).to_lowercase(),
         if a.no_auth { "off" } else { "on" },
         a.clock_bound_ns,
         a.size.iter().map(|s| s.to_string()).collect::<Vec<_>>().join(" and "),
