@@ -15,7 +15,8 @@ use rusteron_media_driver::bindings::aeron_threading_mode_enum;
 use rusteron_media_driver::{AeronDriver, AeronDriverContext};
 
 use crate::common::{
-    cpu_seconds, free_ports, now_ns, sleep_until_due, stamp, Outcome, Pacer, Sink, Trial,
+    cpu_seconds, free_ports, now_ns, run_queue_seconds, sleep_until_due, stamp, Outcome, Pacer,
+    Sink, Trial,
 };
 
 /// Socket buffers, both directions: the same as Jasper-rs's default (and
@@ -32,6 +33,18 @@ pub const MTU: usize = 1408;
 /// Fragments one subscription poll may hand over (Aeron's samples use 10;
 /// throughput samples more).
 const FRAGMENT_LIMIT: usize = 64;
+
+/// The Aeron C library's version, e.g. "1.54.0".
+pub fn version() -> String {
+    match (
+        Aeron::version_major(),
+        Aeron::version_minor(),
+        Aeron::version_patch(),
+    ) {
+        (Ok(a), Ok(b), Ok(c)) => format!("{a}.{b}.{c}"),
+        _ => Aeron::version_full().to_string(),
+    }
+}
 
 /// Messages that fill one Aeron datagram (the throughput burst).
 pub fn per_datagram(size: usize) -> u64 {
@@ -203,7 +216,7 @@ pub fn run(t: &Trial) -> Result<Outcome, String> {
     let mut published = 0u64;
     let mut back_pressured = 0u64;
     let pacer = Pacer::start(t);
-    let cpu0 = cpu_seconds();
+    let (cpu0, rq0, wall0) = (cpu_seconds(), run_queue_seconds(), Instant::now());
     let deadline = pacer.end() + t.slack;
     let deadline_ns = now_ns() + (deadline - Instant::now()).as_nanos() as u64;
     loop {
@@ -247,8 +260,12 @@ pub fn run(t: &Trial) -> Result<Outcome, String> {
         }
     }
     let cpu = cpu_seconds() - cpu0;
+    let run_queue = run_queue_seconds() - rq0;
+    let wall = wall0.elapsed().as_secs_f64();
     let mut out = Outcome::from_sink(&sink, published, total, deadline_ns);
     out.cpu_s = cpu;
+    out.run_queue_s = run_queue;
+    out.wall_s = wall;
     out.note = format!("offers back-pressured {back_pressured}");
     drop(publication);
     drop(stack);

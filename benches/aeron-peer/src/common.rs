@@ -262,6 +262,11 @@ pub struct Outcome {
     /// Process CPU, s (user + system) from the first send to the last
     /// hand-over (or the end of the trial).
     pub cpu_s: f64,
+    /// Time the process's threads waited for a CPU over the same span, s
+    /// (summed over threads).
+    pub run_queue_s: f64,
+    /// Wall time of that span, s.
+    pub wall_s: f64,
     /// Deliveries (distinct messages × receivers).
     pub deliveries: u64,
     /// One-way latencies, ns (latency trials).
@@ -295,6 +300,8 @@ impl Outcome {
             malformed: sink.malformed,
             on_time: sink.complete() && sink.last_ns <= deadline_ns,
             cpu_s: 0.0,
+            run_queue_s: 0.0,
+            wall_s: 0.0,
             deliveries: sink.unique.iter().sum(),
             latency_ns,
             spread_ns,
@@ -314,6 +321,26 @@ pub fn cpu_seconds() -> f64 {
         }
         Err(_) => f64::NAN,
     }
+}
+
+/// Time this process's live threads spent runnable but not running
+/// (waiting for a CPU), s: the second field of each
+/// /proc/self/task/*/schedstat. What other load on the machine costs.
+pub fn run_queue_seconds() -> f64 {
+    let Ok(dir) = std::fs::read_dir("/proc/self/task") else {
+        return f64::NAN;
+    };
+    let mut ns = 0u64;
+    for t in dir.flatten() {
+        if let Ok(s) = std::fs::read_to_string(t.path().join("schedstat")) {
+            ns += s
+                .split_whitespace()
+                .nth(1)
+                .and_then(|w| w.parse::<u64>().ok())
+                .unwrap_or(0);
+        }
+    }
+    ns as f64 * 1e-9
 }
 
 /// The q-quantile (0..=1) of `v` (sorted in place); `None` when empty.

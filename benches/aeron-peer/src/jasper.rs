@@ -28,7 +28,9 @@ use jasper_proxy::ProxyNode;
 use jasper_receiver::ReceiverNode;
 use jasper_sender::Publisher;
 
-use crate::common::{cpu_seconds, now_ns, sleep_until_due, stamp, Outcome, Pacer, Sink, Trial};
+use crate::common::{
+    cpu_seconds, now_ns, run_queue_seconds, sleep_until_due, stamp, Outcome, Pacer, Sink, Trial,
+};
 
 /// How the tree is run.
 #[derive(Debug, Clone, Copy)]
@@ -197,7 +199,7 @@ fn run_tree(t: &Trial, cfgs: &[NodeConfig]) -> Result<Outcome, String> {
     let mut msgs = vec![vec![0x41u8; t.size]; t.burst.max(1) as usize];
     let mut published = 0u64;
     let pacer = Pacer::start(t);
-    let cpu0 = cpu_seconds();
+    let (cpu0, rq0, wall0) = (cpu_seconds(), run_queue_seconds(), Instant::now());
     let deadline = pacer.end() + t.slack;
     let deadline_ns = now_ns() + (deadline - Instant::now()).as_nanos() as u64;
     let complete = |p: &[AtomicU64]| p.iter().all(|c| c.load(Ordering::Relaxed) >= total);
@@ -231,6 +233,8 @@ fn run_tree(t: &Trial, cfgs: &[NodeConfig]) -> Result<Outcome, String> {
         std::thread::sleep(Duration::from_micros(200));
     }
     let cpu = cpu_seconds() - cpu0;
+    let run_queue = run_queue_seconds() - rq0;
+    let wall = wall0.elapsed().as_secs_f64();
     let tx_dropped = publisher.io_counters().tx_dropped;
     publisher.end_session();
     stop.store(true, Ordering::SeqCst);
@@ -243,6 +247,8 @@ fn run_tree(t: &Trial, cfgs: &[NodeConfig]) -> Result<Outcome, String> {
     }
     let mut out = Outcome::from_sink(&sink, published, total, deadline_ns);
     out.cpu_s = cpu;
+    out.run_queue_s = run_queue;
+    out.wall_s = wall;
     out.note = format!(
         "publisher tx drops {tx_dropped}, proxy tx drops {proxy_dropped}, proxy rx truncated {proxy_truncated}, receiver gaps {gaps}"
     );

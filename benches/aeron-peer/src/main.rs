@@ -102,6 +102,8 @@ struct Figures {
     /// Share of measured (message, receiver) pairs not handed over within
     /// the latency trial's slack (left out of the percentiles).
     undelivered: Vec<f64>,
+    /// Run-queue wait in the latency trials, ms per s (all threads).
+    run_queue: Vec<f64>,
     throughput: Vec<f64>,
     cpu_per_m: Vec<f64>,
 }
@@ -172,9 +174,10 @@ impl Bench {
         let lost = (messages * n as u64).saturating_sub(o.latency_ns.len() as u64);
         if self.args.verbose || lost > 0 {
             eprintln!(
-                "  latency {:>13} n={n:<2} {size:>2} B: one-way p50 {l50:.1} p99 {l99:.1} µs, spread p50 {s50:.1} p99 {s99:.1} µs, late {:.2}%, not delivered {lost}; {}",
+                "  latency {:>13} n={n:<2} {size:>2} B: one-way p50 {l50:.1} p99 {l99:.1} µs, spread p50 {s50:.1} p99 {s99:.1} µs, late {:.2}%, not delivered {lost}, waited for a CPU {:.0} ms/s; {}",
                 side.name(),
                 late * 100.0,
+                o.run_queue_s / o.wall_s * 1e3,
                 o.note
             );
         }
@@ -184,6 +187,7 @@ impl Bench {
         f.spread_p99.push(s99);
         f.late.push(late);
         f.undelivered.push(lost as f64 / measured);
+        f.run_queue.push(o.run_queue_s / o.wall_s * 1e3);
         Ok(())
     }
 
@@ -216,13 +220,14 @@ impl Bench {
             let pass = o.zero_loss();
             if self.args.verbose {
                 eprintln!(
-                    "    trial {:>13} n={n:<2} {size:>2} B at {:>9.0}/s: {} (fewest delivered {} of {}, cpu {:.3} s; {})",
+                    "    trial {:>13} n={n:<2} {size:>2} B at {:>9.0}/s: {} (fewest delivered {} of {}, cpu {:.3} s, waited for a CPU {:.3} s; {})",
                     side.name(),
                     rate,
                     if pass { "zero loss" } else { "LOSS" },
                     o.min_unique,
                     o.total,
                     o.cpu_s,
+                    o.run_queue_s,
                     o.note
                 );
             }
@@ -391,13 +396,26 @@ fn ratio(a: Option<f64>, b: Option<f64>) -> String {
 fn print_table(bench: &Bench, cases: &[(usize, usize)], figures: &[[Figures; 3]]) {
     let a = &bench.args;
     println!(
-        "Jasper-rs vs Aeron {} (rusteron-client 0.2), loopback, one box. Aeron: embedded C media driver, threading mode SHARED, driven inline with the client conductor (agent invoker), the publication and N subscriptions in one thread; MDC publication, control-mode=dynamic, fc=min; {} MiB socket buffers. Ours: publisher → 1 proxy → N receivers (3 threads), kernel UDP, no injected delay, {} idle, authentication {}, host clock with a declared bound of {} ns. Messages of {} B; one-way = hand-over to the application − send (CLOCK_REALTIME, both); spread = per message, max − min hand-over across receivers; throughput = highest rate with every message at every receiver, exactly once, within 50 ms of the last one due ({:.1} s trials); CPU = process user+system at that rate.",
-        rusteron_client::Aeron::version_full(),
+        "Jasper-rs vs Aeron {} (rusteron-client 0.2) on one box, loopback only, messages of {} B.",
+        aeron::version(),
+        a.size
+            .iter()
+            .map(|s| s.to_string())
+            .collect::<Vec<_>>()
+            .join(" and "),
+    );
+    println!(
+        "- Aeron: embedded C media driver (threading mode SHARED) stepped inline with the client conductor (agent invoker), the publication and the N subscriptions, all in one thread; MDC publication, control-mode=dynamic, fc=min; {} MiB socket buffers.",
         aeron::SOCKET_BUFFER >> 20,
+    );
+    println!(
+        "- Ours: publisher → 1 proxy → N receivers (a thread each for the publisher, the proxy and the N receivers), kernel UDP, no injected delay, {} idle, authentication {}, the host clock with a declared bound of {} ns.",
         format!("{:?}", a.idle).to_lowercase(),
         if a.no_auth { "off" } else { "on" },
         a.clock_bound_ns,
-        a.size.iter().map(|s| s.to_string()).collect::<Vec<_>>().join(" and "),
+    );
+    println!(
+        "- One-way = hand-over to the application − send, both stamped with CLOCK_REALTIME; spread = per message, max − min of its hand-overs across the receivers; zero-loss throughput = highest rate at which every receiver got every message exactly once within 50 ms of the last one due ({:.1} s trials, searched); CPU = the process's user + system time at that rate; ratios = ours / Aeron.",
         bench.trial_s,
     );
     println!();
@@ -439,6 +457,13 @@ fn print_table(bench: &Bench, cases: &[(usize, usize)], figures: &[[Figures; 3]]
         println!(
             "| {case} | late (hold-and-release: released after the deadline) | — | — | {} | | |",
             m(Side::Hold, |f| &f.late).map_or("—".into(), |x| format!("{:.2}%", x * 100.0))
+        );
+        let rq = |s: Side| m(s, |f| &f.run_queue).map_or("—".into(), |x| format!("{x:.0}"));
+        println!(
+            "| {case} | waiting for a CPU in those trials (other load), ms/s summed over threads | {} | {} | {} | | |",
+            rq(Side::Aeron),
+            rq(Side::NoHold),
+            rq(Side::Hold)
         );
         let undelivered = |s: Side| m(s, |f| &f.undelivered).unwrap_or(0.0);
         if Side::ALL.iter().any(|&s| undelivered(s) > 0.0) {
