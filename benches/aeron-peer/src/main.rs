@@ -102,7 +102,8 @@ struct Figures {
     /// Share of measured (message, receiver) pairs not handed over within
     /// the latency trial's slack (left out of the percentiles).
     undelivered: Vec<f64>,
-    /// Run-queue wait in the latency trials, ms per s (all threads).
+    /// Run-queue wait in the latency trials, ms per s (all threads): what
+    /// other load and the side's own threads competing for the cores cost.
     run_queue: Vec<f64>,
     throughput: Vec<f64>,
     cpu_per_m: Vec<f64>,
@@ -460,7 +461,7 @@ fn print_table(bench: &Bench, cases: &[(usize, usize)], figures: &[[Figures; 3]]
         );
         let rq = |s: Side| m(s, |f| &f.run_queue).map_or("—".into(), |x| format!("{x:.0}"));
         println!(
-            "| {case} | waiting for a CPU in those trials (other load), ms/s summed over threads | {} | {} | {} | | |",
+            "| {case} | runnable but waiting for a CPU in those trials (other load, and a side's own threads on 2 cores), ms/s summed over threads | {} | {} | {} | | |",
             rq(Side::Aeron),
             rq(Side::NoHold),
             rq(Side::Hold)
