@@ -3,11 +3,13 @@
 #
 # rusteron builds Aeron's vendored C sources with cmake >= 3.30; Debian 12's
 # is 3.25, so a cmake from PyPI is installed into a venv under target/ on
-# first use. Arguments go to the benchmark (--quick, --n, --size, --reps,
-# --help). Cargo runs at most 2 jobs (the machine is shared).
+# first use (the first build takes about 5 minutes). Arguments go to the
+# benchmark (--quick, --n, --size, --reps, --rate, --sides, --idle, --no-auth,
+# --help); --build-only only builds. Cargo runs at most 2 jobs (the machine
+# is shared).
 #
-#   benches/aeron-peer/run.sh                 # the full run (~10 minutes)
-#   benches/aeron-peer/run.sh --quick         # a smoke run (~1 minute)
+#   benches/aeron-peer/run.sh                 # the full run (about 4 minutes here)
+#   benches/aeron-peer/run.sh --quick         # a smoke run (under a minute)
 #   benches/aeron-peer/run.sh --build-only    # only build
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
