@@ -1,0 +1,256 @@
+//! The Jasper-rs side: our `Publisher` → 1 `ProxyNode` → N `ReceiverNode`s
+//! on kernel UDP over loopback, no injected delay or loss, assembled the way
+//! `benches/tree_throughput.rs` does it: the publisher on the calling
+//! thread, the proxy on one thread, the N logical receivers on another
+//! (`jasper_receiver::run`, as `jasper local` packs MPs into a process).
+//! Every node runs the product's defaults (kernel UDP backend with 4 MiB
+//! socket buffers, backoff idle unless `--idle` says otherwise, 1472-byte packets, no linger, the adaptive
+//! deadline, loss recovery) and, unless turned off, authenticates every
+//! packet with keys made for the trial.
+
+use std::net::UdpSocket;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use jasper_core::clock::ClockClass;
+use jasper_core::config::{
+    BackendSection, ClockSection, ClockSource, IdleStrategy, NodeConfig, NodeRole, ReceiverSection,
+};
+use jasper_core::plan::{loopback_inventory, Plan, TreeSpec};
+use jasper_core::plan_configs::{node_configs, ConfigOptions};
+use jasper_core::proxy::ProxyConfig;
+use jasper_core::receiver::ReceiverConfig;
+use jasper_core::sender::SenderConfig;
+use jasper_io::node::open_backend;
+use jasper_io::runtime::ParentWatch;
+use jasper_proxy::ProxyNode;
+use jasper_receiver::ReceiverNode;
+use jasper_sender::Publisher;
+
+use crate::common::{
+    cpu_seconds, now_ns, run_queue_seconds, sleep_until_due, stamp, Outcome, Pacer, Sink, Trial,
+};
+
+/// How the tree is run.
+#[derive(Debug, Clone, Copy)]
+pub struct Setup {
+    /// Hold each message until its deadline (false: release on arrival).
+    pub hold: bool,
+    /// Authenticate every packet (the product's default).
+    pub auth: bool,
+    /// Declared clock error bound, ns: every node reads the host's
+    /// CLOCK_REALTIME (one box, one clock), so its true error is 0.
+    pub clock_bound_ns: u64,
+    /// Poll-loop idle strategy of every node (the product's default:
+    /// backoff).
+    pub idle: IdleStrategy,
+}
+
+/// Messages that fill one of our packets (the throughput burst).
+pub fn per_packet(size: usize, auth: bool) -> u64 {
+    let max = SenderConfig::default().max_packet;
+    let trailer = if auth {
+        jasper_core::auth::PUBLISHER_TRAILER
+    } else {
+        0
+    };
+    let room = max - jasper_core::wire::HEADER_LEN - trailer;
+    (room / (size + jasper_core::wire::MSG_LEN_PREFIX)).max(1) as u64
+}
+
+/// A loopback plan (publisher → 1 proxy → n receivers) on free ports, and
+/// its node configs.
+fn configs(n: usize, s: &Setup) -> Result<(Vec<NodeConfig>, Option<std::path::PathBuf>), String> {
+    let spec = TreeSpec {
+        depth: Some(1),
+        fanout: Some(n as u32),
+        hedge: 0,
+        spray: false,
+        roots: 1,
+    };
+    let proxies = jasper_core::plan::proxies_needed(n, false, &spec);
+    let mut inv = loopback_inventory(proxies, n, false, 1);
+    let socks: Vec<UdpSocket> = (0..1 + proxies + n)
+        .map(|_| UdpSocket::bind("127.0.0.1:0"))
+        .collect::<Result<_, _>>()
+        .map_err(|e| format!("loopback sockets: {e}"))?;
+    let mut ports = socks.iter().filter_map(|s| s.local_addr().ok());
+    inv.sender.addr = ports.next().ok_or("no port")?;
+    for p in &mut inv.proxies {
+        p.addr = ports.next().ok_or("no port")?;
+    }
+    for r in &mut inv.receivers {
+        r.addr = ports.next().ok_or("no port")?;
+    }
+    drop(socks);
+    let plan = Plan::build(&inv, &spec).map_err(|e| format!("plan: {e}"))?;
+    let opts = ConfigOptions {
+        backend: BackendSection {
+            idle: s.idle,
+            ..BackendSection::default()
+        },
+        emulated_clock: None,
+        faults: None,
+        seed: 1,
+        sender: SenderConfig::default(),
+        receiver: ReceiverSection {
+            core: ReceiverConfig {
+                hold: s.hold,
+                ..ReceiverConfig::default()
+            },
+            ..ReceiverSection::default()
+        },
+        proxy: ProxyConfig::default(),
+        direct: false,
+        keys_dir: None,
+    };
+    let mut cfgs = node_configs(&plan, &opts);
+    for c in &mut cfgs {
+        // The host clock itself, with the declared bound.
+        c.clock = ClockSection {
+            source: ClockSource::Emulated,
+            class: ClockClass::Huygens,
+            offset_ns: 0,
+            drift_ppb: 0.0,
+            noise_ns: 0.0,
+            bound_ns: Some(s.clock_bound_ns),
+            seed: 1,
+        };
+    }
+    let mut keys = None;
+    if s.auth {
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "jasper-aeron-peer-keys-{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        ));
+        let masters = jasper_io::trust::random_masters(1)?;
+        jasper_io::trust::install_keys(&mut cfgs, &dir, &masters, None)?;
+        keys = Some(dir);
+    }
+    Ok((cfgs, keys))
+}
+
+/// Run one trial on Jasper-rs.
+pub fn run(t: &Trial, s: &Setup) -> Result<Outcome, String> {
+    let (cfgs, keys) = configs(t.n, s)?;
+    let result = run_tree(t, &cfgs);
+    if let Some(dir) = keys {
+        let _ = std::fs::remove_dir_all(dir);
+    }
+    result
+}
+
+fn run_tree(t: &Trial, cfgs: &[NodeConfig]) -> Result<Outcome, String> {
+    let stop = Arc::new(AtomicBool::new(false));
+    let proxy_cfg = cfgs
+        .iter()
+        .find(|c| c.node.role == NodeRole::Proxy)
+        .ok_or("no proxy in the plan")?
+        .clone();
+    let proxy_io = open_backend(&proxy_cfg, None)?;
+    let mut proxy_node = ProxyNode::new(&proxy_cfg, proxy_io)?;
+    let pstop = stop.clone();
+    let proxy = std::thread::spawn(move || {
+        jasper_io::runtime::precise_sleep();
+        let r = proxy_node.run(&pstop, ParentWatch::new(false));
+        let rep = proxy_node.report("proxy");
+        (
+            r.map_err(|e| e.to_string()),
+            rep.tx_dropped,
+            rep.rx_truncated,
+        )
+    });
+    let mut nodes = cfgs
+        .iter()
+        .filter(|c| c.node.role == NodeRole::Receiver)
+        .map(|c| ReceiverNode::open(c, None))
+        .collect::<Result<Vec<_>, _>>()?;
+    let progress: Arc<Vec<AtomicU64>> = Arc::new((0..t.n).map(|_| AtomicU64::new(0)).collect());
+    let (rstop, rprogress) = (stop.clone(), progress.clone());
+    let mut sink = Sink::new(t);
+    let receivers = std::thread::spawn(move || {
+        jasper_io::runtime::precise_sleep();
+        jasper_receiver::run(
+            &mut nodes,
+            &rstop,
+            ParentWatch::new(false),
+            |i, rel, payload, _| {
+                if sink.deliver(i, payload, now_ns(), rel.late) {
+                    rprogress[i].fetch_add(1, Ordering::Relaxed);
+                }
+            },
+        );
+        let gaps: u64 = nodes.iter().map(|n| n.report().core.gaps_detected).sum();
+        (sink, gaps)
+    });
+    jasper_io::runtime::precise_sleep();
+    let scfg = cfgs
+        .iter()
+        .find(|c| c.node.role == NodeRole::Sender)
+        .ok_or("no sender in the plan")?;
+    let mut publisher = Publisher::from_node_config(scfg, None).map_err(|e| e.to_string())?;
+    // Let both threads reach their loops.
+    std::thread::sleep(Duration::from_millis(50));
+
+    let total = t.total();
+    let mut msgs = vec![vec![0x41u8; t.size]; t.burst.max(1) as usize];
+    let mut published = 0u64;
+    let pacer = Pacer::start(t);
+    let (cpu0, rq0, wall0) = (cpu_seconds(), run_queue_seconds(), Instant::now());
+    let deadline = pacer.end() + t.slack;
+    let deadline_ns = now_ns() + (deadline - Instant::now()).as_nanos() as u64;
+    let complete = |p: &[AtomicU64]| p.iter().all(|c| c.load(Ordering::Relaxed) >= total);
+    let mut failed = None;
+    while published < total && Instant::now() <= deadline {
+        let k = pacer.ready(published).min(msgs.len() as u64) as usize;
+        if k == 0 {
+            publisher.service();
+            sleep_until_due(&pacer, published);
+            continue;
+        }
+        for (j, m) in msgs.iter_mut().take(k).enumerate() {
+            stamp(m, published + j as u64, now_ns());
+        }
+        let r = if k == 1 {
+            publisher.publish(&msgs[0]).map(|_| ())
+        } else {
+            let batch: Vec<&[u8]> = msgs[..k].iter().map(Vec::as_slice).collect();
+            publisher.publish_batch(&batch).map(|_| ())
+        };
+        if let Err(e) = r {
+            failed = Some(format!("publish: {e}"));
+            break;
+        }
+        published += k as u64;
+    }
+    // Serve the tree (reports, retransmit requests) until every receiver
+    // has every message or the trial's time is up.
+    while failed.is_none() && Instant::now() <= deadline && !complete(&progress) {
+        publisher.service();
+        std::thread::sleep(Duration::from_micros(200));
+    }
+    let cpu = cpu_seconds() - cpu0;
+    let run_queue = run_queue_seconds() - rq0;
+    let wall = wall0.elapsed().as_secs_f64();
+    let tx_dropped = publisher.io_counters().tx_dropped;
+    publisher.end_session();
+    stop.store(true, Ordering::SeqCst);
+    let (prun, proxy_dropped, proxy_truncated) =
+        proxy.join().map_err(|_| "proxy thread panicked")?;
+    let (sink, gaps) = receivers.join().map_err(|_| "receiver thread panicked")?;
+    prun?;
+    if let Some(e) = failed {
+        return Err(e);
+    }
+    let mut out = Outcome::from_sink(&sink, published, total, deadline_ns);
+    out.cpu_s = cpu;
+    out.run_queue_s = run_queue;
+    out.wall_s = wall;
+    out.note = format!(
+        "publisher tx drops {tx_dropped}, proxy tx drops {proxy_dropped}, proxy rx truncated {proxy_truncated}, receiver gaps {gaps}"
+    );
+    Ok(out)
+}
