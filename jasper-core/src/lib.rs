@@ -4,6 +4,10 @@
 //! public clouds. Nothing here opens a socket, starts a thread or reads a
 //! clock: drivers (kernel UDP, DPDK, the simulator) move bytes and pass
 //! `now` in. What the simulator proves is therefore what the binaries do.
+//! The nodes working together (exactly once and in order, late messages
+//! released at once, losses seen as gaps, the deadline converging to the
+//! tree's delay, skewed clocks) are tested through the simulator, in
+//! `jasper-sim/tests/scenarios.rs`; each module's own tests sit beside it.
 //!
 //! | module | what |
 //! |---|---|

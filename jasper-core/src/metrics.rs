@@ -501,6 +501,15 @@ impl Collector {
             .map(MsgAgg::dws)
     }
 
+    /// The largest hand-over latency (release − send) of message `msg` over
+    /// the receivers that got it (`None` when nobody got it), ns.
+    pub fn handover_max_at(&self, msg: u64) -> Option<u64> {
+        self.msgs
+            .get(msg as usize)
+            .filter(|a| a.got > 0)
+            .map(|a| a.max_handover)
+    }
+
     /// Whether some receiver handed message `msg` over after a message with
     /// a larger (deadline, stream, sequence) key.
     pub fn disordered_at(&self, msg: u64) -> bool {

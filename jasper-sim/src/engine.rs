@@ -734,7 +734,10 @@ impl Sim {
                 let mut buf = pkt.to_vec();
                 let verdict = p.handle_packet(local, &mut buf);
                 let timeout = p.poll_timeout();
-                if let Verdict::Forward { key } = verdict {
+                // A loss fault: this proxy forwards no copy (`Faults::losses`).
+                let lost = matches!(verdict, Verdict::Forward { key }
+                    if self.proxy_pos[to as usize].is_some_and(|pos| self.params.faults.loses(pos, key)));
+                if let (Verdict::Forward { key }, false) = (verdict, lost) {
                     let mut dsts = Vec::new();
                     p.for_each_destination(key, |d, _| dsts.push(d));
                     let mut ready = self.now
@@ -1037,7 +1040,22 @@ impl Sim {
         } else {
             "direct unicast".into()
         };
+        // The nodes' own counters and the publisher's deadline state.
+        let mut receiver_stats = vec![Default::default(); self.params.receivers];
+        for (id, node) in self.nodes.iter().enumerate() {
+            let slot = receiver_stats.get_mut(self.receiver_index[id] as usize);
+            if let (Node::Receiver(r), Some(s)) = (node, slot) {
+                *s = r.stats().clone();
+            }
+        }
+        let (publisher_estimate, publisher_offset_ns) = match &self.nodes[self.pubs[0] as usize] {
+            Node::Sender(s) => (s.estimate(), s.offset_ns(self.bound)),
+            _ => (None, 0),
+        };
         SchemeResult {
+            receiver_stats,
+            publisher_estimate,
+            publisher_offset_ns,
             scheme: self.scheme,
             description: format!(
                 "{}: {spec}, {} receivers, {} messages at {} msg/s{}, seed {}",

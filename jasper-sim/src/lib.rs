@@ -19,8 +19,12 @@
 //! - [`schemes`]: direct unicast, CloudEx-style, Jasper-v1-style, ours.
 //! - [`checkers`]: invariants checked on every release and at the end;
 //!   clocks breaking their bound are counted and reported, not assumed away.
-//! - [`scenarios`]: stalled and crashed proxies, clock steps, and the random
-//!   scenarios of the swarm test.
+//! - [`scenarios`]: stalled and crashed proxies, chosen losses, clock
+//!   steps, and the random scenarios of the swarm test. The behaviours of
+//!   the core's nodes working together (exactly once and in order, late
+//!   messages released at once, losses detected as gaps, the deadline
+//!   converging, skewed clocks) are tested through this simulator in
+//!   `tests/scenarios.rs`.
 //! - [`montecarlo`]: the paper's hedging Monte Carlo.
 
 use jasper_core::metrics::{Collector, FairnessReport};
@@ -37,7 +41,7 @@ pub mod schemes;
 
 pub use checkers::{Checker, ClockPromise, UnfairCauses};
 pub use engine::run;
-pub use scenarios::{random_scenario, Faults, Stall};
+pub use scenarios::{random_scenario, Faults, Loss, Stall};
 pub use schemes::Scheme;
 
 /// One simulation's parameters.
@@ -141,6 +145,18 @@ pub struct SchemeResult {
     /// With Byzantine injectors: packets injected, and every node's guard
     /// counters summed.
     pub guard: Option<(u64, jasper_core::guard::GuardStats)>,
+    /// Per receiver (by MP index, like the collector's): the real
+    /// receiver's own counters at the end of the run — hedged copies
+    /// suppressed, which paths won, gaps detected and filled, sessions
+    /// ended — so tests can check the core's behaviour through the
+    /// simulator.
+    pub receiver_stats: Vec<jasper_core::receiver::ReceiverStats>,
+    /// The primary publisher's last reduced delay estimate from the tree
+    /// (`None`: no report reached it).
+    pub publisher_estimate: Option<jasper_core::wire::DelayReport>,
+    /// The primary publisher's deadline offset (deadline − send time) at
+    /// the end of the run, ns.
+    pub publisher_offset_ns: u64,
 }
 
 impl SchemeResult {

@@ -1,5 +1,6 @@
 //! Fault scenarios beyond the cloud model's link faults (stalled and
-//! crashed proxies, clock steps) and the random scenarios of the swarm test.
+//! crashed proxies, chosen losses, clock steps) and the random scenarios of
+//! the swarm test.
 
 use jasper_core::model::{rng, CloudModel};
 use jasper_core::plan::NodeId;
@@ -22,11 +23,29 @@ pub struct Stall {
     pub stall_ns: u64,
 }
 
+/// Chosen losses: proxies at these plan positions (index among all
+/// proxies, root = 0) forward no copy of messages `from_msg..to_msg` (by
+/// sequence, like [`Stall`]). With one root, losing them at the root loses
+/// every copy on every path: a deterministic loss, unlike the model's
+/// per-link `loss` probability.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Loss {
+    /// Proxy positions.
+    pub proxies: Vec<usize>,
+    /// First message lost.
+    pub from_msg: u64,
+    /// One past the last message lost.
+    pub to_msg: u64,
+}
+
 /// Faults beyond the model's link faults.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Faults {
     /// Stalled proxies.
     pub stalls: Vec<Stall>,
+    /// Messages chosen to be lost at chosen proxies.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub losses: Vec<Loss>,
     /// (proxy position, time since start in ns): the proxy drops everything from then on.
     pub crashes: Vec<(usize, u64)>,
     /// (node id, time since start, step ns): the node's clock offset jumps
@@ -35,6 +54,16 @@ pub struct Faults {
     /// Authenticated nodes under attack (forged, replayed, insider packets).
     #[serde(default)]
     pub byzantine: Option<crate::byzantine::Byzantine>,
+}
+
+impl Faults {
+    /// Whether the proxy at plan position `pos` loses the message with
+    /// sequence `seq` ([`Faults::losses`]).
+    pub fn loses(&self, pos: usize, seq: u64) -> bool {
+        self.losses
+            .iter()
+            .any(|l| l.proxies.contains(&pos) && (l.from_msg..l.to_msg).contains(&seq))
+    }
 }
 
 /// Draw a random fault scenario from `seed` (for swarm testing).
