@@ -30,7 +30,10 @@ cargo nextest run --workspace --all-features --no-fail-fast "$@"
 echo "== deployment files (deploy/check.sh: hosts.yml from jasper plan, Ansible syntax and lint, systemd units, Terraform)"
 ./deploy/check.sh
 echo "== rehearsal (deploy/rehearse.sh: the planned tree in network namespaces, a proxy and the publisher restarted)"
-cargo build --workspace --all-features --bins
-./deploy/rehearse.sh --bin-dir target/debug
+# Release binaries, as deployed: 14 processes share two cores here, and the
+# debug build's per-packet cost leaves the tree too little headroom when
+# the machine is busy with anything else.
+cargo build --release --workspace --all-features --bins
+./deploy/rehearse.sh --bin-dir target/release
 echo "== doc tests"
 cargo test --workspace --all-features --doc

@@ -652,6 +652,18 @@ mod tests {
         let mut s2 = s.clone();
         s2.handle_report(100_000_000, rep(1, 2_000_000, 0));
         assert_eq!(s2.offset_ns(0), 300_000, "one spike in the history");
+        // As a config file writes it.
+        let p: DeadlinePolicy = toml::from_str(
+            "margin_ns = 80000\ntracked = { history_ns = 100000000, quantile_ppm = 500000 }",
+        )
+        .unwrap();
+        assert_eq!(
+            p.tracked,
+            Some(TrackedDeadline {
+                history_ns: 100_000_000,
+                quantile_ppm: 500_000
+            })
+        );
         // Switching the mode off takes the latest report again.
         s2.set_policy(DeadlinePolicy {
             margin_ns: 0,
