@@ -46,7 +46,7 @@ fn config(metrics: bool) -> NodeConfig {
         ForwardingTable {
             node: 5,
             parent: Some(1),
-            upstreams: vec![1],
+            upstreams: [1].into(),
             report_children: vec![],
             report_also: vec![],
             fanout: Fanout::None,

@@ -871,7 +871,10 @@ pub(crate) fn assign_local(
     } else {
         let mut out = Vec::new();
         for i in 0..n {
-            let port = base.port().checked_add(i as u16).with_context(|| {
+            let port = u16::try_from(i)
+                .ok()
+                .and_then(|i| base.port().checked_add(i));
+            let port = port.with_context(|| {
                 format!("--metrics {base}: {n} endpoints do not fit below port 65535")
             })?;
             let a = SocketAddr::new(base.ip(), port);

@@ -655,6 +655,17 @@ impl NodeConfig {
                 "use the table `jasper plan` wrote for this node",
             );
         }
+        if n.role == NodeRole::Proxy && n.id > crate::plan::MAX_PROXY_ID {
+            return bad(
+                "node.id",
+                format!(
+                    "proxy id {} is beyond {}: a proxy's id is its 16-bit path tag",
+                    n.id,
+                    crate::plan::MAX_PROXY_ID
+                ),
+                "use the config `jasper plan` wrote (proxies come first in its ids), or shard the tree",
+            );
+        }
         match (n.role, &self.table.fanout) {
             (NodeRole::Receiver, Fanout::None) => {}
             (NodeRole::Receiver, _) => {
@@ -1066,6 +1077,14 @@ mod tests {
         let e = NodeConfig::from_toml(&c.to_toml()).unwrap_err();
         assert_eq!(e.field, "peers");
         assert!(e.fix.contains("[[peers]]"));
+
+        // A proxy id beyond the 16-bit path tag (receivers may go beyond).
+        let mut c = sample();
+        c.node.id = 70_000;
+        c.table.node = 70_000;
+        let e = c.validate().unwrap_err();
+        assert_eq!(e.field, "node.id");
+        assert!(e.problem.contains("16-bit path tag"), "{e}");
 
         let mut c = sample();
         c.receiver.core.estimator.percentile = 120.0;

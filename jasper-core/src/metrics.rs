@@ -159,11 +159,75 @@ pub struct ReceiverTally {
     pub out_of_order_unflagged: u64,
 }
 
+/// The messages one receiver was handed, as ranges: the exactly-once
+/// check costs 40 bytes per receiver plus 16 per gap or out-of-order run
+/// still open, not a bit per (receiver, message) — receivers are handed
+/// messages mostly in order, so `last` (the highest range) just grows.
+#[derive(Debug, Clone, Default)]
+struct SeenSet {
+    /// The highest range `[start, end)` (empty until the first message).
+    last: (u64, u64),
+    /// Disjoint, non-adjacent ranges below `last`, ascending.
+    below: Vec<(u64, u64)>,
+}
+
+impl SeenSet {
+    /// Record `m`; false if it was already there.
+    fn insert(&mut self, m: u64) -> bool {
+        let (a, b) = self.last;
+        if a == b {
+            self.last = (m, m + 1);
+            return true;
+        }
+        if m == b {
+            self.last.1 = b + 1;
+            return true;
+        }
+        if (a..b).contains(&m) {
+            return false;
+        }
+        if m > b {
+            self.below.push(self.last);
+            self.last = (m, m + 1);
+            return true;
+        }
+        // Below `last`: the ranges, then `last` as the one above them.
+        // The first range ending after `m`: `m` is in it, or before it.
+        let i = self.below.partition_point(|r| r.1 <= m);
+        if self.below.get(i).is_some_and(|r| r.0 <= m) {
+            return false;
+        }
+        // `m` joins the range ending at it, the one starting after it, both,
+        // or neither.
+        let joins_before = i > 0 && self.below[i - 1].1 == m;
+        let next = self.below.get(i).copied().unwrap_or(self.last);
+        let joins_after = next.0 == m + 1;
+        let next_is_last = i == self.below.len();
+        match (joins_before, joins_after) {
+            (true, true) => {
+                let start = self.below[i - 1].0;
+                if next_is_last {
+                    self.below.pop();
+                    self.last.0 = start;
+                } else {
+                    self.below[i].0 = start;
+                    self.below.remove(i - 1);
+                }
+            }
+            (true, false) => self.below[i - 1].1 = m + 1,
+            (false, true) if next_is_last => self.last.0 = m,
+            (false, true) => self.below[i].0 = m,
+            (false, false) => self.below.insert(i, (m, m + 1)),
+        }
+        true
+    }
+}
+
 /// Collects deliveries and computes a [`FairnessReport`].
 #[derive(Debug, Clone)]
 pub struct Collector {
     msgs: Vec<MsgAgg>,
-    seen: Vec<Vec<u64>>,
+    seen: Vec<SeenSet>,
     tally: Vec<ReceiverTally>,
     /// Per receiver: the largest order key handed over so far.
     last_key: Vec<Option<OrderKey>>,
@@ -231,7 +295,7 @@ impl Collector {
         let receivers = receivers.min(RECEIVER_LIMIT);
         Collector {
             msgs: vec![MsgAgg::default(); messages.min(limit)],
-            seen: vec![Vec::new(); receivers],
+            seen: vec![SeenSet::default(); receivers],
             tally: vec![ReceiverTally::default(); receivers],
             last_key: vec![None; receivers],
             owd: histogram(),
@@ -266,20 +330,14 @@ impl Collector {
         }
         if r >= self.tally.len() {
             self.tally.resize(r + 1, ReceiverTally::default());
-            self.seen.resize(r + 1, Vec::new());
+            self.seen.resize(r + 1, SeenSet::default());
             self.last_key.resize(r + 1, None);
         }
         let m = d.msg as usize;
-        let (w, b) = (m / 64, m % 64);
-        let seen = &mut self.seen[r];
-        if seen.len() <= w {
-            seen.resize(w + 1, 0);
-        }
-        if seen[w] & (1 << b) != 0 {
+        if !self.seen[r].insert(d.msg) {
             self.tally[r].duplicates += 1;
             return;
         }
-        seen[w] |= 1 << b;
         if self.msgs.len() <= m {
             self.msgs.resize(m + 1, MsgAgg::default());
         }
@@ -345,7 +403,7 @@ impl Collector {
         if other.tally.len() > self.tally.len() {
             self.tally
                 .resize(other.tally.len(), ReceiverTally::default());
-            self.seen.resize(other.tally.len(), Vec::new());
+            self.seen.resize(other.tally.len(), SeenSet::default());
             self.last_key.resize(other.tally.len(), None);
         }
         for (i, t) in other.tally.iter().enumerate() {
@@ -632,7 +690,7 @@ impl Collector {
         let owd = hs.pop()?;
         Some(Collector {
             msgs,
-            seen: vec![Vec::new(); r],
+            seen: vec![SeenSet::default(); r],
             last_key: vec![None; r],
             tally,
             owd,
@@ -827,6 +885,30 @@ impl FairnessReport {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn seen_sets_match_a_set_in_any_order() {
+        let mut rng = crate::model::rng(3);
+        use rand::Rng;
+        for round in 0..200 {
+            let n = rng.random_range(1..200u64);
+            let mut s = SeenSet::default();
+            let mut reference = std::collections::BTreeSet::new();
+            for _ in 0..n * 2 {
+                // Mostly in order, sometimes back or ahead, sometimes again.
+                let m = match rng.random_range(0..4) {
+                    0 => rng.random_range(0..n),
+                    _ => reference.last().map_or(0, |l| l + 1).min(n),
+                };
+                assert_eq!(s.insert(m), reference.insert(m), "round {round} m {m}");
+                // Ranges stay sorted, disjoint and non-adjacent.
+                let all: Vec<(u64, u64)> = s.below.iter().copied().chain([s.last]).collect();
+                assert!(all.windows(2).all(|w| w[0].1 < w[1].0), "{all:?}");
+                let count: u64 = all.iter().map(|r| r.1 - r.0).sum();
+                assert_eq!(count, reference.len() as u64);
+            }
+        }
+    }
 
     fn d(r: u32, m: u64, owd: i64, t: u64, late: bool) -> Delivery {
         Delivery {

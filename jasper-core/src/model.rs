@@ -5,7 +5,7 @@
 //! arguments. Every distribution is pluggable and every cost can be 0.
 
 use rand::Rng;
-use rand_distr::{Distribution, Exp, LogNormal};
+use rand_distr::{Distribution, Exp, StandardNormal};
 use serde::{Deserialize, Serialize};
 
 use crate::clock::ClockClass;
@@ -57,6 +57,41 @@ pub enum Dist {
     },
 }
 
+/// `x.round()` (half away from zero) without a call: on baseline x86-64
+/// (no SSE4.1) `f64::round` and `f64::ceil` are library calls, and the
+/// simulator rounds several draws per event.
+#[inline]
+pub fn round(x: f64) -> f64 {
+    // Beyond 2^52 every f64 is an integer (and NaN, ±∞ stay as they are).
+    if x.is_nan() || x.abs() >= 4_503_599_627_370_496.0 {
+        return x;
+    }
+    // Truncation, keeping the sign of zero as the library does.
+    let t = (x as i64 as f64).copysign(x);
+    let f = x - t;
+    if f >= 0.5 {
+        t + 1.0
+    } else if f <= -0.5 {
+        t - 1.0
+    } else {
+        t
+    }
+}
+
+/// `x.ceil()` without a call (see [`round`]).
+#[inline]
+pub fn ceil(x: f64) -> f64 {
+    if x.is_nan() || x.abs() >= 4_503_599_627_370_496.0 {
+        return x;
+    }
+    let t = (x as i64 as f64).copysign(x);
+    if x > t {
+        t + 1.0
+    } else {
+        t
+    }
+}
+
 impl Dist {
     /// Constant 0.
     pub const ZERO: Dist = Dist::Constant { ns: 0.0 };
@@ -76,11 +111,11 @@ impl Dist {
                 if *median_ns <= 0.0 {
                     0.0
                 } else {
+                    // exp(ln median + σz) as median·exp(σz): one logarithm
+                    // per draw fewer, the same normal draw.
                     let sigma = (p99_ns / median_ns).max(1.0).ln() / Z99;
-                    match LogNormal::new(median_ns.ln(), sigma) {
-                        Ok(d) => d.sample(rng),
-                        Err(_) => *median_ns,
-                    }
+                    let z: f64 = StandardNormal.sample(rng);
+                    median_ns * (sigma * z).exp()
                 }
             }
             Dist::Empirical { samples, .. } => {
@@ -92,7 +127,7 @@ impl Dist {
             }
         };
         if v.is_finite() && v > 0.0 {
-            v.round() as u64
+            round(v) as u64
         } else {
             0
         }
@@ -334,6 +369,60 @@ impl CloudModel {
         )
     }
 
+    /// The fate of one packet on a link at `level`: loss, base + jitter,
+    /// the slow-episode extra when `slow(rng)` says the link is in one,
+    /// reordering, duplication — drawn from `rng` in that order.
+    pub fn fate_at_level<R: Rng + ?Sized>(
+        &self,
+        level: usize,
+        rng: &mut R,
+        slow: impl FnOnce(&mut R) -> bool,
+    ) -> LinkFate {
+        if self.loss > 0.0 && rng.random_bool(self.loss) {
+            return LinkFate::Lost;
+        }
+        let (base, jitter) = self.level(level);
+        let mut delay = base.sample(rng) + jitter.sample(rng);
+        if slow(rng) {
+            delay += self.slow_extra_ns.sample(rng);
+        }
+        if self.reorder > 0.0 && rng.random_bool(self.reorder) {
+            delay += self.reorder_delay_ns.sample(rng);
+        }
+        let duplicate_ns = (self.duplicate > 0.0 && rng.random_bool(self.duplicate))
+            .then(|| base.sample(rng) + jitter.sample(rng));
+        LinkFate::Delivered {
+            delay_ns: delay,
+            duplicate_ns,
+        }
+    }
+
+    /// Whether a link is in a slow episode at `t_ns`, without per-link
+    /// state: its episodes (starting at `slow_rate_per_s`, lasting
+    /// `slow_duration_ns`) are drawn from `origin_ns` on from `rng`, a fresh
+    /// stream of the link's own, so every call for one link sees the same
+    /// episodes. Costs one draw per episode before `t_ns` (usually none).
+    pub fn slow_at<R: Rng + ?Sized>(&self, origin_ns: u64, t_ns: u64, rng: &mut R) -> bool {
+        if self.slow_rate_per_s <= 0.0 {
+            return false;
+        }
+        let Ok(exp) = Exp::new(self.slow_rate_per_s / 1e9) else {
+            return false;
+        };
+        let mut at = origin_ns;
+        loop {
+            let start = at.saturating_add(exp.sample(rng) as u64);
+            if t_ns < start {
+                return false;
+            }
+            let end = start.saturating_add(self.slow_duration_ns.sample(rng));
+            if t_ns < end {
+                return true;
+            }
+            at = end;
+        }
+    }
+
     /// Check every parameter; the error names the key.
     pub fn validate(&self) -> Result<(), String> {
         for (k, d) in [
@@ -437,32 +526,18 @@ impl LinkState {
         now_ns: u64,
         rng: &mut R,
     ) -> LinkFate {
-        if model.loss > 0.0 && rng.random_bool(model.loss) {
-            return LinkFate::Lost;
-        }
-        let (base, jitter) = model.level(level);
-        let mut delay = base.sample(rng) + jitter.sample(rng);
-        if model.slow_rate_per_s > 0.0 {
-            let exp = Exp::new(model.slow_rate_per_s / 1e9).ok();
-            let draw = |rng: &mut R| exp.map(|e| e.sample(rng) as u64).unwrap_or(u64::MAX / 4);
-            let next = *self.next_slow_ns.get_or_insert_with(|| now_ns + draw(rng));
-            if now_ns >= next {
-                self.slow_until_ns = next + model.slow_duration_ns.sample(rng);
-                self.next_slow_ns = Some(self.slow_until_ns + draw(rng));
+        model.fate_at_level(level, rng, |rng| {
+            if model.slow_rate_per_s > 0.0 {
+                let exp = Exp::new(model.slow_rate_per_s / 1e9).ok();
+                let draw = |rng: &mut R| exp.map(|e| e.sample(rng) as u64).unwrap_or(u64::MAX / 4);
+                let next = *self.next_slow_ns.get_or_insert_with(|| now_ns + draw(rng));
+                if now_ns >= next {
+                    self.slow_until_ns = next + model.slow_duration_ns.sample(rng);
+                    self.next_slow_ns = Some(self.slow_until_ns + draw(rng));
+                }
             }
-            if now_ns < self.slow_until_ns {
-                delay += model.slow_extra_ns.sample(rng);
-            }
-        }
-        if model.reorder > 0.0 && rng.random_bool(model.reorder) {
-            delay += model.reorder_delay_ns.sample(rng);
-        }
-        let duplicate_ns = (model.duplicate > 0.0 && rng.random_bool(model.duplicate))
-            .then(|| base.sample(rng) + jitter.sample(rng));
-        LinkFate::Delivered {
-            delay_ns: delay,
-            duplicate_ns,
-        }
+            now_ns < self.slow_until_ns
+        })
     }
 
     /// In a slow episode at `now_ns`?
@@ -474,6 +549,37 @@ impl LinkState {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn round_and_ceil_match_the_library() {
+        let mut r = rng(5);
+        let mut xs = vec![
+            0.0,
+            -0.0,
+            0.5,
+            -0.5,
+            1.5,
+            -1.5,
+            2.5,
+            0.49999999999999994,
+            -0.49999999999999994,
+            4_503_599_627_370_495.5,
+            4_503_599_627_370_497.0,
+            1e300,
+            -1e300,
+            f64::INFINITY,
+            f64::NEG_INFINITY,
+            9.2e18,
+            -9.2e18,
+        ];
+        xs.extend((0..100_000).map(|_| r.random_range(-1e7..1e7)));
+        xs.extend((0..100_000).map(|_| r.random_range(-3.0..3.0)));
+        for x in xs {
+            assert_eq!(round(x).to_bits(), x.round().to_bits(), "round({x})");
+            assert_eq!(ceil(x).to_bits(), x.ceil().to_bits(), "ceil({x})");
+        }
+        assert!(round(f64::NAN).is_nan() && ceil(f64::NAN).is_nan());
+    }
 
     #[test]
     fn lognormal_matches_median_and_p99() {

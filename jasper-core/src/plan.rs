@@ -31,12 +31,19 @@
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
 /// Dense node identifier: 0 = sender, proxies `1..=P` in level order (1 is
-/// the root), then receiver endpoints. A proxy's id is also its path tag.
+/// the root), then receiver endpoints. A proxy's id is also its path tag
+/// (16 bits on the wire, so proxy ids stop at [`MAX_PROXY_ID`]); receiver
+/// ids are never path tags and may go beyond.
 pub type NodeId = u32;
+
+/// Largest proxy id, hence most proxies a tree may have: a proxy's id is
+/// its 16-bit path tag (`u16::MAX` stays unused).
+pub const MAX_PROXY_ID: NodeId = 65_534;
 
 /// The sender's id.
 pub const SENDER: NodeId = 0;
@@ -214,8 +221,10 @@ pub enum Fanout {
     Hedged {
         /// This proxy's position in its level.
         index: u32,
-        /// Children of every proxy of the level, by position.
-        slots: Vec<Vec<NodeId>>,
+        /// Children of every proxy of the level, by position (one copy
+        /// shared by the level's tables: a level of P proxies would
+        /// otherwise hold P copies of it).
+        slots: Arc<[Vec<NodeId>]>,
         /// H.
         hedge: u32,
         /// Round-robin spraying.
@@ -290,8 +299,10 @@ pub struct ForwardingTable {
     pub node: NodeId,
     /// Where delay reports go (primary parent); `None` for the sender.
     pub parent: Option<NodeId>,
-    /// Every node that sends data to this node (its hedged upstreams).
-    pub upstreams: Vec<NodeId>,
+    /// Every node that sends data to this node (its hedged upstreams;
+    /// shared by the children of a sprayed level, whose upstreams are the
+    /// whole level).
+    pub upstreams: Arc<[NodeId]>,
     /// Nodes whose delay reports this node reduces (primary children).
     pub report_children: Vec<NodeId>,
     /// Further nodes that take this node's delay reports besides `parent`
@@ -330,11 +341,18 @@ fn auto_depth(endpoints: usize) -> u32 {
     ((endpoints as f64).log10().round() as u32).max(1)
 }
 
-fn fanout_for_depth(endpoints: usize, depth: u32) -> u32 {
+/// Smallest fanout (at least 2) whose `depth` levels reach `endpoints`:
+/// `ceil(endpoints^(1/depth))`, exact where floating point is not
+/// (100,000^(1/5) computes to 10.000000000000002).
+pub fn fanout_for_depth(endpoints: usize, depth: u32) -> u32 {
+    let depth = depth.max(1);
     let mut f = ((endpoints as f64).powf(1.0 / depth as f64).ceil() as u32).max(1);
-    // Guard against floating-point rounding down.
+    // Guard against floating-point rounding down, then up.
     while (f as u128).pow(depth) < endpoints as u128 {
         f += 1;
+    }
+    while f > 1 && ((f - 1) as u128).pow(depth) >= endpoints as u128 {
+        f -= 1;
     }
     f.max(2)
 }
@@ -479,6 +497,14 @@ impl Plan {
         let mut sizes = sizes;
         sizes[0] = spec.roots as usize;
         let needed: usize = sizes.iter().sum();
+        if needed > MAX_PROXY_ID as usize {
+            return err(
+                format!(
+                    "more than 65,534 proxies: the path tag is 16 bits, and the tree (depth {depth}, fanout {fanout}, {e} endpoints) needs {needed}"
+                ),
+                "shard the tree (one tree per symbol range), or raise fanout",
+            );
+        }
         if inv.proxies.len() < needed {
             return err(
                 format!(
@@ -524,13 +550,6 @@ impl Plan {
                 }
             }
         }
-        if needed + e + 1 > u16::MAX as usize {
-            return err(
-                "more than 65534 nodes",
-                "shard the tree (one tree per symbol range)",
-            );
-        }
-
         // Nodes.
         let mut nodes = Vec::with_capacity(1 + needed + e);
         nodes.push(PlannedNode {
@@ -632,7 +651,7 @@ impl Plan {
             .map(|id| ForwardingTable {
                 node: id,
                 parent: parent[id as usize],
-                upstreams: Vec::new(),
+                upstreams: Arc::from([]),
                 report_children: primary[id as usize].clone(),
                 report_also: report_also[id as usize].clone(),
                 fanout: Fanout::None,
@@ -657,7 +676,7 @@ impl Plan {
             tables[r as usize].report_children = below_roots.clone();
         }
         for level in levels.iter().skip(1) {
-            let slots: Vec<Vec<NodeId>> =
+            let slots: Arc<[Vec<NodeId>]> =
                 level.iter().map(|p| primary[*p as usize].clone()).collect();
             for (i, p) in level.iter().enumerate() {
                 tables[*p as usize].fanout = Fanout::Hedged {
@@ -669,22 +688,32 @@ impl Plan {
             }
         }
         // Upstreams: every node that may send to this one, over every
-        // spraying rotation (the guard admits data only from these).
-        for id in 0..total {
-            let rotations = match &tables[id].fanout {
-                Fanout::Hedged {
-                    slots, spray: true, ..
-                } => slots.len() as u64,
-                _ => 1,
-            };
-            let mut dsts = Vec::new();
-            for key in 0..rotations.max(1) {
-                tables[id].fanout.for_each(key, |c, _| dsts.push(c));
+        // spraying rotation (the guard admits data only from these). Over
+        // all rotations a spraying proxy serves every slot of its level, so
+        // every child of a sprayed level has the whole level as upstreams:
+        // one shared list, not a copy per child (that would be quadratic).
+        let mut upstreams: Vec<Vec<NodeId>> = vec![Vec::new(); total];
+        for (id, t) in tables.iter().enumerate() {
+            if matches!(t.fanout, Fanout::Hedged { spray: true, .. }) {
+                continue;
             }
+            let mut dsts = Vec::new();
+            t.fanout.for_each(0, |c, _| dsts.push(c));
             dsts.sort_unstable();
             dsts.dedup();
             for c in dsts {
-                tables[c as usize].upstreams.push(id as NodeId);
+                upstreams[c as usize].push(id as NodeId);
+            }
+        }
+        for (t, u) in tables.iter_mut().zip(upstreams) {
+            t.upstreams = u.into();
+        }
+        for level in levels.iter().skip(1).filter(|_| spec.spray) {
+            let whole: Arc<[NodeId]> = level.as_slice().into();
+            for p in level {
+                for &c in &primary[*p as usize] {
+                    tables[c as usize].upstreams = whole.clone();
+                }
             }
         }
         Ok(Plan {
@@ -852,14 +881,20 @@ fn validate_inventory(inv: &Inventory) -> Result<(), PlanError> {
 }
 
 /// Build a loopback inventory: sender on `base`, proxies and receivers on the
-/// following ports (used by `jasper local`, tests and the simulator).
+/// following ports (used by `jasper local`, tests and the simulator). Past
+/// port 65535 the addresses go on from `base` on 127.0.0.2, 127.0.0.3, …
 pub fn loopback_inventory(
     proxies: usize,
     receivers: usize,
     hedged_receivers: bool,
     base_port: u16,
 ) -> Inventory {
-    let addr = |i: usize| SocketAddr::from(([127, 0, 0, 1], base_port.wrapping_add(i as u16)));
+    let base = base_port.max(1) as usize;
+    let span = 65_536 - base;
+    let addr = |i: usize| {
+        let ip = std::net::Ipv4Addr::from(0x7F00_0001 + (i / span) as u32);
+        SocketAddr::from((ip, (base + i % span) as u16))
+    };
     let mut port = 0;
     let mut next = || {
         port += 1;
@@ -984,6 +1019,96 @@ mod tests {
     }
 
     #[test]
+    fn a_hundred_thousand_receivers_plan_with_fanout_10() {
+        // 100,000^(1/5) computes to 10.000000000000002: still fanout 10.
+        assert_eq!(fanout_for_depth(100_000, 5), 10);
+        assert_eq!(fanout_for_depth(1_000_000, 6), 10);
+        assert_eq!(fanout_for_depth(100_001, 5), 11);
+        for spray in [false, true] {
+            let p = plan(
+                100_000,
+                false,
+                TreeSpec {
+                    hedge: 2,
+                    spray,
+                    ..TreeSpec::default()
+                },
+            )
+            .unwrap();
+            assert_eq!((p.depth, p.fanout), (5, 10));
+            assert_eq!(
+                p.levels.iter().map(Vec::len).collect::<Vec<_>>(),
+                vec![2, 10, 100, 1000, 10_000]
+            );
+            // Ids dense and unique, proxies first and within the path tag,
+            // receivers beyond it.
+            assert!(p.nodes.iter().enumerate().all(|(i, n)| n.id as usize == i));
+            let names: HashSet<&str> = p.nodes.iter().map(|n| n.name.as_str()).collect();
+            assert_eq!(names.len(), p.nodes.len());
+            let max_proxy = p.proxies().max().unwrap();
+            assert_eq!(max_proxy as usize, p.proxies().count());
+            assert!(max_proxy < 65_535, "{max_proxy}");
+            assert_eq!(p.endpoints().count(), 100_000);
+            assert!(p.endpoints().all(|e| e > max_proxy));
+            assert_eq!(p.endpoints().max(), Some(100_000 + max_proxy));
+            // Every endpoint hears H + 1 proxies (all of its level when sprayed),
+            // and a sprayed level's children share one list.
+            let last = p.levels.last().unwrap();
+            let (a, b) = (p.endpoints().next().unwrap(), p.endpoints().last().unwrap());
+            let (ua, ub) = (
+                &p.tables[a as usize].upstreams,
+                &p.tables[b as usize].upstreams,
+            );
+            if spray {
+                assert_eq!(**ua, **last);
+                assert!(Arc::ptr_eq(ua, ub));
+            } else {
+                assert_eq!((ua.len(), ub.len()), (3, 3));
+                assert!(ua.iter().all(|u| last.contains(u)));
+            }
+            // One copy of a level's slots, shared by its proxies.
+            let slots = |px: NodeId| match &p.tables[px as usize].fanout {
+                Fanout::Hedged { slots, .. } => slots.clone(),
+                f => panic!("{f:?}"),
+            };
+            assert!(Arc::ptr_eq(&slots(last[0]), &slots(last[9_999])));
+        }
+    }
+
+    #[test]
+    fn more_proxies_than_path_tags_is_an_error_naming_the_limit() {
+        // Fanout 2 over 16 levels for 65,536 endpoints: 65,535 proxies.
+        let inv = loopback_inventory(1, 65_536, false, 1);
+        let e = Plan::build(&inv, &spec(16, 2, 0, false)).unwrap_err();
+        assert!(
+            e.problem
+                .contains("more than 65,534 proxies: the path tag is 16 bits"),
+            "{e}"
+        );
+        assert!(e.problem.contains("needs 65535"), "{e}");
+        assert!(e.fix.starts_with("shard the tree"), "{e}");
+        // Receivers alone are no limit: 65,536 of them under 257 proxies.
+        let p = plan(65_536, false, spec(2, 256, 0, false)).unwrap();
+        assert_eq!(p.nodes.len(), 1 + 1 + 256 + 65_536);
+    }
+
+    #[test]
+    fn loopback_inventories_go_on_past_port_65535() {
+        let inv = loopback_inventory(0, 70_000, false, 60_000);
+        assert_eq!(inv.sender.addr, "127.0.0.1:60000".parse().unwrap());
+        assert_eq!(
+            inv.receivers[5_534].addr,
+            "127.0.0.1:65535".parse().unwrap()
+        );
+        assert_eq!(
+            inv.receivers[5_535].addr,
+            "127.0.0.2:60000".parse().unwrap()
+        );
+        let addrs: HashSet<SocketAddr> = inv.receivers.iter().map(|r| r.addr).collect();
+        assert_eq!(addrs.len(), 70_000);
+    }
+
+    #[test]
     fn hedged_roots_each_feed_and_hear_the_whole_level_below() {
         let p = plan(
             16,
@@ -1008,11 +1133,11 @@ mod tests {
         for &r in &roots {
             assert_eq!(p.tables[r as usize].fanout.copies(), 4);
             assert_eq!(p.tables[r as usize].report_children, p.levels[1]);
-            assert_eq!(p.tables[r as usize].upstreams, vec![SENDER]);
+            assert_eq!(*p.tables[r as usize].upstreams, [SENDER]);
         }
         for &l2 in &p.levels[1] {
             let t = &p.tables[l2 as usize];
-            assert_eq!(t.upstreams, roots, "both roots feed level 2");
+            assert_eq!(*t.upstreams, *roots, "both roots feed level 2");
             let mut reports_to: Vec<NodeId> =
                 t.parent.into_iter().chain(t.report_also.clone()).collect();
             reports_to.sort_unstable();
@@ -1031,7 +1156,7 @@ mod tests {
         .unwrap();
         assert_eq!(p.copies_per_endpoint(), 2);
         for e in p.endpoints() {
-            assert_eq!(p.tables[e as usize].upstreams, p.levels[0]);
+            assert_eq!(*p.tables[e as usize].upstreams, *p.levels[0]);
         }
         let e = plan(
             4,

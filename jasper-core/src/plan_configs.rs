@@ -71,7 +71,7 @@ pub fn node_configs(plan: &Plan, opts: &ConfigOptions) -> Vec<NodeConfig> {
         tables[SENDER as usize].report_children = eps.clone();
         for e in eps {
             tables[e as usize].parent = Some(SENDER);
-            tables[e as usize].upstreams = vec![SENDER];
+            tables[e as usize].upstreams = [SENDER].into();
         }
     }
     // Every node admits every planned publisher's stream.
@@ -110,15 +110,16 @@ pub fn node_configs(plan: &Plan, opts: &ConfigOptions) -> Vec<NodeConfig> {
                 let eps = plan.endpoints_of(mp);
                 let listen = eps.iter().map(|e| plan.nodes[*e as usize].addr).collect();
                 let mut t = tables[n.id as usize].clone();
+                let mut upstreams = t.upstreams.to_vec();
                 for e in eps.iter().skip(1) {
-                    t.upstreams
-                        .extend(tables[*e as usize].upstreams.iter().copied());
+                    upstreams.extend(tables[*e as usize].upstreams.iter().copied());
                     if let Some(parent) = tables[*e as usize].parent {
                         hedge = Some(HedgeEndpoint { id: *e, parent });
                     }
                 }
-                t.upstreams.sort_unstable();
-                t.upstreams.dedup();
+                upstreams.sort_unstable();
+                upstreams.dedup();
+                t.upstreams = upstreams.into();
                 (NodeRole::Receiver, listen, Some(mp), t)
             }
         };

@@ -155,7 +155,10 @@ impl ProxyCore {
             cfg.report_ceiling_ns,
         );
         ProxyCore {
-            path_tag: table.node as u16,
+            // A proxy's id is its path tag: plans and configs keep proxy
+            // ids within 16 bits (`plan::MAX_PROXY_ID`); anything else
+            // would show as tag 65535, which no plan assigns.
+            path_tag: u16::try_from(table.node).unwrap_or(u16::MAX),
             table,
             cfg,
             reducer,

@@ -99,9 +99,10 @@ struct Missing {
 
 /// Missing ranges of every stream of one receiver.
 #[derive(Debug)]
+#[repr(C)]
 pub struct Gaps {
-    cfg: RecoveryConfig,
     ranges: VecDeque<Missing>,
+    cfg: RecoveryConfig,
     fill_delays: QuantileTracker,
 }
 
@@ -251,6 +252,9 @@ impl Gaps {
         mut request: impl FnMut(Request),
         mut lost: impl FnMut(Lost),
     ) {
+        if self.ranges.is_empty() {
+            return;
+        }
         let cfg = self.cfg;
         self.ranges.retain_mut(|m| {
             if now_ns.saturating_sub(m.detected_ns) >= cfg.give_up_ns {

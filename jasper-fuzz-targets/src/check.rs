@@ -640,7 +640,7 @@ pub fn proxy_table() -> ForwardingTable {
     ForwardingTable {
         node: 1,
         parent: Some(0),
-        upstreams: vec![0],
+        upstreams: [0].into(),
         report_children: vec![5, 6, 7],
         report_also: vec![],
         fanout: Fanout::Direct {

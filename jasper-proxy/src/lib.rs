@@ -173,7 +173,7 @@ impl ProxyNode {
                 &r,
                 &mut buf,
             ) {
-                for u in &self.core.table().upstreams {
+                for u in self.core.table().upstreams.iter() {
                     if let Some(a) = self.peers.get(*u as usize).copied().flatten() {
                         self.io.send_to(&buf[..len], a);
                     }

@@ -483,13 +483,11 @@ impl ReceiverNode {
             authenticated: self.guard.authenticating(),
             upstreams: self.liveness.states().to_vec(),
             upstreams_dead: self.liveness.dead(),
-            recovery_ns: {
-                let h = self.core.recovery_latency();
-                if h.is_empty() {
-                    [0; 3]
-                } else {
+            recovery_ns: match self.core.recovery_latency() {
+                Some(h) if !h.is_empty() => {
                     [h.value_at_quantile(0.5), h.value_at_quantile(0.99), h.max()]
                 }
+                _ => [0; 3],
             },
             lost_ranges: self
                 .lost
@@ -646,7 +644,7 @@ mod tests {
             ForwardingTable {
                 node: 5,
                 parent: Some(1),
-                upstreams: vec![1],
+                upstreams: [1].into(),
                 report_children: vec![],
                 report_also: vec![],
                 fanout: Fanout::None,

@@ -63,7 +63,7 @@ mod tests {
             ForwardingTable {
                 node: 5,
                 parent: Some(1),
-                upstreams: vec![1],
+                upstreams: [1].into(),
                 report_children: vec![],
                 report_also: vec![],
                 fanout: Fanout::None,

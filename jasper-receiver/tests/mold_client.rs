@@ -247,7 +247,7 @@ fn receiver_config(mold_udp: SocketAddr) -> NodeConfig {
         ForwardingTable {
             node: 5,
             parent: Some(1),
-            upstreams: vec![1],
+            upstreams: [1].into(),
             report_children: vec![],
             report_also: vec![],
             fanout: Fanout::None,

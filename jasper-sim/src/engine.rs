@@ -2,9 +2,6 @@
 //! hosts and clocks. Events are keyed by (time, sequence); time jumps to
 //! the next one; nothing sleeps or reads the host clock.
 
-use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap};
-use std::hash::{BuildHasherDefault, Hasher};
 use std::rc::Rc;
 use std::time::Instant;
 
@@ -12,7 +9,7 @@ use rand::Rng;
 
 use jasper_core::deadline::{QuantileTracker, StepTuner};
 use jasper_core::metrics::{Collector, Delivery, ReportOptions};
-use jasper_core::model::{rng, LinkFate, LinkState, SimRng};
+use jasper_core::model::{ceil, rng, round, LinkFate, SimRng};
 use jasper_core::plan::{loopback_inventory, proxies_needed, Fanout, NodeId, Plan, Role, SENDER};
 use jasper_core::proxy::{ProxyConfig, ProxyCore, Verdict};
 use jasper_core::receiver::Receiver;
@@ -21,6 +18,7 @@ use jasper_core::wire::{emit_report, Header, Kind};
 
 use crate::checkers::{Checker, Observed};
 use crate::clocks::ClockProcess;
+use crate::queue::CalendarQueue;
 use crate::schemes::{fixed_offset, node_configs, tree_spec, Scheme};
 use crate::{SchemeResult, SimParams};
 
@@ -29,6 +27,7 @@ const CLOCK: u64 = 1;
 const HOST: u64 = 2;
 const RELEASE: u64 = 3;
 const LINK: u64 = 4;
+const SLOW: u64 = 5;
 
 fn splitmix(mut z: u64) -> u64 {
     z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
@@ -42,11 +41,6 @@ pub(crate) fn stream(seed: u64, kind: u64, key: u64) -> SimRng {
     rng(splitmix(
         seed ^ splitmix(kind.wrapping_mul(0xD6E8_FEB8_6659_FD93) ^ splitmix(key)),
     ))
-}
-
-struct Link {
-    state: LinkState,
-    rng: SimRng,
 }
 
 enum Node {
@@ -78,11 +72,9 @@ struct Sim {
     plan: Plan,
     now: u64,
     start: u64,
-    /// Pending events: `time << 64 | sequence << 24 | slot` (one integer
-    /// compare per heap step; sequence < 2^40, slot < 2^24).
-    heap: BinaryHeap<Reverse<u128>>,
-    evs: Vec<Option<Ev>>,
-    free: Vec<u32>,
+    /// Pending events, keyed `time << 64 | sequence` (ties in the order
+    /// they were scheduled).
+    queue: CalendarQueue<Ev>,
     ctr: u64,
     events: u64,
     nodes: Vec<Node>,
@@ -104,7 +96,9 @@ struct Sim {
     busy: Vec<u64>,
     /// Per host: total time spent sending copies, ns.
     busy_total: Vec<u64>,
-    links: HashMap<u64, Link, BuildHasherDefault<LinkHasher>>,
+    /// Per host: the instant of its last copy and how many copies it sent
+    /// at that instant (tells apart copies that enter one link at once).
+    last_copy: Vec<(u64, u64)>,
     armed: Vec<Option<u64>>,
     /// Messages published over all publishers (the next one's index).
     published: u64,
@@ -138,25 +132,6 @@ struct Sim {
 }
 
 const REPORT_LEN: usize = 96;
-
-/// Hasher for link keys (`from << 32 | to`): one multiply, no DoS concern
-/// in a simulator.
-#[derive(Default)]
-struct LinkHasher(u64);
-
-impl Hasher for LinkHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        for b in bytes {
-            self.0 = (self.0 ^ *b as u64).wrapping_mul(0x0100_0000_01b3);
-        }
-    }
-    fn write_u64(&mut self, v: u64) {
-        self.0 = v.wrapping_mul(0x9E37_79B9_7F4A_7C15).rotate_left(29);
-    }
-}
 
 impl Sim {
     fn new(scheme: Scheme, params: SimParams) -> Result<Sim, String> {
@@ -195,7 +170,7 @@ impl Sim {
             }
             for e in eps {
                 plan.tables[e as usize].parent = Some(SENDER);
-                plan.tables[e as usize].upstreams = pubs.clone();
+                plan.tables[e as usize].upstreams = pubs.clone().into();
                 plan.tables[e as usize].report_also = pubs[1..].to_vec();
             }
         }
@@ -217,9 +192,10 @@ impl Sim {
         let n = plan.nodes.len();
         let start = 1_700_000_000_000_000_000u64;
         // Common random numbers: every node's clock, host costs and release
-        // jitter, and every link, draw from their own stream keyed by the
-        // node's role (sender, proxy position, MP and endpoint), so two
-        // schemes run from one seed differ only where their designs do.
+        // jitter draw from their own stream keyed by the node's role
+        // (sender, proxy position, MP and endpoint), and links from streams
+        // keyed by their ends' roles (see `transmit`), so two schemes run
+        // from one seed differ only where their designs do.
         let mut stream_key = vec![0u64; n];
         let mut hops = vec![0u32; n];
         for node in &plan.nodes {
@@ -321,9 +297,7 @@ impl Sim {
             plan,
             now: start,
             start,
-            heap: BinaryHeap::new(),
-            evs: Vec::new(),
-            free: Vec::new(),
+            queue: CalendarQueue::new(),
             ctr: 0,
             events: 0,
             nodes,
@@ -336,7 +310,7 @@ impl Sim {
             jump_allowance: vec![0; n],
             busy: vec![0; n],
             busy_total: vec![0; n],
-            links: HashMap::default(),
+            last_copy: vec![(0, 0); n],
             armed: vec![None; n],
             published: 0,
             pubs,
@@ -382,26 +356,20 @@ impl Sim {
         let smooth = self.clocks[id as usize].smooth_error(self.now);
         self.sched_err[id as usize] = smooth;
         local
-            .saturating_add_signed(-(smooth.round() as i64))
+            .saturating_add_signed(-(round(smooth) as i64))
             .max(self.now)
     }
 
     fn at(&mut self, t: u64, ev: Ev) {
+        // The run stops at `end_ns` (which only comes closer): what is due
+        // after it would never run. A saturated sender schedules copies
+        // far past it (direct unicast at N = 100,000: 250 ms of sending
+        // per message); keeping them would grow with N × messages.
+        if t > self.end_ns {
+            return;
+        }
         self.ctr += 1;
-        let slot = match self.free.pop() {
-            Some(s) => {
-                self.evs[s as usize] = Some(ev);
-                s
-            }
-            None => {
-                self.evs.push(Some(ev));
-                (self.evs.len() - 1) as u32
-            }
-        };
-        debug_assert!(slot < 1 << 24 && self.ctr < 1 << 40);
-        self.heap.push(Reverse(
-            (t as u128) << 64 | (self.ctr as u128) << 24 | slot as u128,
-        ));
+        self.queue.push((t as u128) << 64 | self.ctr as u128, ev);
     }
 
     fn wake_at(&mut self, id: NodeId, t: u64) {
@@ -427,19 +395,23 @@ impl Sim {
                 .sample(&mut self.host_rng[from as usize]);
             t += cost;
             self.busy_total[from as usize] += cost;
+            // A link keeps no state: each copy's fate is drawn from a
+            // stream of the link and the instant the copy enters it, and
+            // the link's slow episodes from a stream of the link alone.
+            // Memory stays linear in the nodes however many pairs a sprayed
+            // level makes talk, and two schemes sending the same copy over
+            // the same link at the same instant see the same fate.
             let (kf, kt) = (self.stream_key[from as usize], self.stream_key[to as usize]);
+            let link = kf.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ kt;
+            let tie = &mut self.last_copy[from as usize];
+            *tie = if tie.0 == t { (t, tie.1 + 1) } else { (t, 0) };
             let seed = self.params.seed;
-            let link = self
-                .links
-                .entry((from as u64) << 32 | to as u64)
-                .or_insert_with(|| Link {
-                    state: LinkState::default(),
-                    rng: stream(seed, LINK, kf.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ kt),
-                });
+            let mut rng = stream(seed, LINK, link ^ splitmix(splitmix(t) ^ tie.1));
             let level = self.hops[from as usize].max(self.hops[to as usize]).max(1) as usize - 1;
-            let fate = link
-                .state
-                .transmit_at_level(&self.params.model, level, t, &mut link.rng);
+            let (model, start) = (&self.params.model, self.start);
+            let fate = model.fate_at_level(level, &mut rng, |_| {
+                model.slow_at(start, t, &mut stream(seed, SLOW, link))
+            });
             if let LinkFate::Delivered {
                 delay_ns,
                 duplicate_ns,
@@ -505,7 +477,7 @@ impl Sim {
     fn check_lost(&mut self, id: NodeId, stream: u32, session: u32, first: u64, count: u64) {
         let alive = |s: &Sim, n: NodeId| s.crashed_at[n as usize].is_none_or(|c| s.now < c);
         let mut seen = vec![false; self.nodes.len()];
-        let mut todo: Vec<NodeId> = self.plan.tables[id as usize].upstreams.clone();
+        let mut todo: Vec<NodeId> = self.plan.tables[id as usize].upstreams.to_vec();
         while let Some(n) = todo.pop() {
             if std::mem::replace(&mut seen[n as usize], true) || !alive(self, n) {
                 continue;
@@ -588,17 +560,13 @@ impl Sim {
                 }
             }
         }
-        while let Some(Reverse(key)) = self.heap.pop() {
-            let (t, slot) = ((key >> 64) as u64, (key & 0xFF_FFFF) as u32);
+        while let Some((key, ev)) = self.queue.pop() {
+            let t = (key >> 64) as u64;
             if t > self.end_ns {
                 break;
             }
             self.now = t;
             self.events += 1;
-            let Some(ev) = self.evs[slot as usize].take() else {
-                continue;
-            };
-            self.free.push(slot);
             match ev {
                 Ev::Publish(k) => self.publish(k as usize),
                 Ev::Inject => self.inject(),
@@ -615,7 +583,7 @@ impl Sim {
                     self.clocks[i].advance(t);
                     let after = self.clocks[i].smooth_error(t);
                     // A spinning receiver sees the jump at once: wake it.
-                    self.jump_allowance[i] = (after - before).abs().ceil() as u64;
+                    self.jump_allowance[i] = ceil((after - before).abs()) as u64;
                     self.wake(id);
                     self.jump_allowance[i] = 0;
                     let next = self.clocks[i].next_change(t);
@@ -825,7 +793,7 @@ impl Sim {
                     - self.sched_err[id as usize])
                     .abs();
                 let lag_allowance_ns = self.jump_allowance[id as usize]
-                    + (moved + 8.0 * self.clocks[id as usize].noise_ns()).ceil() as u64;
+                    + ceil(moved + 8.0 * self.clocks[id as usize].noise_ns()) as u64;
                 let model = &self.params.model;
                 let rr = &mut self.release_rng[id as usize];
                 let (collector, checker, tuner, now) = (

@@ -3,8 +3,8 @@
 //! A deterministic discrete-event simulator that runs the real `jasper-core`
 //! sender, proxy and receiver state machines — not a re-implementation —
 //! over simulated links, hosts and clocks, so designs can be compared at
-//! paper scale (1000–10,000 receivers) on the same work and any run
-//! reproduced from its seed.
+//! paper scale (1000–10,000 receivers, and up to 100,000: memory is linear
+//! in the receivers) on the same work and any run reproduced from its seed.
 //!
 //! - [`engine`]: virtual time (events keyed by (time, sequence); time jumps
 //!   to the next one), links and hosts following [`CloudModel`] (per-hop
@@ -12,8 +12,10 @@
 //!   duplication, reordering; each host serializes its per-copy send cost,
 //!   proxies add their processing cost; receivers hand over after a release
 //!   jitter and a per-message hand-off cost). Common random numbers: every
-//!   clock, host and link draws from its own stream keyed by its role, so
-//!   schemes run from one seed differ only where their designs do.
+//!   clock and host draws from its own stream keyed by its role, every copy
+//!   on a link from a stream of the link and the instant it enters it (links
+//!   keep no state), so schemes run from one seed differ only where their
+//!   designs do. Pending events wait in a calendar queue.
 //! - [`clocks`]: each node's clock error is a process (wander, drift, steps
 //!   and tails beyond the declared bound); nothing clamps it.
 //! - [`schemes`]: direct unicast, CloudEx-style, Jasper-v1-style, ours.
@@ -36,6 +38,7 @@ pub mod clocks;
 pub mod engine;
 pub mod model_file;
 pub mod montecarlo;
+mod queue;
 pub mod scenarios;
 pub mod schemes;
 

@@ -109,7 +109,7 @@ pub fn tree_spec(scheme: Scheme, p: &SimParams) -> TreeSpec {
         let min_depth = if s.hedge > 0 { 2 } else { 1 };
         let d = ((p.receivers as f64).log10().round() as u32).max(min_depth);
         s.depth = Some(d);
-        s.fanout = Some(((p.receivers as f64).powf(1.0 / d as f64).ceil() as u32).max(2));
+        s.fanout = Some(jasper_core::plan::fanout_for_depth(p.receivers, d));
     }
     s
 }
@@ -160,6 +160,16 @@ pub fn node_configs(scheme: Scheme, p: &SimParams) -> (SenderConfig, ReceiverCon
     let tracked = scheme == Scheme::Ours && p.tracked.is_some();
     let defaults = ReceiverConfig::default();
     let receiver = ReceiverConfig {
+        // Direct unicast: every receiver's report reaches the sender, whose
+        // deadline no receiver holds to (direct) or which never moves with
+        // them (cloudex's offset follows the late ratio): report rarely, as
+        // the sender heartbeats rarely. N reports per millisecond were most
+        // of those runs' events.
+        report_interval_ns: if scheme.uses_tree() {
+            defaults.report_interval_ns
+        } else {
+            100_000_000
+        },
         dedup_window: 4096,
         max_held: 1 << 20,
         hold: scheme.holds(),
@@ -183,4 +193,23 @@ pub fn node_configs(scheme: Scheme, p: &SimParams) -> (SenderConfig, ReceiverCon
         ..defaults
     };
     (sender, receiver)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tree_schemes_pick_fanout_10_up_to_a_hundred_thousand() {
+        for (n, depth) in [(100, 2), (1_000, 3), (10_000, 4), (100_000, 5)] {
+            let p = SimParams {
+                receivers: n,
+                ..SimParams::default()
+            };
+            for s in [Scheme::JasperV1, Scheme::Ours] {
+                let t = tree_spec(s, &p);
+                assert_eq!((t.depth, t.fanout), (Some(depth), Some(10)), "{s:?} N={n}");
+            }
+        }
+    }
 }

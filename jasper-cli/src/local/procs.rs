@@ -36,9 +36,9 @@ pub(super) fn ports(args: &LocalArgs, n: usize) -> anyhow::Result<Vec<u16>> {
     }
     let mut out = Vec::new();
     for i in 0..n {
-        let p = args
-            .base_port
-            .checked_add(i as u16)
+        let p = u16::try_from(i)
+            .ok()
+            .and_then(|i| args.base_port.checked_add(i))
             .context("--base-port too high for this many nodes")?;
         if let Err(e) = UdpSocket::bind(("127.0.0.1", p)) {
             bail!("UDP port {p} on 127.0.0.1 is busy ({e}); choose another --base-port, or omit it to pick free ports");

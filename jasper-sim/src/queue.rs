@@ -1,0 +1,234 @@
+//! The engine's pending events: a calendar queue (a timing wheel of small
+//! heaps).
+//!
+//! Keys are `time << 64 | sequence`: unique, and never below the last key
+//! popped (events are scheduled at or after the current time, and the
+//! sequence only grows). Time is cut into slots of [`SLOT_NS`]; the
+//! [`SLOTS`] slots from the current one on form a wheel of unsorted
+//! vectors, later events wait in an overflow heap. Only the current slot
+//! is a heap (a few hundred events at N = 10,000, in L1), built when the
+//! wheel reaches it. Scheduling is an append, taking the next event a pop
+//! from that small heap: a binary heap of all 10⁵ pending events walked
+//! ~17 levels of a megabyte-sized array per pop, and a radix heap spent
+//! ~800 instructions per event moving events between its buckets.
+
+use std::cmp::Ordering;
+use std::collections::BinaryHeap;
+
+/// Width of a wheel slot: 1024 ns.
+const SLOT_SHIFT: u32 = 10;
+/// Slot width, ns.
+#[cfg(test)]
+const SLOT_NS: u64 = 1 << SLOT_SHIFT;
+/// Slots in the wheel (4.2 ms ahead of the current slot).
+const SLOTS: usize = 4096;
+const WORDS: usize = SLOTS / 64;
+/// Emptied slot buffers kept for reuse.
+const SPARES: usize = 64;
+
+struct Item<T> {
+    key: u128,
+    item: T,
+}
+
+impl<T> PartialEq for Item<T> {
+    fn eq(&self, other: &Self) -> bool {
+        self.key == other.key
+    }
+}
+impl<T> Eq for Item<T> {}
+impl<T> PartialOrd for Item<T> {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl<T> Ord for Item<T> {
+    // Reversed: `BinaryHeap` pops the greatest, we want the smallest key.
+    fn cmp(&self, other: &Self) -> Ordering {
+        other.key.cmp(&self.key)
+    }
+}
+
+fn slot_of(key: u128) -> u64 {
+    ((key >> 64) as u64) >> SLOT_SHIFT
+}
+
+/// A monotone priority queue of `(u128 key, T)`, smallest key first.
+pub(crate) struct CalendarQueue<T> {
+    /// Absolute slot (time >> SLOT_SHIFT) of the current slot.
+    base: u64,
+    /// The current slot's events.
+    current: BinaryHeap<Item<T>>,
+    /// Absolute slots `base + 1 .. base + SLOTS`, at `slot % SLOTS`.
+    wheel: Vec<Vec<Item<T>>>,
+    /// Bit `i` set when `wheel[i]` is non-empty.
+    nonempty: [u64; WORDS],
+    /// Events beyond the wheel.
+    overflow: BinaryHeap<Item<T>>,
+    /// Emptied slot buffers for slots about to fill (at most [`SPARES`]:
+    /// a buffer per slot keeping its largest size would hold many times
+    /// the queue).
+    spare: Vec<Vec<Item<T>>>,
+    /// The last key popped.
+    last: u128,
+    len: usize,
+}
+
+impl<T> std::fmt::Debug for CalendarQueue<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CalendarQueue")
+            .field("base", &self.base)
+            .field("len", &self.len)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<T> CalendarQueue<T> {
+    pub(crate) fn new() -> Self {
+        CalendarQueue {
+            base: 0,
+            current: BinaryHeap::new(),
+            wheel: (0..SLOTS).map(|_| Vec::new()).collect(),
+            nonempty: [0; WORDS],
+            overflow: BinaryHeap::new(),
+            spare: Vec::new(),
+            last: 0,
+            len: 0,
+        }
+    }
+
+    /// Queue `item` under `key`, which must not be below the last key popped.
+    pub(crate) fn push(&mut self, key: u128, item: T) {
+        assert!(key >= self.last, "a calendar queue's keys never go back");
+        self.len += 1;
+        self.place(Item { key, item });
+    }
+
+    fn place(&mut self, it: Item<T>) {
+        let s = slot_of(it.key);
+        if s <= self.base {
+            self.current.push(it);
+        } else if s - self.base < SLOTS as u64 {
+            let i = (s % SLOTS as u64) as usize;
+            let slot = &mut self.wheel[i];
+            if slot.capacity() == 0 {
+                if let Some(b) = self.spare.pop() {
+                    *slot = b;
+                }
+            }
+            slot.push(it);
+            self.nonempty[i / 64] |= 1 << (i % 64);
+        } else {
+            self.overflow.push(it);
+        }
+    }
+
+    /// The first non-empty wheel slot after `base`, as an absolute slot.
+    fn next_in_wheel(&self) -> Option<u64> {
+        let start = ((self.base + 1) % SLOTS as u64) as usize;
+        // Words from the one holding `start`, wrapping once around.
+        for k in 0..=WORDS {
+            let w = (start / 64 + k) % WORDS;
+            let mut bits = self.nonempty[w];
+            if k == 0 {
+                bits &= !0u64 << (start % 64);
+            } else if k == WORDS {
+                bits &= !(!0u64 << (start % 64));
+            }
+            if bits != 0 {
+                let i = w * 64 + bits.trailing_zeros() as usize;
+                let ahead = (i + SLOTS - start) % SLOTS;
+                return Some(self.base + 1 + ahead as u64);
+            }
+        }
+        None
+    }
+
+    /// The item with the smallest key.
+    pub(crate) fn pop(&mut self) -> Option<(u128, T)> {
+        while self.current.is_empty() {
+            // Move to the next slot holding anything, wheel or overflow.
+            let wheel = self.next_in_wheel();
+            let over = self.overflow.peek().map(|it| slot_of(it.key));
+            let next = match (wheel, over) {
+                (None, None) => return None,
+                (Some(a), None) => a,
+                (None, Some(b)) => b,
+                (Some(a), Some(b)) => a.min(b),
+            };
+            self.base = next;
+            let i = (next % SLOTS as u64) as usize;
+            let items = std::mem::take(&mut self.wheel[i]);
+            self.nonempty[i / 64] &= !(1 << (i % 64));
+            let done = std::mem::replace(&mut self.current, BinaryHeap::from(items));
+            if self.spare.len() < SPARES {
+                self.spare.push(done.into_vec());
+            }
+            // The wheel now reaches further: take in what it covers.
+            while let Some(it) = self.overflow.peek() {
+                if slot_of(it.key) - self.base >= SLOTS as u64 {
+                    break;
+                }
+                let it = self.overflow.pop().expect("peeked");
+                self.place(it);
+            }
+        }
+        let it = self.current.pop()?;
+        self.last = it.key;
+        self.len -= 1;
+        Some((it.key, it.item))
+    }
+
+    /// Items queued.
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
+        self.len
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::Rng;
+
+    #[test]
+    fn pops_in_key_order_while_pushing_at_or_after_the_last() {
+        let mut rng = jasper_core::model::rng(7);
+        let mut q = CalendarQueue::new();
+        let mut reference = std::collections::BinaryHeap::new();
+        let (mut now, mut seq) = (1_700_000_000_000_000_000u64, 0u64);
+        let key = |t: u64, s: u64| (t as u128) << 64 | s as u128;
+        for _ in 0..100 {
+            seq += 1;
+            let k = key(now + rng.random_range(0..1_000_000), seq);
+            q.push(k, seq);
+            reference.push(std::cmp::Reverse((k, seq)));
+        }
+        let mut popped = 0;
+        while let Some((k, v)) = q.pop() {
+            let std::cmp::Reverse(want) = reference.pop().unwrap();
+            assert_eq!((k, v), want);
+            now = (k >> 64) as u64;
+            popped += 1;
+            // Schedule more: at the same instant, within a slot, within the
+            // wheel, beyond it, and far beyond.
+            if popped < 50_000 {
+                for _ in 0..rng.random_range(0..3) {
+                    seq += 1;
+                    let t = match rng.random_range(0..5) {
+                        0 => now,
+                        1 => now + rng.random_range(0..SLOT_NS),
+                        2 => now + rng.random_range(0..SLOT_NS * SLOTS as u64),
+                        3 => now + rng.random_range(0..4 * SLOT_NS * SLOTS as u64),
+                        _ => now + rng.random_range(0..u32::MAX as u64 * 100),
+                    };
+                    q.push(key(t, seq), seq);
+                    reference.push(std::cmp::Reverse((key(t, seq), seq)));
+                }
+            }
+        }
+        assert!(reference.is_empty());
+        assert_eq!(q.len(), 0);
+        assert!(popped > 50_000, "{popped}");
+    }
+}
