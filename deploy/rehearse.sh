@@ -36,7 +36,12 @@ cd "$(dirname "$0")/.."
 ROOT=$PWD
 
 RECEIVERS=8
-RATE=2000
+# 1000 msgs/s: the rehearsal checks restarts, reloads and recovery with
+# 14 processes on this one machine, not throughput. At 2000 msgs/s a
+# 2-core machine with one core busy elsewhere fell behind by a second and
+# lost most of session 1 (the guard drops what is a second past its
+# deadline); at 1000 it held with the same load.
+RATE=1000
 MESSAGES=4000
 BIN_DIR=""
 SVC_UID=64123
