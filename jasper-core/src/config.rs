@@ -116,7 +116,8 @@ pub enum IdleStrategy {
     Spin,
     /// `sched_yield` between polls.
     Yield,
-    /// Spin, then yield, then sleep with growing pauses up to `max_sleep_us`.
+    /// Spin for `spin_us` of idle time, then block until a packet arrives or
+    /// a timer is due (at most `max_sleep_us` per wait).
     #[default]
     Backoff,
 }
@@ -165,6 +166,14 @@ pub struct BackendSection {
     pub idle: IdleStrategy,
     /// Longest single wait of the backoff strategy, µs (arrivals end it early).
     pub max_sleep_us: u64,
+    /// How long the backoff strategy keeps polling after the last work
+    /// before it blocks, µs (0 = block at once). A budget of time, not of
+    /// rounds: a receiver process polling 64 sockets pays as much per round
+    /// as 64 single-socket loops. Longer spins shave the wake-up (tens of
+    /// µs) off a hop when packets come closer than the spin; on a machine
+    /// with fewer cores than busy nodes they take the CPU the other nodes
+    /// need.
+    pub spin_us: u64,
     /// Packets per burst.
     pub burst: usize,
     /// Socket buffer size, bytes (udp).
@@ -179,6 +188,7 @@ impl Default for BackendSection {
             kind: BackendKind::Udp,
             idle: IdleStrategy::Backoff,
             max_sleep_us: 1_000,
+            spin_us: 20,
             burst: 32,
             socket_buffer: 4 << 20,
             dpdk: None,
@@ -828,6 +838,13 @@ impl NodeConfig {
                 "sender.max_packet",
                 format!("{} is out of range", s.max_packet),
                 "use 64..=9000 (1472 for a 1500-byte MTU)",
+            );
+        }
+        if s.packet_gap_ns > 10_000_000 {
+            return bad(
+                "sender.packet_gap_ns",
+                format!("{} ns is more than 10 ms", s.packet_gap_ns),
+                "every message may wait this long: use tens of µs (e.g. 50000), or 0 for off",
             );
         }
         if s.deadline.ceiling_ns < s.deadline.floor_ns {

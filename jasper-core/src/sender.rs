@@ -37,6 +37,15 @@ pub struct SenderConfig {
     /// How long a partly filled packet may wait for more messages, ns
     /// (0 = send at once).
     pub linger_ns: u64,
+    /// Adaptive batching: the least time between two data packets, ns
+    /// (0 = off). A message published at least this long after the last
+    /// data packet leaves at once, alone; messages published sooner wait,
+    /// packed together, until that instant (or until a packet is full). So
+    /// a quiet feed pays nothing, and a fast one pays at most this much
+    /// latency while its packet rate stays within 1 / `packet_gap_ns`,
+    /// what the tree was sized to carry. The deadline is stamped when the
+    /// packet leaves, so hold-and-release covers the wait.
+    pub packet_gap_ns: u64,
     /// Heartbeat after this much idle time, ns (0 = never).
     pub heartbeat_interval_ns: u64,
     /// Deadline rule.
@@ -53,6 +62,7 @@ impl Default for SenderConfig {
             session: 0,
             max_packet: 1472,
             linger_ns: 0,
+            packet_gap_ns: 0,
             heartbeat_interval_ns: 1_000_000,
             deadline: DeadlinePolicy::default(),
             retransmit: RetransmitConfig::default(),
@@ -113,6 +123,8 @@ pub struct SenderCore {
     pool: Vec<Vec<u8>>,
     deadline: DeadlineState,
     last_tx_ns: u64,
+    /// When the last data packet was sealed (0: none yet).
+    last_data_ns: u64,
     ended: bool,
     announced: bool,
     auth: Option<Auth>,
@@ -149,6 +161,7 @@ impl SenderCore {
             pool: Vec::new(),
             deadline: DeadlineState::new(cfg.deadline),
             last_tx_ns: 0,
+            last_data_ns: 0,
             ended: false,
             announced: false,
             auth: None,
@@ -269,9 +282,7 @@ impl SenderCore {
     /// the packet is sealed at once.
     pub fn publish(&mut self, now: Reading, msg: &[u8]) -> Result<u64, PublishError> {
         let seq = self.append(now, msg)?;
-        if self.cfg.linger_ns == 0 {
-            self.seal(now);
-        }
+        self.seal_if_due(now);
         Ok(seq)
     }
 
@@ -301,10 +312,29 @@ impl SenderCore {
         for m in msgs {
             self.append(now, m)?;
         }
-        if self.cfg.linger_ns == 0 {
+        self.seal_if_due(now);
+        Ok(first)
+    }
+
+    /// When the pending packet is to leave: after its linger and at least
+    /// `packet_gap_ns` after the last data packet (None: nothing pending).
+    fn seal_due_ns(&self) -> Option<u64> {
+        (self.pending_count > 0).then(|| {
+            let gap = if self.last_data_ns == 0 {
+                0
+            } else {
+                self.last_data_ns.saturating_add(self.cfg.packet_gap_ns)
+            };
+            self.pending_since_ns
+                .saturating_add(self.cfg.linger_ns)
+                .max(gap)
+        })
+    }
+
+    fn seal_if_due(&mut self, now: Reading) {
+        if self.seal_due_ns().is_some_and(|due| now.now_ns >= due) {
             self.seal(now);
         }
-        Ok(first)
     }
 
     /// Seal the pending packet (if any) with send time and deadline from `now`.
@@ -347,6 +377,7 @@ impl SenderCore {
         self.pending_len = HEADER_LEN;
         self.pending_count = 0;
         self.last_tx_ns = now.now_ns;
+        self.last_data_ns = now.now_ns;
         self.stats.packets += 1;
     }
 
@@ -367,7 +398,7 @@ impl SenderCore {
         if self.ended {
             return None;
         }
-        let linger = (self.pending_count > 0).then(|| self.pending_since_ns + self.cfg.linger_ns);
+        let linger = self.seal_due_ns();
         let hb = (self.cfg.heartbeat_interval_ns > 0)
             .then(|| self.last_tx_ns + self.cfg.heartbeat_interval_ns);
         match (linger, hb) {
@@ -381,9 +412,7 @@ impl SenderCore {
         if self.ended {
             return;
         }
-        if self.pending_count > 0 && now.now_ns >= self.pending_since_ns + self.cfg.linger_ns {
-            self.seal(now);
-        }
+        self.seal_if_due(now);
         if self.cfg.heartbeat_interval_ns > 0
             && now.now_ns >= self.last_tx_ns + self.cfg.heartbeat_interval_ns
         {
@@ -612,6 +641,48 @@ mod tests {
         let p = tx(&mut s).unwrap();
         let h = Repr::parse_bytes(&p).unwrap().header;
         assert_eq!((h.kind, h.seq), (Kind::Heartbeat, 2));
+    }
+
+    #[test]
+    fn packet_gap_packs_what_comes_faster_and_leaves_a_quiet_feed_alone() {
+        let mut s = SenderCore::new(SenderConfig {
+            packet_gap_ns: 1_000,
+            heartbeat_interval_ns: 0,
+            ..Default::default()
+        });
+        // The first message leaves at once, alone.
+        s.publish(now(100), b"a").unwrap();
+        let h = Repr::parse_bytes(&tx(&mut s).unwrap()).unwrap().header;
+        assert_eq!((h.seq, h.count, h.send_time_ns), (0, 1, 100));
+        // Two more within the gap wait, packed, until 100 + 1000.
+        s.publish(now(150), b"b").unwrap();
+        s.publish_batch(now(170), [&b"c"[..]]).unwrap();
+        assert!(tx(&mut s).is_none());
+        assert_eq!(s.poll_timeout(), Some(1_100));
+        s.handle_timeout(now(1_099));
+        assert!(tx(&mut s).is_none(), "not before the gap has passed");
+        s.handle_timeout(now(1_100));
+        let pkt = tx(&mut s).unwrap();
+        let r = Repr::parse_bytes(&pkt).unwrap();
+        assert_eq!(
+            (r.header.seq, r.header.count, r.header.send_time_ns),
+            (1, 2, 1_100)
+        );
+        // The deadline is stamped when the packet leaves.
+        assert!(r.header.deadline_ns >= 1_100 + s.offset_ns(0) - 1);
+        // A message a whole gap after the last packet leaves at once.
+        s.publish(now(2_100), b"d").unwrap();
+        let h = Repr::parse_bytes(&tx(&mut s).unwrap()).unwrap().header;
+        assert_eq!((h.seq, h.count, h.send_time_ns), (3, 1, 2_100));
+        // A full packet leaves at once whatever the gap.
+        let big = vec![7u8; 1000];
+        s.publish(now(2_200), &big).unwrap();
+        assert!(tx(&mut s).is_none());
+        s.publish(now(2_300), &big).unwrap();
+        let h = Repr::parse_bytes(&tx(&mut s).unwrap()).unwrap().header;
+        assert_eq!((h.seq, h.count, h.send_time_ns), (4, 1, 2_300));
+        assert!(tx(&mut s).is_none(), "the second waits for the gap");
+        assert_eq!(s.poll_timeout(), Some(3_300));
     }
 
     #[test]

@@ -1,8 +1,9 @@
 //! Idle strategies for poll loops (Aeron style). On a 2-core machine a
 //! busy-spinning loop starves everything else; `backoff` is the default:
-//! a short spin, a few yields, then block until a packet arrives (`ppoll` on
-//! the backend's sockets) or the next timer is due, whichever comes first.
-//! Backends without file descriptors (DPDK) sleep instead.
+//! keep polling for a budget of idle *time* (`spin_us`), then block until a
+//! packet arrives (`ppoll` on the backend's sockets) or the next timer is
+//! due, whichever comes first. Backends without file descriptors (DPDK)
+//! sleep instead.
 
 use std::os::fd::RawFd;
 use std::time::Duration;
@@ -14,11 +15,10 @@ pub use jasper_core::config::IdleStrategy;
 pub struct Idler {
     strategy: IdleStrategy,
     max_sleep_ns: u64,
-    idle_rounds: u32,
+    spin_ns: u64,
+    /// Monotonic time of the first idle round since the last work (0: working).
+    idle_since_ns: u64,
 }
-
-const SPIN_ROUNDS: u32 = 16;
-const YIELD_ROUNDS: u32 = 4;
 
 /// Block until one of `fds` is readable or `timeout_ns` passed.
 pub fn wait_readable(fds: &[RawFd], timeout_ns: u64) {
@@ -52,13 +52,19 @@ pub fn wait_readable(fds: &[RawFd], timeout_ns: u64) {
 }
 
 impl Idler {
-    /// New idler; `max_sleep_us` bounds one wait.
-    pub fn new(strategy: IdleStrategy, max_sleep_us: u64) -> Self {
+    /// New idler; `max_sleep_us` bounds one wait, `spin_us` is the idle
+    /// time the backoff strategy keeps polling before it blocks.
+    pub fn new(strategy: IdleStrategy, max_sleep_us: u64, spin_us: u64) -> Self {
         Idler {
             strategy,
-            max_sleep_ns: max_sleep_us.max(1) * 1_000,
-            idle_rounds: 0,
+            max_sleep_ns: max_sleep_us.max(1).saturating_mul(1_000),
+            spin_ns: spin_us.saturating_mul(1_000),
+            idle_since_ns: 0,
         }
+    }
+    /// From a node's backend settings.
+    pub fn from_config(b: &jasper_core::config::BackendSection) -> Self {
+        Idler::new(b.idle, b.max_sleep_us, b.spin_us)
     }
 
     /// Call once per loop iteration with the amount of work done.
@@ -66,23 +72,29 @@ impl Idler {
     /// sockets whose readability ends the wait early.
     pub fn idle(&mut self, work: usize, wake_in_ns: Option<u64>, fds: &[RawFd]) {
         if work > 0 {
-            self.idle_rounds = 0;
+            self.idle_since_ns = 0;
             return;
         }
-        self.idle_rounds = self.idle_rounds.saturating_add(1);
         match self.strategy {
             IdleStrategy::Spin => std::hint::spin_loop(),
             IdleStrategy::Yield => std::thread::yield_now(),
             IdleStrategy::Backoff => {
-                if self.idle_rounds <= SPIN_ROUNDS {
-                    std::hint::spin_loop();
-                } else if self.idle_rounds <= SPIN_ROUNDS + YIELD_ROUNDS {
-                    std::thread::yield_now();
-                } else {
-                    let ns = wake_in_ns.map_or(self.max_sleep_ns, |w| w.min(self.max_sleep_ns));
-                    if ns > 0 {
-                        wait_readable(fds, ns);
+                if self.spin_ns > 0 {
+                    let now = crate::clock::mono_now_ns();
+                    if self.idle_since_ns == 0 {
+                        self.idle_since_ns = now;
                     }
+                    if now.saturating_sub(self.idle_since_ns) < self.spin_ns {
+                        std::hint::spin_loop();
+                        return;
+                    }
+                }
+                let ns = wake_in_ns.map_or(self.max_sleep_ns, |w| w.min(self.max_sleep_ns));
+                if ns > 0 {
+                    wait_readable(fds, ns);
+                } else {
+                    // A timer is due now: let the loop run it.
+                    std::hint::spin_loop();
                 }
             }
         }

@@ -110,7 +110,7 @@ impl ProxyNode {
             dsts: Vec::with_capacity(64),
             unknown_peer: 0,
             request_stamp: 0,
-            idler: Idler::new(cfg.backend.idle, cfg.backend.max_sleep_us),
+            idler: Idler::from_config(&cfg.backend),
             live: jasper_live::Exporter::open(cfg)?,
         })
     }

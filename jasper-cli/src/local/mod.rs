@@ -128,6 +128,16 @@ pub struct LocalArgs {
     /// Poll-loop idle strategy of every node.
     #[arg(long, value_enum, default_value_t = IdleArg::Backoff)]
     pub idle: IdleArg,
+    /// Adaptive batching at each publisher: the least time between two data
+    /// packets, µs (0 = one packet per publish). Messages coming faster wait,
+    /// packed, for at most this long, so the tree carries at most
+    /// 1 / gap packets per second per publisher whatever the message rate.
+    #[arg(long, default_value_t = 50)]
+    pub packet_gap_us: u64,
+    /// Idle time the backoff strategy keeps polling before it blocks, µs
+    /// (default: the config default, `[backend] spin_us`).
+    #[arg(long)]
+    pub spin_us: Option<u64>,
     /// Seed (clock offsets, injected delays).
     #[arg(long, default_value_t = 1)]
     pub seed: u64,

@@ -58,6 +58,7 @@ pub(super) fn prepare(args: &LocalArgs, variant: Variant) -> anyhow::Result<Setu
     let opts = ConfigOptions {
         backend: BackendSection {
             idle,
+            spin_us: args.spin_us.unwrap_or(BackendSection::default().spin_us),
             ..BackendSection::default()
         },
         emulated_clock: match args.clock {
@@ -70,6 +71,7 @@ pub(super) fn prepare(args: &LocalArgs, variant: Variant) -> anyhow::Result<Setu
         seed: args.seed,
         sender: SenderConfig {
             deadline: DeadlinePolicy::default(),
+            packet_gap_ns: args.packet_gap_us.saturating_mul(1_000),
             ..SenderConfig::default()
         },
         receiver: ReceiverSection {
