@@ -4,7 +4,7 @@
 # rusteron builds Aeron's vendored C sources with cmake >= 3.30; Debian 12's
 # is 3.25, so a cmake from PyPI is installed into a venv under target/ on
 # first use (the first build takes about 5 minutes). Arguments go to the
-# benchmark (--quick, --n, --size, --reps, --rate, --sides, --idle, --no-auth,
+# benchmark (--quick, --n, --size, --reps, --rate, --sides, --idle, --threads, --no-auth,
 # --help); --build-only only builds. Cargo runs at most 2 jobs (the machine
 # is shared).
 #

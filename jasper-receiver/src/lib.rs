@@ -9,6 +9,10 @@
 //!   session per publisher stream, with a MoldUDP64 request server
 //!   ([`mold::Mold`]), so existing feed handlers consume it unchanged.
 //!
+//! An application that runs its own thread (as an Aeron client steps its
+//! agents inline) drives its receivers with [`duty_cycle`], [`next_wake`]
+//! and [`release_due`] instead of [`run`].
+//!
 //! Release precision: the run loop sleeps (per the idle strategy) until
 //! `spin_ns` before the earliest deadline, then spins on the clock and
 //! releases at the deadline. The receiver reports its delay percentile to its
@@ -557,7 +561,6 @@ pub fn run_until(
     let Some(first) = nodes.first() else {
         return false;
     };
-    let spin_ns = nodes.iter().map(|n| n.spin_ns).max().unwrap_or(0);
     let mut idler = Idler::new(first.idle.0, first.idle.1, first.idle.2);
     let mut rounds = 0u32;
     let fds: Vec<_> = nodes.iter().flat_map(|n| n.wait_fds()).collect();
@@ -570,62 +573,105 @@ pub fn run_until(
             break;
         }
         rounds = rounds.wrapping_add(1);
-        // Receive at every logical receiver first, then release at all of
-        // them in one pass with no system call between two receivers, then
-        // the housekeeping (reports, requests): a message due at every
-        // receiver is handed over back to back, not a socket read apart.
-        let mut work = 0;
-        for n in nodes.iter_mut() {
-            work += n.receive().unwrap_or(0);
-        }
-        for (i, n) in nodes.iter_mut().enumerate() {
-            work += n.release(&mut |r, p, h| on(i, r, p, h));
-        }
-        for n in nodes.iter_mut() {
-            let _ = n.housekeeping();
-        }
+        let work = duty_cycle(nodes, &mut on);
         if nodes.iter().all(|n| n.exit_after_session && n.finished()) {
             break;
         }
-        let next = nodes.iter().filter_map(|n| n.next_release_host_ns()).min();
-        let timers = nodes
-            .iter()
-            .filter_map(|n| n.next_timer_ns())
-            .chain(nodes.iter().filter_map(|n| n.next_recovery_host_ns()))
-            .min();
-        let now = host_now_ns();
-        if let Some(due) = next {
-            if due <= now + spin_ns {
-                // The last stretch: spin on the clock, then release exactly.
-                // Bounded by CLOCK_MONOTONIC: should the synchronized clock
-                // step back while spinning, the spin ends after the stretch
-                // it should have taken (plus slack) and the loop goes round
-                // again (receiving, then waiting for the clock) instead of
-                // burning the core for as long as the step.
-                let limit = jasper_io::clock::mono_now_ns()
-                    .saturating_add(due.saturating_sub(now))
-                    .saturating_add(SPIN_SLACK_NS);
-                while host_now_ns() < due && jasper_io::clock::mono_now_ns() < limit {
-                    std::hint::spin_loop();
-                }
-                for (i, n) in nodes.iter_mut().enumerate() {
-                    n.release(&mut |r, p, h| on(i, r, p, h));
-                }
-                continue;
+        match next_wake(nodes) {
+            Wake::Release => {
+                release_due(nodes, &mut on);
             }
+            Wake::In(wake) => idler.idle(work, wake, &fds),
         }
-        let wake = next
-            .map(|d| d.saturating_sub(spin_ns))
-            .into_iter()
-            .chain(timers)
-            .min()
-            .map(|t| t.saturating_sub(now));
-        idler.idle(work, wake, &fds);
     }
     for n in nodes.iter_mut() {
         let _ = n.housekeeping();
     }
     reloading
+}
+
+/// One duty cycle of logical receivers sharing a thread: receive at every
+/// one first, then release at all of them in one pass with no system call
+/// between two receivers, then the housekeeping (reports, requests). A
+/// message due at every receiver is handed over back to back, not a socket
+/// read apart. Returns the work done. For embedding: an application
+/// driving its receivers from its own thread calls this and [`next_wake`]
+/// in its loop (as [`run`] does).
+pub fn duty_cycle(
+    nodes: &mut [ReceiverNode],
+    on: &mut impl FnMut(usize, &Release, &[u8], u64),
+) -> usize {
+    let mut work = 0;
+    for n in nodes.iter_mut() {
+        work += n.receive().unwrap_or(0);
+    }
+    work += release_due(nodes, on);
+    for n in nodes.iter_mut() {
+        let _ = n.housekeeping();
+    }
+    work
+}
+
+/// Release what is due at every receiver, in one pass (right after
+/// [`next_wake`] said [`Wake::Release`]); returns how many were handed over.
+pub fn release_due(
+    nodes: &mut [ReceiverNode],
+    on: &mut impl FnMut(usize, &Release, &[u8], u64),
+) -> usize {
+    let mut n_released = 0;
+    for (i, n) in nodes.iter_mut().enumerate() {
+        n_released += n.release(&mut |r, p, h| on(i, r, p, h));
+    }
+    n_released
+}
+
+/// What a receivers' loop should do next (from [`next_wake`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Wake {
+    /// A release was due within the spin stretch: the clock was spun on up
+    /// to it; call [`release_due`] now.
+    Release,
+    /// Nothing due yet: the loop may idle for at most this long, ns (None:
+    /// no timer; until a packet arrives).
+    In(Option<u64>),
+}
+
+/// After a duty cycle: when the earliest held deadline is within the
+/// receivers' spin stretch (`[receiver] spin_ns`), spin on the clock up
+/// to it and say [`Wake::Release`]; otherwise say how long the loop may
+/// idle (up to the spin stretch before the next release, or the next
+/// timer). The spin is bounded by CLOCK_MONOTONIC: should the synchronized
+/// clock step back while spinning, it ends after the stretch it should
+/// have taken (plus slack) and the loop goes round again (receiving, then
+/// waiting for the clock) instead of burning the core for as long as the
+/// step.
+pub fn next_wake(nodes: &[ReceiverNode]) -> Wake {
+    let spin_ns = nodes.iter().map(|n| n.spin_ns).max().unwrap_or(0);
+    let next = nodes.iter().filter_map(|n| n.next_release_host_ns()).min();
+    let timers = nodes
+        .iter()
+        .filter_map(|n| n.next_timer_ns())
+        .chain(nodes.iter().filter_map(|n| n.next_recovery_host_ns()))
+        .min();
+    let now = host_now_ns();
+    if let Some(due) = next {
+        if due <= now + spin_ns {
+            let limit = jasper_io::clock::mono_now_ns()
+                .saturating_add(due.saturating_sub(now))
+                .saturating_add(SPIN_SLACK_NS);
+            while host_now_ns() < due && jasper_io::clock::mono_now_ns() < limit {
+                std::hint::spin_loop();
+            }
+            return Wake::Release;
+        }
+    }
+    Wake::In(
+        next.map(|d| d.saturating_sub(spin_ns))
+            .into_iter()
+            .chain(timers)
+            .min()
+            .map(|t| t.saturating_sub(now)),
+    )
 }
 
 /// How much longer than the planned stretch the release spin may last

@@ -45,6 +45,10 @@ pub struct Setup {
     /// Poll-loop idle strategy of every node (the product's default:
     /// backoff).
     pub idle: IdleStrategy,
+    /// Run publisher, proxy and receivers in one thread, one duty cycle
+    /// after another (as Aeron's side runs its driver and client), instead
+    /// of a thread per role.
+    pub one_thread: bool,
 }
 
 /// Messages that fill one of our packets (the throughput burst).
@@ -136,14 +140,17 @@ fn configs(n: usize, s: &Setup) -> Result<(Vec<NodeConfig>, Option<std::path::Pa
 /// Run one trial on Jasper-rs.
 pub fn run(t: &Trial, s: &Setup) -> Result<Outcome, String> {
     let (cfgs, keys) = configs(t.n, s)?;
-    let result = run_tree(t, &cfgs);
+    let result = run_tree(t, &cfgs, s.one_thread);
     if let Some(dir) = keys {
         let _ = std::fs::remove_dir_all(dir);
     }
     result
 }
 
-fn run_tree(t: &Trial, cfgs: &[NodeConfig]) -> Result<Outcome, String> {
+fn run_tree(t: &Trial, cfgs: &[NodeConfig], one_thread: bool) -> Result<Outcome, String> {
+    if one_thread {
+        return run_one_thread(t, cfgs);
+    }
     let stop = Arc::new(AtomicBool::new(false));
     let proxy_cfg = cfgs
         .iter()
@@ -251,6 +258,107 @@ fn run_tree(t: &Trial, cfgs: &[NodeConfig]) -> Result<Outcome, String> {
     out.wall_s = wall;
     out.note = format!(
         "publisher tx drops {tx_dropped}, proxy tx drops {proxy_dropped}, proxy rx truncated {proxy_truncated}, receiver gaps {gaps}"
+    );
+    Ok(out)
+}
+
+/// The same tree stepped from one thread: each duty cycle publishes what is
+/// due, services the publisher, polls the proxy, then receives at every
+/// receiver, releases at all of them and does their housekeeping
+/// (`jasper_receiver::duty_cycle`). With nothing to do it sleeps until the
+/// next message or the spin stretch before the next release, whichever
+/// comes first, when that is far enough away; otherwise it polls again.
+fn run_one_thread(t: &Trial, cfgs: &[NodeConfig]) -> Result<Outcome, String> {
+    let proxy_cfg = cfgs
+        .iter()
+        .find(|c| c.node.role == NodeRole::Proxy)
+        .ok_or("no proxy in the plan")?;
+    let mut proxy = ProxyNode::new(proxy_cfg, open_backend(proxy_cfg, None)?)?;
+    let mut nodes = cfgs
+        .iter()
+        .filter(|c| c.node.role == NodeRole::Receiver)
+        .map(|c| ReceiverNode::open(c, None))
+        .collect::<Result<Vec<_>, _>>()?;
+    let scfg = cfgs
+        .iter()
+        .find(|c| c.node.role == NodeRole::Sender)
+        .ok_or("no sender in the plan")?;
+    let mut publisher = Publisher::from_node_config(scfg, None).map_err(|e| e.to_string())?;
+    jasper_io::runtime::precise_sleep();
+    let mut sink = Sink::new(t);
+    let total = t.total();
+    let mut msgs = vec![vec![0x41u8; t.size]; t.burst.max(1) as usize];
+    let mut published = 0u64;
+    let pacer = Pacer::start(t);
+    let (cpu0, rq0, wall0) = (cpu_seconds(), run_queue_seconds(), Instant::now());
+    let deadline = pacer.end() + t.slack;
+    let deadline_ns = now_ns() + (deadline - Instant::now()).as_nanos() as u64;
+    let mut failed = None;
+    loop {
+        let mut work = 0;
+        let k = pacer.ready(published).min(msgs.len() as u64) as usize;
+        if k > 0 {
+            for (j, m) in msgs.iter_mut().take(k).enumerate() {
+                stamp(m, published + j as u64, now_ns());
+            }
+            let r = if k == 1 {
+                publisher.publish(&msgs[0]).map(|_| ())
+            } else {
+                let batch: Vec<&[u8]> = msgs[..k].iter().map(Vec::as_slice).collect();
+                publisher.publish_batch(&batch).map(|_| ())
+            };
+            if let Err(e) = r {
+                failed = Some(format!("publish: {e}"));
+                break;
+            }
+            published += k as u64;
+            work += k;
+        }
+        publisher.service();
+        work += proxy.poll().map_err(|e| format!("proxy: {e}"))?;
+        work += jasper_receiver::duty_cycle(&mut nodes, &mut |i, rel, payload, _| {
+            sink.deliver(i, payload, now_ns(), rel.late);
+        });
+        if Instant::now() > deadline || sink.complete() {
+            break;
+        }
+        match jasper_receiver::next_wake(&nodes) {
+            jasper_receiver::Wake::Release => {
+                jasper_receiver::release_due(&mut nodes, &mut |i, rel, payload, _| {
+                    sink.deliver(i, payload, now_ns(), rel.late);
+                });
+            }
+            jasper_receiver::Wake::In(release_in) if work == 0 => {
+                let publish_in = (published < total).then(|| pacer.wait(published));
+                let wait = [release_in.map(Duration::from_nanos), publish_in]
+                    .into_iter()
+                    .flatten()
+                    .min()
+                    .unwrap_or(Duration::from_micros(200));
+                if wait > Duration::from_micros(30) {
+                    std::thread::sleep(wait - Duration::from_micros(20));
+                }
+            }
+            jasper_receiver::Wake::In(_) => {}
+        }
+    }
+    let cpu = cpu_seconds() - cpu0;
+    let run_queue = run_queue_seconds() - rq0;
+    let wall = wall0.elapsed().as_secs_f64();
+    let tx_dropped = publisher.io_counters().tx_dropped;
+    publisher.end_session();
+    if let Some(e) = failed {
+        return Err(e);
+    }
+    let gaps: u64 = nodes.iter().map(|n| n.report().core.gaps_detected).sum();
+    let prep = proxy.report("proxy");
+    let mut out = Outcome::from_sink(&sink, published, total, deadline_ns);
+    out.cpu_s = cpu;
+    out.run_queue_s = run_queue;
+    out.wall_s = wall;
+    out.note = format!(
+        "one thread; publisher tx drops {tx_dropped}, proxy tx drops {}, proxy rx truncated {}, receiver gaps {gaps}",
+        prep.tx_dropped, prep.rx_truncated
     );
     Ok(out)
 }

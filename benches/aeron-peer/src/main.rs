@@ -55,6 +55,11 @@ struct Args {
     /// Idle strategy of our nodes' poll loops (the product's default: backoff).
     #[arg(long, value_enum, default_value_t = Idle::Backoff)]
     idle: Idle,
+    /// How our side is threaded: a thread per role (publisher, proxy,
+    /// receivers; as deployed, where each is its own host) or everything
+    /// stepped from one thread (as Aeron's side runs here).
+    #[arg(long, value_enum, default_value_t = Threads::PerRole)]
+    threads: Threads,
     /// Sides to run (comma-separated: aeron, no-hold, hold), e.g. to profile one.
     #[arg(long, value_delimiter = ',', value_enum, default_values_t = [Side::Aeron, Side::NoHold, Side::Hold])]
     sides: Vec<Side>,
@@ -68,6 +73,12 @@ enum Idle {
     Spin,
     Yield,
     Backoff,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Threads {
+    PerRole,
+    One,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -133,6 +144,7 @@ impl Bench {
                         Idle::Yield => jasper_core::config::IdleStrategy::Yield,
                         Idle::Backoff => jasper_core::config::IdleStrategy::Backoff,
                     },
+                    one_thread: self.args.threads == Threads::One,
                 },
             ),
         }
@@ -410,7 +422,11 @@ fn print_table(bench: &Bench, cases: &[(usize, usize)], figures: &[[Figures; 3]]
         aeron::SOCKET_BUFFER >> 20,
     );
     println!(
-        "- Ours: publisher → 1 proxy → N receivers (a thread each for the publisher, the proxy and the N receivers), kernel UDP, no injected delay, {} idle, authentication {}, the host clock with a declared bound of {} ns.",
+        "- Ours: publisher → 1 proxy → N receivers ({}), kernel UDP, no injected delay, {} idle, authentication {}, the host clock with a declared bound of {} ns.",
+        match a.threads {
+            Threads::PerRole => "a thread each for the publisher, the proxy and the N receivers",
+            Threads::One => "all stepped in one thread, one duty cycle after another, like Aeron's side",
+        },
         format!("{:?}", a.idle).to_lowercase(),
         if a.no_auth { "off" } else { "on" },
         a.clock_bound_ns,
