@@ -49,6 +49,8 @@ pub struct Setup {
     /// after another (as Aeron's side runs its driver and client), instead
     /// of a thread per role.
     pub one_thread: bool,
+    /// The deadline's margin over the tree's delay estimate, ns.
+    pub margin_ns: u64,
 }
 
 /// Messages that fill one of our packets (the throughput burst).
@@ -97,7 +99,13 @@ fn configs(n: usize, s: &Setup) -> Result<(Vec<NodeConfig>, Option<std::path::Pa
         emulated_clock: None,
         faults: None,
         seed: 1,
-        sender: SenderConfig::default(),
+        sender: SenderConfig {
+            deadline: jasper_core::deadline::DeadlinePolicy {
+                margin_ns: s.margin_ns,
+                ..Default::default()
+            },
+            ..SenderConfig::default()
+        },
         receiver: ReceiverSection {
             core: ReceiverConfig {
                 hold: s.hold,

@@ -55,6 +55,10 @@ struct Args {
     /// Idle strategy of our nodes' poll loops (the product's default: backoff).
     #[arg(long, value_enum, default_value_t = Idle::Backoff)]
     idle: Idle,
+    /// Our deadline's margin over the tree's delay estimate, µs (default:
+    /// the product's).
+    #[arg(long)]
+    margin_us: Option<u64>,
     /// How our side is threaded: a thread per role (publisher, proxy,
     /// receivers; as deployed, where each is its own host) or everything
     /// stepped from one thread (as Aeron's side runs here).
@@ -145,6 +149,10 @@ impl Bench {
                         Idle::Backoff => jasper_core::config::IdleStrategy::Backoff,
                     },
                     one_thread: self.args.threads == Threads::One,
+                    margin_ns: self.args.margin_us.map_or(
+                        jasper_core::deadline::DeadlinePolicy::default().margin_ns,
+                        |us| us * 1_000,
+                    ),
                 },
             ),
         }
@@ -422,7 +430,7 @@ fn print_table(bench: &Bench, cases: &[(usize, usize)], figures: &[[Figures; 3]]
         aeron::SOCKET_BUFFER >> 20,
     );
     println!(
-        "- Ours: publisher → 1 proxy → N receivers ({}), kernel UDP, no injected delay, {} idle, authentication {}, the host clock with a declared bound of {} ns.",
+        "- Ours: publisher → 1 proxy → N receivers ({}), kernel UDP, no injected delay, {} idle, authentication {}, the host clock with a declared bound of {} ns, deadline margin {} µs.",
         match a.threads {
             Threads::PerRole => "a thread each for the publisher, the proxy and the N receivers",
             Threads::One => "all stepped in one thread, one duty cycle after another, like Aeron's side",
@@ -430,6 +438,8 @@ fn print_table(bench: &Bench, cases: &[(usize, usize)], figures: &[[Figures; 3]]
         format!("{:?}", a.idle).to_lowercase(),
         if a.no_auth { "off" } else { "on" },
         a.clock_bound_ns,
+        a.margin_us
+            .unwrap_or(jasper_core::deadline::DeadlinePolicy::default().margin_ns / 1_000),
     );
     println!(
         "- One-way = hand-over to the application − send, both stamped with CLOCK_REALTIME; spread = per message, max − min of its hand-overs across the receivers; zero-loss throughput = highest rate at which every receiver got every message exactly once within 50 ms of the last one due ({:.1} s trials, searched); CPU = the process's user + system time at that rate; ratios = ours / Aeron.",
