@@ -88,6 +88,14 @@ pub struct IoCounters {
     pub rx_truncated: u64,
     /// Packets dropped by the fault injector (loss).
     pub injected_loss: u64,
+    /// Packets read more than 1 ms after the kernel received them (they
+    /// waited in the socket's queue: the node is not keeping up, usually
+    /// for want of CPU). Only backends with kernel receive timestamps.
+    pub rx_queued_over_1ms: u64,
+    /// Sum over received packets of the time each waited in the socket's
+    /// queue (read − kernel receive time), ns; over `rx_packets` it is the
+    /// mean queueing delay.
+    pub rx_queue_ns: u64,
     /// Copies added by the fault injector (duplication).
     pub injected_duplicates: u64,
 }

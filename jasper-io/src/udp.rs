@@ -15,6 +15,9 @@ use crate::{host_now_ns, Capabilities, IoCounters, OpenError, PacketIo, RxMeta};
 /// Receive buffer per packet: a jumbo-frame datagram (9001-byte MTU, as in
 /// AWS and GCP VPCs) fits.
 pub const BUF_SIZE: usize = 9216;
+/// A packet read later than this after the kernel received it counts as
+/// queued (`IoCounters::rx_queued_over_1ms`).
+const RX_QUEUED_LIMIT_NS: u64 = 1_000_000;
 const CTRL_SIZE: usize = 64;
 const TX_BATCH: usize = 64;
 const RX_BATCH: usize = 64;
@@ -276,6 +279,11 @@ impl UdpBackend {
                 host_rx_ns: ts.unwrap_or(now),
                 hw_or_kernel_ts: ts.is_some(),
             };
+            if let Some(t) = ts {
+                let queued = now.saturating_sub(t);
+                self.counters.rx_queue_ns = self.counters.rx_queue_ns.saturating_add(queued);
+                self.counters.rx_queued_over_1ms += u64::from(queued > RX_QUEUED_LIMIT_NS);
+            }
             self.counters.rx_packets += 1;
             self.counters.rx_bytes += hdr.msg_len as u64;
             kept += 1;
@@ -485,6 +493,31 @@ mod tests {
             std::thread::sleep(std::time::Duration::from_micros(100));
         }
         out
+    }
+
+    #[test]
+    fn time_in_the_socket_queue_is_counted() {
+        let mut a = UdpBackend::bind(&[lo()], 32, 1 << 20).unwrap();
+        let mut b = UdpBackend::bind(&[lo()], 32, 1 << 20).unwrap();
+        let to = b.local_addrs()[0];
+        a.send_to(b"waits", to);
+        a.flush();
+        // Read at once: it waited less than 1 ms... or not, on a busy
+        // machine; only the lower bounds below are certain.
+        let first = recv_all(&mut b, 1);
+        assert_eq!(first.len(), 1);
+        assert!(
+            first[0].0.hw_or_kernel_ts,
+            "loopback gives kernel timestamps"
+        );
+        let before = b.counters();
+        a.send_to(b"waits longer", to);
+        a.flush();
+        std::thread::sleep(std::time::Duration::from_millis(3));
+        assert_eq!(recv_all(&mut b, 1).len(), 1);
+        let after = b.counters();
+        assert_eq!(after.rx_queued_over_1ms, before.rx_queued_over_1ms + 1);
+        assert!(after.rx_queue_ns - before.rx_queue_ns >= 3_000_000);
     }
 
     #[test]

@@ -66,6 +66,11 @@ const IO: &[(&str, &str, Get<IoCounters>)] = &[
         |c| c.rx_truncated,
     ),
     (
+        "jasper_rx_queued_over_1ms",
+        "Packets read more than 1 ms after the kernel received them: the node is not keeping up (usually for want of CPU).",
+        |c| c.rx_queued_over_1ms,
+    ),
+    (
         "jasper_injected_loss",
         "Packets dropped by the fault injector (test and rehearsal setups only).",
         |c| c.injected_loss,
@@ -341,6 +346,8 @@ type Labels<'a> = Vec<(&'static str, Cow<'a, str>)>;
 
 enum V<'a> {
     Counter(u64),
+    /// A counter of seconds.
+    CounterSeconds(f64),
     Gauge(f64),
     /// A gauge that counts (or a 0/1 state).
     Level(u64),
@@ -365,6 +372,7 @@ fn family<'a>(
         let mut f = m.encode_family(&labels)?;
         match v {
             V::Counter(x) => f.encode_counter::<NoLabelSet, u64, u64>(&x, None)?,
+            V::CounterSeconds(x) => f.encode_counter::<NoLabelSet, f64, u64>(&x, None)?,
             V::Gauge(x) => f.encode_gauge(&x)?,
             V::Level(x) => f.encode_gauge(&x)?,
             V::Histogram(h) => f.encode_histogram::<NoLabelSet>(
@@ -473,6 +481,18 @@ impl Collector for Views {
                     .map(|n| (n.labels(&[]), V::Counter(get(&n.published.snapshot.io)))),
             )?;
         }
+        family(
+            e,
+            "jasper_rx_queue_seconds",
+            "Time received packets waited in the socket's queue before the node read them, summed (over jasper_rx_packets_total: the mean queueing delay).",
+            MetricType::Counter,
+            nodes.iter().map(|n| {
+                (
+                    n.labels(&[]),
+                    V::CounterSeconds(n.published.snapshot.io.rx_queue_ns as f64 / 1e9),
+                )
+            }),
+        )?;
         family(
             e,
             "jasper_guard_admitted",

@@ -75,6 +75,10 @@ pub struct ProxyReport {
     pub injected_loss: u64,
     /// Datagrams truncated by the receive buffer (dropped).
     pub rx_truncated: u64,
+    /// Packets read more than 1 ms after the kernel received them.
+    pub rx_queued_over_1ms: u64,
+    /// Time received packets waited in the socket's queue, summed, ns.
+    pub rx_queue_ns: u64,
     /// The guard: every refused packet by reason (authentication, source,
     /// stream, plausibility).
     pub guard: GuardStats,
@@ -310,6 +314,8 @@ impl ProxyNode {
             tx_dropped: c.tx_dropped,
             rx_errors: c.rx_errors,
             rx_truncated: c.rx_truncated,
+            rx_queued_over_1ms: c.rx_queued_over_1ms,
+            rx_queue_ns: c.rx_queue_ns,
             guard: self.guard.stats().clone(),
             authenticated: self.guard.authenticating(),
             children: self.core.child_flags().to_vec(),

@@ -156,6 +156,10 @@ pub struct ReceiverReport {
     pub mold: mold::MoldStats,
     /// Datagrams truncated by the receive buffer (dropped).
     pub rx_truncated: u64,
+    /// Packets read more than 1 ms after the kernel received them.
+    pub rx_queued_over_1ms: u64,
+    /// Time received packets waited in the socket's queue, summed, ns.
+    pub rx_queue_ns: u64,
     /// The guard: every refused packet by reason.
     pub guard: GuardStats,
     /// Packets are authenticated (false only in insecure mode).
@@ -487,6 +491,8 @@ impl ReceiverNode {
             mold_packets: self.mold.as_ref().map_or(0, |m| m.stats().packets),
             mold: self.mold.as_ref().map(|m| m.stats()).unwrap_or_default(),
             rx_truncated: c.rx_truncated,
+            rx_queued_over_1ms: c.rx_queued_over_1ms,
+            rx_queue_ns: c.rx_queue_ns,
             guard: self.guard.stats().clone(),
             authenticated: self.guard.authenticating(),
             upstreams: self.liveness.states().to_vec(),

@@ -151,9 +151,36 @@ pub(super) fn print_run(r: &RunResult) {
         sum(&r.nodes, &["core", "gaps_detected"]).saturating_sub(sum(&r.nodes, &["core", "gaps_filled"])),
         sum(&r.nodes, &["rx_packets"]),
     );
+    print_queueing(&r.nodes);
     print_recovery(&r.nodes);
     print_trust(r);
     print_mold(r);
+}
+
+/// How long packets waited in the nodes' socket queues: what a CPU-starved
+/// node shows first (its OWD, stamped by the kernel on arrival, does not).
+fn print_queueing(nodes: &[Value]) {
+    let queued = sum(nodes, &["rx_queued_over_1ms"]);
+    let (wait, packets) = (sum(nodes, &["rx_queue_ns"]), sum(nodes, &["rx_packets"]));
+    let worst = nodes
+        .iter()
+        .filter_map(|n| {
+            let p = n["rx_packets"].as_u64().filter(|p| *p > 0)?;
+            let w = n["rx_queue_ns"].as_u64()?;
+            Some((w as f64 / p as f64, n["name"].as_str().unwrap_or("?")))
+        })
+        .max_by(|a, b| a.0.total_cmp(&b.0));
+    print!(
+        "  socket queues: mean wait {:.1} µs, {queued} packets read > 1 ms after arrival",
+        wait as f64 / packets.max(1) as f64 / 1e3
+    );
+    match worst {
+        Some((w, name)) if queued > 0 => println!(
+            " (worst {name}: mean {:.1} µs) — nodes short of CPU, not the network",
+            w / 1e3
+        ),
+        _ => println!(),
+    }
 }
 
 /// Guard refusals summed over nodes, by reason (non-zero only).
