@@ -45,8 +45,8 @@ fn dst_key(a: &SocketAddrV4) -> u64 {
     (u32::from(*a.ip()) as u64) << 16 | a.port() as u64
 }
 
-/// Header templates kept at most (destinations forwarded to); beyond, the
-/// cache starts over.
+/// Header templates kept (destinations forwarded to) before the cache starts
+/// over.
 const MAX_TEMPLATES: usize = 1 << 16;
 /// References one received payload may carry. Each copy in flight holds one
 /// (the NIC's TX ring bounds them, 1024 here), the count is 16 bits wide:
@@ -107,6 +107,10 @@ pub struct DpdkBackend {
     /// emptied whenever an ARP entry changes.
     template_of: HashMap<u64, u32, BuildHasherDefault<IpHasher>>,
     templates: Vec<HeaderTemplate>,
+    /// The last destination group forwarded to whose every template was
+    /// known, and those templates (also the scratch list of one `forward`).
+    group: Vec<SocketAddr>,
+    group_templates: Vec<u32>,
     ip_id: u16,
     burst: usize,
     sent_since_flush: usize,
@@ -154,6 +158,8 @@ impl DpdkBackend {
             arp_asked: HashMap::new(),
             template_of: HashMap::default(),
             templates: Vec::new(),
+            group: Vec::new(),
+            group_templates: Vec::new(),
             ip_id: 0,
             burst: burst.clamp(1, MAX_BURST),
             sent_since_flush: 0,
@@ -176,7 +182,8 @@ impl DpdkBackend {
     }
     /// Test and benchmark hook: copy `frame` into an mbuf and classify it as
     /// if the port had received it (appended to the current burst when it is
-    /// a UDP packet for us). Returns the packet's index for [`PacketIo::rx`].
+    /// a UDP packet for us; stamped with the burst's first receive time).
+    /// Returns the packet's index for [`PacketIo::rx`].
     pub fn inject(&mut self, frame: &[u8]) -> Option<usize> {
         let mut m = self.pool.alloc()?;
         m.append(frame.len() as u16)?.copy_from_slice(frame);
@@ -186,7 +193,11 @@ impl DpdkBackend {
                     meta: RxMeta {
                         src: SocketAddr::V4(SocketAddrV4::new(u.src_ip, u.src_port)),
                         endpoint: 0,
-                        host_rx_ns: host_now_ns(),
+                        // One clock read per burst, as `recv_burst` does.
+                        host_rx_ns: match self.rx.last() {
+                            Some(p) => p.meta.host_rx_ns,
+                            None => host_now_ns(),
+                        },
                         hw_or_kernel_ts: false,
                     },
                     off: u.payload_off,
@@ -213,9 +224,15 @@ impl DpdkBackend {
     /// Record `ip`'s MAC; header templates built from an older one go.
     fn learn(&mut self, ip: Ipv4Addr, mac: [u8; 6]) {
         if self.arp.insert(ip, mac).is_some_and(|old| old != mac) {
-            self.template_of.clear();
-            self.templates.clear();
+            self.forget_templates();
         }
+    }
+
+    fn forget_templates(&mut self) {
+        self.template_of.clear();
+        self.templates.clear();
+        self.group.clear();
+        self.group_templates.clear();
     }
 
     fn arp_request(&mut self, ip: Ipv4Addr) {
@@ -279,10 +296,6 @@ impl DpdkBackend {
         }
         let r = self.route(d)?;
         let SocketAddr::V4(a) = d else { return None };
-        if self.templates.len() >= MAX_TEMPLATES {
-            self.template_of.clear();
-            self.templates.clear();
-        }
         let t = self.templates.len() as u32;
         self.templates.push(HeaderTemplate::new(&r));
         self.template_of.insert(dst_key(&a), t);
@@ -422,12 +435,31 @@ impl PacketIo for DpdkBackend {
             return;
         }
         let (len, sum) = self.payload_segment(i);
-        for chunk in dsts.chunks(MAX_BURST) {
+        // The proxy sends most packets to the same group of destinations:
+        // one comparison of the list instead of one lookup per copy.
+        if self.group.as_slice() != dsts {
+            if self.templates.len() + dsts.len() > MAX_TEMPLATES {
+                self.forget_templates();
+            }
+            self.group_templates.clear();
+            let mut all = true;
+            for d in dsts {
+                let t = self.template(*d).unwrap_or(u32::MAX);
+                all &= t != u32::MAX;
+                self.group_templates.push(t);
+            }
+            self.group.clear();
+            if all {
+                self.group.extend_from_slice(dsts);
+            }
+        }
+        let group_templates = std::mem::take(&mut self.group_templates);
+        for chunk in group_templates.chunks(MAX_BURST) {
             let mut tmpl = [0u32; MAX_BURST];
             let mut k = 0;
-            for d in chunk {
-                if let Some(t) = self.template(*d) {
-                    tmpl[k] = t;
+            for t in chunk {
+                if *t != u32::MAX {
+                    tmpl[k] = *t;
                     k += 1;
                 }
             }
@@ -480,6 +512,7 @@ impl PacketIo for DpdkBackend {
                 self.tx_burst();
             }
         }
+        self.group_templates = group_templates;
     }
 
     fn send_to(&mut self, bytes: &[u8], dst: SocketAddr) {

@@ -41,10 +41,11 @@ pub fn sum16(data: &[u8]) -> u32 {
 }
 
 /// Fold a partial sum into a checksum.
-pub fn fold(mut s: u32) -> u16 {
-    while s >> 16 != 0 {
-        s = (s & 0xffff) + (s >> 16);
-    }
+pub fn fold(s: u32) -> u16 {
+    // Two end-around carries suffice for any u32: the first leaves at most
+    // 0x1fffe, the second at most 0xffff.
+    let s = (s & 0xffff) + (s >> 16);
+    let s = (s & 0xffff) + (s >> 16);
     !(s as u16)
 }
 
@@ -352,7 +353,7 @@ mod tests {
                 let (fast, slow) = (sum16(&d), sum16_reference(&d));
                 assert!(fast <= 0xffff, "folded");
                 assert_eq!(fast == 0, slow == 0, "zero only for zero data");
-                for extra in [0u32, 1, 0xfffe, 0x1_2345] {
+                for extra in [0u32, 1, 0xfffe, 0x1_2345, 0x7fff_0000] {
                     assert_eq!(fold(fast + extra), fold(slow + extra), "n={n} {fill:?}");
                 }
             }
