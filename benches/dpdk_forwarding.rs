@@ -329,7 +329,7 @@ fn main() {
             100.0 * (per[0].0 / per[1].0 - 1.0),
             100.0 * (per[0].1 / per[1].1 - 1.0)
         );
-        rows.push((hedge, per[0].0, per[0].1));
+        rows.push((hedge, per[0].0, per[0].1, per[1].0));
     }
     let raw = raw_tx_rate(eal);
     println!(
@@ -338,11 +338,12 @@ fn main() {
         raw,
         1e9 / raw
     );
-    for (h, d, k) in rows {
+    for (h, d, k, d_auth) in rows {
         println!(
-            "H={h}: DPDK/kernel = {:.1}×, DPDK/raw vdev = {:.0}%",
+            "H={h}: DPDK/kernel = {:.1}×, DPDK/raw vdev = {:.0}% (auth off), {:.0}% (auth on)",
             d / k,
-            100.0 * d / raw
+            100.0 * d / raw,
+            100.0 * d_auth / raw
         );
     }
 }
