@@ -16,6 +16,14 @@
 //! deadline, tree tag — after the read-only duplicate check, as `ProxyNode`
 //! does). Sealing the input packets (the publisher's work) is not timed.
 //!
+//! Ratios to the raw rate are printed from wall time and from this thread's
+//! CPU time (`/proc/thread-self/schedstat`: on a shared machine wall time
+//! also counts the time other work held the CPU; the DPDK rows and the raw
+//! rate make no system calls). Each H also runs once more with
+//! authentication on but without replication, splitting a copy's cost into
+//! the per-packet work it carries (1/10 of it at H = 0, 1/30 at H = 2) and
+//! the replication itself.
+//!
 //! Run: `cargo bench -p jasper-benches --features dpdk --bench dpdk_forwarding`
 
 use std::net::{SocketAddr, UdpSocket};
@@ -110,6 +118,25 @@ struct Rate {
     packets_in: u64,
     copies_out: u64,
     seconds: f64,
+    /// This thread's time on a CPU over the same span (DPDK rows).
+    cpu_seconds: Option<f64>,
+}
+
+/// This thread's time on a CPU so far (ns), from /proc/thread-self/schedstat.
+/// On a shared machine wall time also counts the time other work held the
+/// CPU; the DPDK rows and the raw rate run without system calls, so their
+/// CPU time is their own work.
+fn on_cpu_ns() -> Option<u64> {
+    std::fs::read_to_string("/proc/thread-self/schedstat")
+        .ok()?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
+fn cpu_seconds_since(start: Option<u64>) -> Option<f64> {
+    Some(on_cpu_ns()?.checked_sub(start?)? as f64 / 1e9)
 }
 
 fn ip(d: u32) -> std::net::Ipv4Addr {
@@ -126,7 +153,10 @@ fn dpdk_backend(eal: &'static Eal) -> DpdkBackend {
     DpdkBackend::open(eal, 0, [10, 0, 0, 10].into(), 7000, 16383, 32, &arp).unwrap()
 }
 
-fn dpdk_rate(io: &mut DpdkBackend, hedge: u32, auth: bool) -> Rate {
+/// With `replicate` false, everything but `forward` and `flush` runs (the
+/// copies are counted, not made): the per-packet work that each copy's cost
+/// also carries, 1/10 of it at H = 0 and 1/30 at H = 2.
+fn dpdk_rate(io: &mut DpdkBackend, hedge: u32, auth: bool, replicate: bool) -> Rate {
     let (mut core, dsts) = proxy(hedge);
     let sealer = auth.then(|| Auth::new(&keys().key_file(KeyRole::Sender, 0, None)));
     let mut g = guard(auth, SocketAddr::from(([10, 0, 0, 1], 7000)));
@@ -158,6 +188,7 @@ fn dpdk_rate(io: &mut DpdkBackend, hedge: u32, auth: bool) -> Rate {
         .collect();
     let (mut seq, mut copies) = (0u64, 0u64);
     let mut sel = Vec::with_capacity(32);
+    let cpu_start = on_cpu_ns();
     let start = Instant::now();
     for chunk in frames.chunks_exact(32) {
         for f in chunk {
@@ -176,19 +207,27 @@ fn dpdk_rate(io: &mut DpdkBackend, hedge: u32, auth: bool) -> Rate {
             if let Verdict::Forward { key } = core.handle_admitted(NOW, buf) {
                 sel.clear();
                 core.for_each_destination(key, |d, _| sel.push(by_id[d as usize]));
-                io.forward(i, &sel);
+                if replicate {
+                    io.forward(i, &sel);
+                } else {
+                    copies += sel.len() as u64;
+                }
             }
         }
-        copies += io.flush().unwrap() as u64;
+        if replicate {
+            copies += io.flush().unwrap() as u64;
+        }
         io.release_rx();
     }
     assert_eq!(g.stats().admitted, seq, "every packet passed the guard");
     let seconds = start.elapsed().as_secs_f64();
+    let cpu_seconds = cpu_seconds_since(cpu_start);
     assert_eq!(io.mbufs_in_use(), 0, "no mbuf leak");
     Rate {
         packets_in: seq,
         copies_out: copies,
         seconds,
+        cpu_seconds,
     }
 }
 
@@ -257,13 +296,16 @@ fn kernel_rate(hedge: u32, auth: bool) -> Rate {
         packets_in: inp,
         copies_out: copies,
         seconds: timed.as_secs_f64(),
+        cpu_seconds: None,
     }
 }
 
-fn raw_tx_rate(eal: &'static Eal) -> f64 {
+/// Packets per second of wall time and, when known, of CPU time.
+fn raw_tx_rate(eal: &'static Eal) -> (f64, Option<f64>) {
     let pool = Mempool::new(eal, "raw_tx", 8191).unwrap();
     let port = Port::start(eal, 1, &pool).unwrap();
     let len = jasper_dpdk::net::HDR_LEN + payload(0).len();
+    let cpu_start = on_cpu_ns();
     let start = Instant::now();
     let mut sent = 0u64;
     while start.elapsed() < Duration::from_secs_f64(SECONDS) {
@@ -284,7 +326,9 @@ fn raw_tx_rate(eal: &'static Eal) -> f64 {
         }
         sent += n as u64;
     }
-    sent as f64 / start.elapsed().as_secs_f64()
+    let seconds = start.elapsed().as_secs_f64();
+    let cpu = cpu_seconds_since(cpu_start);
+    (sent as f64 / seconds, cpu.map(|c| sent as f64 / c))
 }
 
 fn main() {
@@ -304,7 +348,7 @@ fn main() {
     for hedge in [0, 2] {
         let mut per = Vec::new();
         for auth in [false, true] {
-            let d = dpdk_rate(&mut io, hedge, auth);
+            let d = dpdk_rate(&mut io, hedge, auth, true);
             let k = kernel_rate(hedge, auth);
             for (name, r) in [("dpdk", &d), ("kernel", &k)] {
                 let out = r.copies_out as f64 / r.seconds;
@@ -319,30 +363,55 @@ fn main() {
                     1e9 / out
                 );
             }
-            per.push((
-                d.copies_out as f64 / d.seconds,
-                k.copies_out as f64 / k.seconds,
-            ));
+            per.push((d, k));
         }
+        let rate = |r: &Rate| r.copies_out as f64 / r.seconds;
         println!(
             "H={hedge}: authentication costs DPDK {:+.1}% ns/copy, kernel {:+.1}% ns/copy",
-            100.0 * (per[0].0 / per[1].0 - 1.0),
-            100.0 * (per[0].1 / per[1].1 - 1.0)
+            100.0 * (rate(&per[0].0) / rate(&per[1].0) - 1.0),
+            100.0 * (rate(&per[0].1) / rate(&per[1].1) - 1.0)
         );
-        rows.push((hedge, per[0].0, per[0].1));
+        // The same row without replication (authentication on).
+        let bare = dpdk_rate(&mut io, hedge, true, false);
+        rows.push((hedge, per, bare));
     }
-    let raw = raw_tx_rate(eal);
+    let (raw, raw_cpu) = raw_tx_rate(eal);
     println!(
         "raw tx_burst on net_null (alloc + send {}-byte frames): {:.0} packets/s ({:.1} ns/packet)",
         jasper_dpdk::net::HDR_LEN + payload(0).len(),
         raw,
         1e9 / raw
     );
-    for (h, d, k) in rows {
+    let rate = |r: &Rate| r.copies_out as f64 / r.seconds;
+    let cpu_ns = |r: &Rate| Some(1e9 * r.cpu_seconds? / r.copies_out as f64);
+    for (h, per, bare) in &rows {
+        let (off, on) = (&per[0].0, &per[1].0);
         println!(
-            "H={h}: DPDK/kernel = {:.1}×, DPDK/raw vdev = {:.0}%",
-            d / k,
-            100.0 * d / raw
+            "H={h}: DPDK/kernel = {:.1}×, DPDK/raw vdev = {:.0}% (auth off), {:.0}% (auth on)",
+            rate(off) / rate(&per[0].1),
+            100.0 * rate(off) / raw,
+            100.0 * rate(on) / raw
+        );
+        // On-CPU time: robust to other work on the machine.
+        let (Some(raw_cpu), Some(off_ns), Some(on_ns), Some(share)) =
+            (raw_cpu, cpu_ns(off), cpu_ns(on), cpu_ns(bare))
+        else {
+            continue;
+        };
+        let raw_ns = 1e9 / raw_cpu;
+        println!(
+            "H={h}, this thread's CPU time: DPDK {off_ns:.1} ns/copy (auth off), {on_ns:.1} (auth on), \
+             raw {raw_ns:.1} ns/packet: DPDK/raw vdev = {:.0}% (auth off), {:.0}% (auth on)",
+            100.0 * raw_ns / off_ns,
+            100.0 * raw_ns / on_ns,
+        );
+        // Auth on: ns/copy = per-packet share + replication (forward + flush).
+        println!(
+            "H={h}, auth on, CPU time: {on_ns:.1} ns/copy = {share:.1} per-packet work without \
+             replication (inject, duplicate check, guard, state machine, destination list; \
+             {:.0} ns/packet) + {:.1} replication (raw tx_burst {raw_ns:.1})",
+            share * (bare.copies_out / bare.packets_in) as f64,
+            on_ns - share,
         );
     }
 }

@@ -19,5 +19,6 @@ uint16_t jasper_pktmbuf_data_len(const struct rte_mbuf *m) { return rte_pktmbuf_
 uint32_t jasper_pktmbuf_pkt_len(const struct rte_mbuf *m) { return rte_pktmbuf_pkt_len(m); }
 uint16_t jasper_pktmbuf_nb_segs(const struct rte_mbuf *m) { return m->nb_segs; }
 uint16_t jasper_mbuf_refcnt(const struct rte_mbuf *m) { return rte_mbuf_refcnt_read(m); }
+uint16_t jasper_mbuf_refcnt_update(struct rte_mbuf *m, int16_t v) { return rte_mbuf_refcnt_update(m, v); }
 int jasper_errno(void) { return rte_errno; }
 uint64_t jasper_rdtsc(void) { return rte_rdtsc(); }

@@ -22,5 +22,6 @@ uint16_t jasper_pktmbuf_data_len(const struct rte_mbuf *m);
 uint32_t jasper_pktmbuf_pkt_len(const struct rte_mbuf *m);
 uint16_t jasper_pktmbuf_nb_segs(const struct rte_mbuf *m);
 uint16_t jasper_mbuf_refcnt(const struct rte_mbuf *m);
+uint16_t jasper_mbuf_refcnt_update(struct rte_mbuf *m, int16_t v);
 int jasper_errno(void);
 uint64_t jasper_rdtsc(void);

@@ -12,14 +12,14 @@ use jasper_io::{host_now_ns, Capabilities, IoCounters, PacketIo, RxMeta};
 
 use crate::eal::{Eal, Port};
 use crate::mbuf::{Mbuf, Mempool};
-use crate::net::{self, Frame, Route, HDR_LEN};
+use crate::net::{self, Frame, HeaderTemplate, Route, HDR_LEN};
 use crate::DpdkError;
 
 const MAX_BURST: usize = 64;
 
-/// Hasher for the ARP table (looked up once per copy): one multiply per
-/// address byte instead of SipHash. Keys come from our own configuration and
-/// the local L2 segment.
+/// Hasher for the ARP table and the header templates (looked up once per
+/// copy): one multiply per address byte, or per `u64` key, instead of
+/// SipHash. Keys come from our own configuration and the local L2 segment.
 #[derive(Default)]
 struct IpHasher(u64);
 
@@ -32,7 +32,26 @@ impl Hasher for IpHasher {
             self.0 = (self.0 << 8 | *b as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
         }
     }
+    fn write_u64(&mut self, x: u64) {
+        // The high half of the product mixes every input bit: fold it down
+        // so the bucket index (low bits) does too.
+        let h = (self.0 ^ x).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        self.0 = h ^ (h >> 29);
+    }
 }
+
+/// The template map's key: address and port of an IPv4 destination.
+fn dst_key(a: &SocketAddrV4) -> u64 {
+    (u32::from(*a.ip()) as u64) << 16 | a.port() as u64
+}
+
+/// Header templates kept (destinations forwarded to) before the cache starts
+/// over.
+const MAX_TEMPLATES: usize = 1 << 16;
+/// References one received payload may carry. Each copy in flight holds one
+/// (the NIC's TX ring bounds them, 1024 here), the count is 16 bits wide:
+/// past this, copies are dropped rather than wrap it.
+const MAX_PAYLOAD_REFS: usize = 0xff00;
 const TX_RETRIES: u32 = 32;
 
 /// DPDK-specific counters.
@@ -61,6 +80,9 @@ struct RxPkt {
     meta: RxMeta,
     off: usize,
     len: usize,
+    /// The payload's partial checksum, once a forward computed it (reset
+    /// when the caller borrows the payload mutably).
+    sum: Option<u32>,
 }
 
 /// DPDK port as a packet I/O backend (IPv4/UDP, one queue).
@@ -69,18 +91,27 @@ struct RxPkt {
 pub struct DpdkBackend {
     rx: Vec<RxPkt>,
     tx: Vec<Mbuf>,
-    hdrs: Vec<Mbuf>,
     port: Port,
     pool: Mempool,
     /// Small mbufs for the per-copy Ethernet/IPv4/UDP headers.
     hdr_pool: Mempool,
-    /// Data-less mbufs for the indirect clones of received payloads.
+    /// Data-less mbufs for indirect clones (unused by `forward`, which
+    /// shares the received mbuf itself; kept for its accounting).
     clone_pool: Mempool,
     ip: Ipv4Addr,
     udp_port: u16,
     mac: [u8; 6],
     arp: HashMap<Ipv4Addr, [u8; 6], BuildHasherDefault<IpHasher>>,
     arp_asked: HashMap<Ipv4Addr, Instant>,
+    /// Per destination, its precomputed headers (index into `templates`);
+    /// emptied whenever an ARP entry changes.
+    template_of: HashMap<u64, u32, BuildHasherDefault<IpHasher>>,
+    templates: Vec<HeaderTemplate>,
+    /// The last destination group forwarded to whose every template was
+    /// known, and those templates (also the scratch list of one `forward`:
+    /// the templates of the destinations that have one).
+    group: Vec<SocketAddr>,
+    group_templates: Vec<u32>,
     ip_id: u16,
     burst: usize,
     sent_since_flush: usize,
@@ -116,7 +147,6 @@ impl DpdkBackend {
         let p = Port::start(eal, port, &pool)?;
         Ok(DpdkBackend {
             rx: Vec::with_capacity(MAX_BURST),
-            hdrs: Vec::with_capacity(MAX_BURST),
             hdr_pool,
             clone_pool,
             tx: Vec::with_capacity(4 * MAX_BURST),
@@ -127,6 +157,10 @@ impl DpdkBackend {
             udp_port,
             arp: static_arp.iter().copied().collect(),
             arp_asked: HashMap::new(),
+            template_of: HashMap::default(),
+            templates: Vec::new(),
+            group: Vec::new(),
+            group_templates: Vec::new(),
             ip_id: 0,
             burst: burst.clamp(1, MAX_BURST),
             sent_since_flush: 0,
@@ -149,7 +183,8 @@ impl DpdkBackend {
     }
     /// Test and benchmark hook: copy `frame` into an mbuf and classify it as
     /// if the port had received it (appended to the current burst when it is
-    /// a UDP packet for us). Returns the packet's index for [`PacketIo::rx`].
+    /// a UDP packet for us; stamped with the burst's first receive time).
+    /// Returns the packet's index for [`PacketIo::rx`].
     pub fn inject(&mut self, frame: &[u8]) -> Option<usize> {
         let mut m = self.pool.alloc()?;
         m.append(frame.len() as u16)?.copy_from_slice(frame);
@@ -159,11 +194,16 @@ impl DpdkBackend {
                     meta: RxMeta {
                         src: SocketAddr::V4(SocketAddrV4::new(u.src_ip, u.src_port)),
                         endpoint: 0,
-                        host_rx_ns: host_now_ns(),
+                        // One clock read per burst, as `recv_burst` does.
+                        host_rx_ns: match self.rx.last() {
+                            Some(p) => p.meta.host_rx_ns,
+                            None => host_now_ns(),
+                        },
                         hw_or_kernel_ts: false,
                     },
                     off: u.payload_off,
                     len: u.payload_len,
+                    sum: None,
                     mbuf: m,
                 });
                 Some(self.rx.len() - 1)
@@ -179,7 +219,21 @@ impl DpdkBackend {
 
     /// Add or replace an ARP entry.
     pub fn add_arp(&mut self, ip: Ipv4Addr, mac: [u8; 6]) {
-        self.arp.insert(ip, mac);
+        self.learn(ip, mac);
+    }
+
+    /// Record `ip`'s MAC; header templates built from an older one go.
+    fn learn(&mut self, ip: Ipv4Addr, mac: [u8; 6]) {
+        if self.arp.insert(ip, mac).is_some_and(|old| old != mac) {
+            self.forget_templates();
+        }
+    }
+
+    fn forget_templates(&mut self) {
+        self.template_of.clear();
+        self.templates.clear();
+        self.group.clear();
+        self.group_templates.clear();
     }
 
     fn arp_request(&mut self, ip: Ipv4Addr) {
@@ -232,41 +286,43 @@ impl DpdkBackend {
 }
 
 impl DpdkBackend {
-    /// One copy: header mbuf + indirect clone of the payload, chained.
-    fn forward_one(
-        &mut self,
-        i: usize,
-        d: SocketAddr,
-        mut hdr: Mbuf,
-        off: usize,
-        len: usize,
-        sum: u32,
-    ) {
-        let Some(route) = self.route(d) else { return };
-        let id = self.next_id();
-        let Some(mut body) = self.rx[i].mbuf.clone_indirect(&self.clone_pool) else {
-            self.dpdk.alloc_fail += 1;
-            self.io.tx_dropped += 1;
-            return;
-        };
-        let Some(h) = hdr.append(HDR_LEN as u16) else {
-            self.io.tx_dropped += 1;
-            return;
-        };
-        net::write_headers(h, &route, id, len, sum);
-        body.adj(off as u16);
-        body.truncate(len);
-        match hdr.chain(body) {
-            Ok(m) => self.tx.push(m),
-            Err(_) => self.io.tx_dropped += 1,
+    /// The header template of `d`, built on first use from the ARP table;
+    /// `None` (the copy dropped and counted) when `d` is not IPv4 or its
+    /// MAC is unknown (an ARP request goes out).
+    fn template(&mut self, d: SocketAddr) -> Option<u32> {
+        if let SocketAddr::V4(a) = d {
+            if let Some(t) = self.template_of.get(&dst_key(&a)) {
+                return Some(*t);
+            }
         }
-        // Transmit as soon as a burst is ready: few mbufs in flight keeps
-        // the mempool's per-core cache warm.
-        if self.tx.len() >= MAX_BURST {
-            self.tx_burst();
-        }
+        let r = self.route(d)?;
+        let SocketAddr::V4(a) = d else { return None };
+        let t = self.templates.len() as u32;
+        self.templates.push(HeaderTemplate::new(&r));
+        self.template_of.insert(dst_key(&a), t);
+        Some(t)
     }
 
+    /// Make received packet `i`'s mbuf the payload segment its copies
+    /// share (trimmed to the UDP payload; done once per packet, before it
+    /// is shared) and return the payload's length and partial checksum.
+    fn payload_segment(&mut self, i: usize) -> (usize, u32) {
+        let p = &mut self.rx[i];
+        if p.off != 0 || p.mbuf.data_len() != p.len {
+            debug_assert_eq!(p.mbuf.refcnt(), 1, "trimmed before any copy shares it");
+            p.mbuf.adj(p.off as u16);
+            p.mbuf.truncate(p.len);
+            p.off = 0;
+        }
+        let sum = match p.sum {
+            Some(s) => s,
+            None => *p.sum.insert(net::sum16(p.mbuf.data())),
+        };
+        (p.len, sum)
+    }
+}
+
+impl DpdkBackend {
     /// Send one burst of queued mbufs (bounded retries, drops counted).
     fn tx_burst(&mut self) -> usize {
         let k = self.tx.len().min(MAX_BURST);
@@ -336,13 +392,14 @@ impl PacketIo for DpdkBackend {
                         },
                         off: u.payload_off,
                         len: u.payload_len,
+                        sum: None,
                         mbuf,
                     });
                 }
                 Frame::Udp(_) => self.dpdk.rx_not_for_us += 1,
                 Frame::Arp { op, sha, spa, tpa } => {
                     self.dpdk.arp_rx += 1;
-                    self.arp.insert(spa, sha);
+                    self.learn(spa, sha);
                     if op == 1 && tpa == self.ip {
                         match self.pool.alloc() {
                             Some(mut m) => {
@@ -365,25 +422,94 @@ impl PacketIo for DpdkBackend {
     fn rx(&mut self, i: usize) -> (RxMeta, &mut [u8]) {
         let p = &mut self.rx[i];
         let (off, len) = (p.off, p.len);
+        p.sum = None; // the caller may change the payload
         (p.meta, &mut p.mbuf.data_mut()[off..off + len])
     }
 
+    /// Zero-copy replication: each copy is one fresh header mbuf (42 bytes
+    /// from the destination's template) chained to the received mbuf itself,
+    /// which carries one reference per copy (as DPDK's `ipv4_multicast`
+    /// example does); a chunk of up to 64 copies costs one bulk allocation
+    /// and one reference-count update.
     fn forward(&mut self, i: usize, dsts: &[SocketAddr]) {
-        let (off, len) = (self.rx[i].off, self.rx[i].len);
-        let sum = net::sum16(&self.rx[i].mbuf.data()[off..off + len]);
-        let mut hdrs = std::mem::take(&mut self.hdrs);
-        for chunk in dsts.chunks(MAX_BURST) {
-            hdrs.clear();
-            if !self.hdr_pool.alloc_bulk(&mut hdrs, chunk.len()) {
-                self.dpdk.alloc_fail += 1;
-                self.io.tx_dropped += chunk.len() as u64;
-                continue;
+        if dsts.is_empty() {
+            return;
+        }
+        let (len, sum) = self.payload_segment(i);
+        // The proxy sends most packets to the same group of destinations:
+        // one comparison of the list instead of one lookup per copy.
+        if self.group.as_slice() != dsts {
+            if self.templates.len() + dsts.len() > MAX_TEMPLATES {
+                self.forget_templates();
             }
-            for (d, hdr) in chunk.iter().zip(hdrs.drain(..)) {
-                self.forward_one(i, *d, hdr, off, len, sum);
+            self.group_templates.clear();
+            let mut all = true;
+            for d in dsts {
+                match self.template(*d) {
+                    Some(t) => self.group_templates.push(t),
+                    None => all = false,
+                }
+            }
+            self.group.clear();
+            if all {
+                self.group.extend_from_slice(dsts);
             }
         }
-        self.hdrs = hdrs;
+        // The templates of the copies to send (unresolved ones left out).
+        let group_templates = std::mem::take(&mut self.group_templates);
+        // In a local: a 16-bit store then a wider load of the field stalled
+        // store forwarding once per copy.
+        let mut ip_id = self.ip_id;
+        for tmpl in group_templates.chunks(MAX_BURST) {
+            let k = tmpl.len();
+            let mut hdrs: [*mut ffi::rte_mbuf; MAX_BURST] = [std::ptr::null_mut(); MAX_BURST];
+            if !self.hdr_pool.alloc_raw_bulk(&mut hdrs[..k]) {
+                self.dpdk.alloc_fail += 1;
+                self.io.tx_dropped += k as u64;
+                continue;
+            }
+            let payload = &self.rx[i].mbuf;
+            if payload.refcnt() as usize + k > MAX_PAYLOAD_REFS {
+                for h in &hdrs[..k] {
+                    // SAFETY: allocated above, not handed out: ours to free.
+                    drop(unsafe { Mbuf::from_raw(NonNull::new_unchecked(*h)) });
+                }
+                self.io.tx_dropped += k as u64;
+                continue;
+            }
+            // SAFETY: the k references go to the k chains built below, each
+            // freed once (by the driver after sending, or by `tx_burst`).
+            unsafe { payload.add_refs(k as u16) };
+            let tail = payload.as_raw();
+            for (h, t) in hdrs[..k].iter().zip(tmpl) {
+                ip_id = ip_id.wrapping_add(1);
+                // SAFETY: `h` is a fresh, exclusively owned mbuf from the
+                // header pool: reset (data_off = headroom, one segment, no
+                // data), with room for HDR_LEN bytes after data_off (its data
+                // room is headroom + 64). Writing the header there and
+                // chaining it to `tail` (single segment, `len` bytes, one of
+                // the references added above) is what rte_pktmbuf_append +
+                // rte_pktmbuf_chain would do.
+                unsafe {
+                    let m = *h;
+                    let hdr = ((*m).buf_addr as *mut u8).add((*m).data_off as usize)
+                        as *mut [u8; HDR_LEN];
+                    self.templates[*t as usize].write(&mut *hdr, ip_id, len, sum);
+                    (*m).data_len = HDR_LEN as u16;
+                    (*m).pkt_len = (HDR_LEN + len) as u32;
+                    (*m).nb_segs = 2;
+                    (*m).next = tail;
+                    self.tx.push(Mbuf::from_raw(NonNull::new_unchecked(m)));
+                }
+            }
+            // Transmit as soon as a burst is ready: few mbufs in flight keeps
+            // the mempool's per-core cache warm.
+            while self.tx.len() >= MAX_BURST {
+                self.tx_burst();
+            }
+        }
+        self.ip_id = ip_id;
+        self.group_templates = group_templates;
     }
 
     fn send_to(&mut self, bytes: &[u8], dst: SocketAddr) {

@@ -11,8 +11,10 @@
 //!   parsing; ARP (answers requests for our address, learns and resolves
 //!   next hops, or static entries from the config); zero-copy replication:
 //!   each copy is a fresh 42-byte header mbuf (Ethernet/IPv4/UDP, checksums
-//!   correct) chained to a reference-counted clone of the received payload,
-//!   transmitted in bursts across all children.
+//!   correct, written from a per-destination template with the checksums
+//!   folded in incrementally) chained to the received mbuf itself, which
+//!   carries one reference per copy; header mbufs are allocated in bulk and
+//!   the copies transmitted in bursts across all children.
 //!
 //! Every `unsafe` block carries a `// SAFETY:` comment.
 

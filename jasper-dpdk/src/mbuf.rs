@@ -85,6 +85,17 @@ impl Mempool {
         true
     }
 
+    /// Allocate `out.len()` (at most 64) raw mbufs at once (all or none),
+    /// for the caller to wrap or hand to `tx_burst`.
+    pub(crate) fn alloc_raw_bulk(&self, out: &mut [*mut ffi::rte_mbuf]) -> bool {
+        // SAFETY: valid pool; `out` has room for out.len() pointers, all
+        // filled with fresh mbufs on success (return 0), none on failure.
+        unsafe {
+            ffi::jasper_pktmbuf_alloc_bulk(self.ptr.as_ptr(), out.as_mut_ptr(), out.len() as u32)
+                == 0
+        }
+    }
+
     /// Allocate one mbuf.
     pub fn alloc(&self) -> Option<Mbuf> {
         // SAFETY: valid pool pointer; a null return means exhausted.
@@ -125,48 +136,62 @@ impl Mbuf {
         std::mem::forget(self);
         p
     }
+    /// The raw mbuf (still owned by `self`).
+    pub fn as_raw(&self) -> *mut ffi::rte_mbuf {
+        self.0.as_ptr()
+    }
     /// Data length of the first segment.
     pub fn data_len(&self) -> usize {
-        // SAFETY: valid mbuf.
-        unsafe { ffi::jasper_pktmbuf_data_len(self.0.as_ptr()) as usize }
+        // SAFETY: valid mbuf; a plain field read (what rte_pktmbuf_data_len
+        // does), without the call into the shim.
+        unsafe { (*self.0.as_ptr()).data_len as usize }
     }
     /// Total packet length.
     pub fn pkt_len(&self) -> usize {
-        // SAFETY: valid mbuf.
-        unsafe { ffi::jasper_pktmbuf_pkt_len(self.0.as_ptr()) as usize }
+        // SAFETY: valid mbuf; a plain field read (rte_pktmbuf_pkt_len).
+        unsafe { (*self.0.as_ptr()).pkt_len as usize }
     }
     /// Segments in the chain.
     pub fn segments(&self) -> u16 {
-        // SAFETY: valid mbuf.
-        unsafe { ffi::jasper_pktmbuf_nb_segs(self.0.as_ptr()) }
+        // SAFETY: valid mbuf; a plain field read.
+        unsafe { (*self.0.as_ptr()).nb_segs }
     }
     /// Reference count of this mbuf's data.
     pub fn refcnt(&self) -> u16 {
         // SAFETY: valid mbuf.
         unsafe { ffi::jasper_mbuf_refcnt(self.0.as_ptr()) }
     }
+    /// Add `n` references to this mbuf (`rte_mbuf_refcnt_update`): each
+    /// becomes a chain that ends in this segment and frees it once. The
+    /// caller must keep the count below 2^16.
+    ///
+    /// # Safety
+    /// Every added reference must be handed to exactly one chain (or freed),
+    /// else the mbuf leaks or is freed while in use.
+    pub(crate) unsafe fn add_refs(&self, n: u16) {
+        // SAFETY: valid mbuf; the caller owns the new references.
+        unsafe { ffi::jasper_mbuf_refcnt_update(self.0.as_ptr(), n as i16) };
+    }
+    /// Start of the first segment's data (`rte_pktmbuf_mtod`, as field reads).
+    fn mtod(&self) -> *mut u8 {
+        // SAFETY: valid mbuf: data_off is within the buffer at buf_addr.
+        unsafe {
+            let m = self.0.as_ptr();
+            ((*m).buf_addr as *mut u8).add((*m).data_off as usize)
+        }
+    }
     /// The first segment's bytes.
     pub fn data(&self) -> &[u8] {
         // SAFETY: mtod points at data_len initialized bytes owned by the mbuf,
         // valid while `self` is borrowed.
-        unsafe {
-            std::slice::from_raw_parts(
-                ffi::jasper_pktmbuf_mtod(self.0.as_ptr()) as *const u8,
-                self.data_len(),
-            )
-        }
+        unsafe { std::slice::from_raw_parts(self.mtod() as *const u8, self.data_len()) }
     }
     /// The first segment's bytes, mutable. Only on direct (non-cloned) mbufs
     /// whose data is not shared.
     pub fn data_mut(&mut self) -> &mut [u8] {
         // SAFETY: as `data`; exclusive borrow of the owner. Callers only
         // mutate received mbufs before cloning them.
-        unsafe {
-            std::slice::from_raw_parts_mut(
-                ffi::jasper_pktmbuf_mtod(self.0.as_ptr()) as *mut u8,
-                self.data_len(),
-            )
-        }
+        unsafe { std::slice::from_raw_parts_mut(self.mtod(), self.data_len()) }
     }
     /// Append `len` bytes; returns them, or `None` when the segment is full.
     pub fn append(&mut self, len: u16) -> Option<&mut [u8]> {

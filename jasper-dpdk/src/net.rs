@@ -10,24 +10,42 @@ pub const ETH_IPV4: u16 = 0x0800;
 /// EtherType ARP.
 pub const ETH_ARP: u16 = 0x0806;
 
-/// Ones'-complement sum of `data` (partial, not folded).
+/// Ones'-complement sum of `data` as big-endian 16-bit words (an odd last
+/// byte padded with zero), partially folded: congruent to the plain sum
+/// modulo 0xffff and 0 only for all-zero data, so [`fold`] of any sum that
+/// includes it is the same.
+///
+/// RFC 1071 §2: the sum does not depend on byte order, so it adds 32-bit
+/// native words into a 64-bit accumulator (8 bytes per step, which the
+/// compiler vectorizes) and swaps the bytes of the folded result on
+/// little-endian hosts: ~5× fewer operations than one 16-bit word at a time.
 pub fn sum16(data: &[u8]) -> u32 {
-    let mut s = 0u32;
-    let mut chunks = data.chunks_exact(2);
+    let mut acc = 0u64;
+    let mut chunks = data.chunks_exact(8);
     for c in &mut chunks {
-        s += u16::from_be_bytes([c[0], c[1]]) as u32;
+        let w = u64::from_ne_bytes(c.try_into().expect("8-byte chunk"));
+        // No overflow: each step adds < 2^33; 2^31 steps would be 16 GiB.
+        acc += (w & 0xffff_ffff) + (w >> 32);
     }
-    if let [b] = chunks.remainder() {
-        s += (*b as u32) << 8;
+    let rest = chunks.remainder();
+    if !rest.is_empty() {
+        let mut last = [0u8; 8];
+        last[..rest.len()].copy_from_slice(rest);
+        let w = u64::from_ne_bytes(last);
+        acc += (w & 0xffff_ffff) + (w >> 32);
     }
-    s
+    while acc >> 16 != 0 {
+        acc = (acc & 0xffff) + (acc >> 16);
+    }
+    u16::from_be(acc as u16) as u32
 }
 
 /// Fold a partial sum into a checksum.
-pub fn fold(mut s: u32) -> u16 {
-    while s >> 16 != 0 {
-        s = (s & 0xffff) + (s >> 16);
-    }
+pub fn fold(s: u32) -> u16 {
+    // Two end-around carries suffice for any u32: the first leaves at most
+    // 0x1fffe, the second at most 0xffff.
+    let s = (s & 0xffff) + (s >> 16);
+    let s = (s & 0xffff) + (s >> 16);
     !(s as u16)
 }
 
@@ -184,6 +202,58 @@ pub fn write_headers(h: &mut [u8], r: &Route, ip_id: u16, payload_len: usize, pa
     udp[6..8].copy_from_slice(&c.to_be_bytes());
 }
 
+/// The Ethernet/IPv4/UDP header of one destination, precomputed: per copy
+/// only the lengths, the IP ID and the two checksums change, and those are
+/// folded in incrementally (RFC 1624) from partial sums of the fixed fields.
+/// Writes exactly what [`write_headers`] writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HeaderTemplate {
+    hdr: [u8; HDR_LEN],
+    /// Sum of the IPv4 header with length, ID and checksum zero.
+    ip_sum: u32,
+    /// Sum of the UDP pseudo-header and header with lengths and checksum zero.
+    udp_sum: u32,
+}
+
+impl HeaderTemplate {
+    /// The template of `r`.
+    pub fn new(r: &Route) -> HeaderTemplate {
+        let mut hdr = [0u8; HDR_LEN];
+        write_headers(&mut hdr, r, 0, 0, 0);
+        for i in [16, 17, 18, 19, 24, 25, 38, 39, 40, 41] {
+            hdr[i] = 0; // IP total length, ID, checksum; UDP length, checksum
+        }
+        let ip_sum = sum16(&hdr[14..34]);
+        let udp_sum =
+            sum16(&r.src_ip.octets()) + sum16(&r.dst_ip.octets()) + 17 + sum16(&hdr[34..42]);
+        HeaderTemplate {
+            hdr,
+            ip_sum,
+            udp_sum,
+        }
+    }
+
+    /// Write the headers for a payload of `payload_len` bytes whose partial
+    /// sum is `payload_sum` (as [`write_headers`]).
+    #[inline]
+    pub fn write(&self, h: &mut [u8; HDR_LEN], ip_id: u16, payload_len: usize, payload_sum: u32) {
+        *h = self.hdr;
+        let total = (20 + 8 + payload_len) as u16;
+        let ulen = (8 + payload_len) as u16;
+        h[16..18].copy_from_slice(&total.to_be_bytes());
+        h[18..20].copy_from_slice(&ip_id.to_be_bytes());
+        let c = fold(self.ip_sum + total as u32 + ip_id as u32);
+        h[24..26].copy_from_slice(&c.to_be_bytes());
+        h[38..40].copy_from_slice(&ulen.to_be_bytes());
+        // The UDP length counts twice: pseudo-header and header.
+        let mut c = fold(self.udp_sum + 2 * ulen as u32 + payload_sum);
+        if c == 0 {
+            c = 0xffff;
+        }
+        h[40..42].copy_from_slice(&c.to_be_bytes());
+    }
+}
+
 /// Write a 42-byte ARP frame (request when `target_mac` is `None`).
 pub fn write_arp(
     f: &mut [u8],
@@ -244,6 +314,78 @@ mod tests {
         );
         f[HDR_LEN] ^= 1;
         assert!(!checksums_ok(&f));
+    }
+
+    /// The plain definition: big-endian 16-bit words, unfolded.
+    fn sum16_reference(data: &[u8]) -> u32 {
+        let mut s = 0u32;
+        let mut chunks = data.chunks_exact(2);
+        for c in &mut chunks {
+            s += u16::from_be_bytes([c[0], c[1]]) as u32;
+        }
+        if let [b] = chunks.remainder() {
+            s += (*b as u32) << 8;
+        }
+        s
+    }
+
+    /// A small deterministic generator (xorshift) for the property tests.
+    fn bytes(seed: &mut u64, n: usize) -> Vec<u8> {
+        (0..n)
+            .map(|_| {
+                *seed ^= *seed << 13;
+                *seed ^= *seed >> 7;
+                *seed ^= *seed << 17;
+                *seed as u8
+            })
+            .collect()
+    }
+
+    #[test]
+    fn fast_sum_folds_like_the_reference() {
+        let mut seed = 0x2545_f491_4f6c_dd1d;
+        for n in (0..80).chain([727, 728, 1472, 9000]) {
+            for fill in [None, Some(0u8), Some(0xff)] {
+                let d = match fill {
+                    Some(b) => vec![b; n],
+                    None => bytes(&mut seed, n),
+                };
+                let (fast, slow) = (sum16(&d), sum16_reference(&d));
+                assert!(fast <= 0xffff, "folded");
+                assert_eq!(fast == 0, slow == 0, "zero only for zero data");
+                for extra in [0u32, 1, 0xfffe, 0x1_2345, 0x7fff_0000] {
+                    assert_eq!(fold(fast + extra), fold(slow + extra), "n={n} {fill:?}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn template_writes_what_write_headers_writes() {
+        let mut seed = 7u64;
+        for k in 0..500u32 {
+            let b = bytes(&mut seed, 24);
+            let r = Route {
+                src_mac: b[0..6].try_into().unwrap(),
+                dst_mac: b[6..12].try_into().unwrap(),
+                src_ip: Ipv4Addr::new(b[12], b[13], b[14], b[15]),
+                dst_ip: Ipv4Addr::new(b[16], b[17], b[18], b[19]),
+                src_port: u16::from_be_bytes([b[20], b[21]]),
+                dst_port: u16::from_be_bytes([b[22], b[23]]),
+            };
+            let len = [0, 1, 27, 728, 1472, 8972][k as usize % 6];
+            let payload = bytes(&mut seed, len);
+            let sum = sum16(&payload);
+            let id = (k * 7919) as u16;
+            let mut want = [0u8; HDR_LEN];
+            write_headers(&mut want, &r, id, len, sum);
+            let mut got = [0u8; HDR_LEN];
+            HeaderTemplate::new(&r).write(&mut got, id, len, sum);
+            assert_eq!(got, want, "route {r:?}, id {id}, len {len}");
+            let mut f = got.to_vec();
+            f.extend_from_slice(&payload);
+            assert!(checksums_ok(&f));
+        }
     }
 
     #[test]

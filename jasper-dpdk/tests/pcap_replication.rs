@@ -158,3 +158,93 @@ fn replicates_to_every_child_with_correct_headers() {
     assert_eq!(seen, want, "one copy per child");
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// Header templates follow the ARP table: a destination whose MAC changes
+/// gets the new MAC at once, a destination without one is dropped (counted,
+/// an ARP request sent) every time, and forwarding one packet twice (as the
+/// fault injector does, one destination at a time) sends the same payload.
+#[test]
+fn templates_follow_arp_changes_and_repeat_forwards_share_the_payload() {
+    let dir = std::env::temp_dir().join(format!("jasper-tmpl-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (inp, out) = (dir.join("in.pcap"), dir.join("out.pcap"));
+    common::write_pcap(&inp, &[]);
+    let vdev = format!(
+        "net_pcap0,rx_pcap={},tx_pcap={}",
+        inp.display(),
+        out.display()
+    );
+    let eal = Eal::init(&common::eal_args(&vdev)).unwrap();
+    let (a, b) = (Ipv4Addr::new(10, 0, 1, 1), Ipv4Addr::new(10, 0, 1, 2));
+    let (mac1, mac2) = ([2, 0, 0, 0, 1, 1], [2, 0, 0, 0, 1, 9]);
+    let mut io = DpdkBackend::open(eal, 0, US.into(), 7000, 1023, 32, &[(a, mac1)]).unwrap();
+    let group = [
+        SocketAddr::from((a, 7001)),
+        SocketAddr::from((b, 7001)),
+        SocketAddr::from((a, 7002)),
+    ];
+    let payload: Vec<u8> = (0..301u32).map(|i| i as u8).collect();
+    let frame = common::udp_frame(
+        (PEER_MAC, [10, 0, 0, 1], 7000),
+        ([2, 0, 0, 0, 0, 10], US, 7000),
+        &payload,
+    );
+    for round in 0..3 {
+        if round == 2 {
+            io.add_arp(a, mac2);
+        }
+        let i = io.inject(&frame).unwrap();
+        io.forward(i, &group);
+        if round == 0 {
+            // Again, one destination at a time, after changing the payload
+            // (once the copies sharing it are sent: zero copy).
+            io.flush().unwrap();
+            io.rx(i).1[0] ^= 0xff;
+            io.forward(i, &group[2..]);
+            io.forward(i, &group[..1]);
+        }
+        io.flush().unwrap();
+        io.release_rx();
+    }
+    let c = io.dpdk_counters();
+    assert_eq!(c.arp_miss, 3, "b has no MAC: dropped in every round");
+    assert_eq!(c.arp_requests, 1, "asked once (rate-limited)");
+    assert_eq!(io.counters().tx_dropped, 3);
+    assert_eq!(io.mbufs_in_use(), 0, "every mbuf returned to the pool");
+    drop(io);
+
+    let frames = common::read_pcap(&out);
+    let mut copies = Vec::new();
+    for f in &frames {
+        match parse(f) {
+            Frame::Udp(u) => {
+                assert!(checksums_ok(f), "IPv4 and UDP checksums");
+                let mac: [u8; 6] = f[0..6].try_into().unwrap();
+                let id = u16::from_be_bytes([f[18], f[19]]);
+                let p = f[u.payload_off..u.payload_off + u.payload_len].to_vec();
+                copies.push((u.dst_ip, u.dst_port, mac, id, p));
+            }
+            Frame::Arp { op, tpa, .. } => assert_eq!((op, tpa), (1, b)),
+            other => panic!("unexpected frame {other:?}"),
+        }
+    }
+    let mut changed = payload.clone();
+    changed[0] ^= 0xff;
+    let want = [
+        (7001, mac1, &payload),
+        (7002, mac1, &payload),
+        (7002, mac1, &changed),
+        (7001, mac1, &changed),
+        (7001, mac1, &payload),
+        (7002, mac1, &payload),
+        (7001, mac2, &payload),
+        (7002, mac2, &payload),
+    ];
+    assert_eq!(copies.len(), want.len());
+    for (k, ((ip, port, mac, id, p), (wport, wmac, wp))) in copies.iter().zip(want).enumerate() {
+        assert_eq!((*ip, *port, *mac), (a, wport, wmac), "copy {k}");
+        assert_eq!(p, wp, "copy {k}");
+        assert_eq!(*id, k as u16 + 1, "IP IDs count copies");
+    }
+    let _ = std::fs::remove_dir_all(dir);
+}
