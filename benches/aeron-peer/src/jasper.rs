@@ -220,26 +220,17 @@ fn run_tree(t: &Trial, cfgs: &[NodeConfig], one_thread: bool) -> Result<Outcome,
     let complete = |p: &[AtomicU64]| p.iter().all(|c| c.load(Ordering::Relaxed) >= total);
     let mut failed = None;
     while published < total && Instant::now() <= deadline {
-        let k = pacer.ready(published).min(msgs.len() as u64) as usize;
-        if k == 0 {
-            publisher.service();
-            sleep_until_due(&pacer, published);
-            continue;
+        match publish_due(&mut publisher, &pacer, &mut msgs, &mut published) {
+            Ok(0) => {
+                publisher.service();
+                sleep_until_due(&pacer, published);
+            }
+            Ok(_) => {}
+            Err(e) => {
+                failed = Some(e);
+                break;
+            }
         }
-        for (j, m) in msgs.iter_mut().take(k).enumerate() {
-            stamp(m, published + j as u64, now_ns());
-        }
-        let r = if k == 1 {
-            publisher.publish(&msgs[0]).map(|_| ())
-        } else {
-            let batch: Vec<&[u8]> = msgs[..k].iter().map(Vec::as_slice).collect();
-            publisher.publish_batch(&batch).map(|_| ())
-        };
-        if let Err(e) = r {
-            failed = Some(format!("publish: {e}"));
-            break;
-        }
-        published += k as u64;
     }
     // Serve the tree (reports, retransmit requests) until every receiver
     // has every message or the trial's time is up.
@@ -304,23 +295,12 @@ fn run_one_thread(t: &Trial, cfgs: &[NodeConfig]) -> Result<Outcome, String> {
     let mut failed = None;
     loop {
         let mut work = 0;
-        let k = pacer.ready(published).min(msgs.len() as u64) as usize;
-        if k > 0 {
-            for (j, m) in msgs.iter_mut().take(k).enumerate() {
-                stamp(m, published + j as u64, now_ns());
-            }
-            let r = if k == 1 {
-                publisher.publish(&msgs[0]).map(|_| ())
-            } else {
-                let batch: Vec<&[u8]> = msgs[..k].iter().map(Vec::as_slice).collect();
-                publisher.publish_batch(&batch).map(|_| ())
-            };
-            if let Err(e) = r {
-                failed = Some(format!("publish: {e}"));
+        match publish_due(&mut publisher, &pacer, &mut msgs, &mut published) {
+            Ok(k) => work += k,
+            Err(e) => {
+                failed = Some(e);
                 break;
             }
-            published += k as u64;
-            work += k;
         }
         publisher.service();
         work += proxy.poll().map_err(|e| format!("proxy: {e}"))?;
@@ -369,4 +349,36 @@ fn run_one_thread(t: &Trial, cfgs: &[NodeConfig]) -> Result<Outcome, String> {
         prep.tx_dropped, prep.rx_truncated
     );
     Ok(out)
+}
+
+/// Publish every message the pacer says is due, in packets of at most the
+/// trial's burst (one message per publish in the latency trials, as Aeron's
+/// side offers them), stamping each as it goes; returns how many. All that
+/// is due goes out now: a loop that came round late catches up instead of
+/// falling further behind.
+fn publish_due(
+    publisher: &mut Publisher,
+    pacer: &Pacer,
+    msgs: &mut [Vec<u8>],
+    published: &mut u64,
+) -> Result<usize, String> {
+    let mut done = 0;
+    loop {
+        let k = pacer.ready(*published).min(msgs.len() as u64) as usize;
+        if k == 0 {
+            return Ok(done);
+        }
+        for (j, m) in msgs.iter_mut().take(k).enumerate() {
+            stamp(m, *published + j as u64, now_ns());
+        }
+        let r = if k == 1 {
+            publisher.publish(&msgs[0]).map(|_| ())
+        } else {
+            let batch: Vec<&[u8]> = msgs[..k].iter().map(Vec::as_slice).collect();
+            publisher.publish_batch(&batch).map(|_| ())
+        };
+        r.map_err(|e| format!("publish: {e}"))?;
+        *published += k as u64;
+        done += k;
+    }
 }
