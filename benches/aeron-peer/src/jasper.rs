@@ -51,6 +51,8 @@ pub struct Setup {
     pub one_thread: bool,
     /// The deadline's margin over the tree's delay estimate, ns.
     pub margin_ns: u64,
+    /// The publisher's adaptive batching: least time between two packets, ns.
+    pub packet_gap_ns: u64,
 }
 
 /// Messages that fill one of our packets (the throughput burst).
@@ -104,6 +106,7 @@ fn configs(n: usize, s: &Setup) -> Result<(Vec<NodeConfig>, Option<std::path::Pa
                 margin_ns: s.margin_ns,
                 ..Default::default()
             },
+            packet_gap_ns: s.packet_gap_ns,
             ..SenderConfig::default()
         },
         receiver: ReceiverSection {

@@ -59,6 +59,12 @@ struct Args {
     /// the product's).
     #[arg(long)]
     margin_us: Option<u64>,
+    /// Our publisher's adaptive batching, µs: the least time between two
+    /// packets; messages coming faster (a loop that fell behind) wait,
+    /// packed, for it (0 = a packet per publish). Aeron's sender packs
+    /// what accumulated in its term buffer the same way.
+    #[arg(long, default_value_t = 50)]
+    packet_gap_us: u64,
     /// How our side is threaded: a thread per role (publisher, proxy,
     /// receivers; as deployed, where each is its own host) or everything
     /// stepped from one thread (as Aeron's side runs here).
@@ -149,6 +155,7 @@ impl Bench {
                         Idle::Backoff => jasper_core::config::IdleStrategy::Backoff,
                     },
                     one_thread: self.args.threads == Threads::One,
+                    packet_gap_ns: self.args.packet_gap_us * 1_000,
                     margin_ns: self.args.margin_us.map_or(
                         jasper_core::deadline::DeadlinePolicy::default().margin_ns,
                         |us| us * 1_000,
@@ -430,7 +437,7 @@ fn print_table(bench: &Bench, cases: &[(usize, usize)], figures: &[[Figures; 3]]
         aeron::SOCKET_BUFFER >> 20,
     );
     println!(
-        "- Ours: publisher → 1 proxy → N receivers ({}), kernel UDP, no injected delay, {} idle, authentication {}, the host clock with a declared bound of {} ns, deadline margin {} µs.",
+        "- Ours: publisher → 1 proxy → N receivers ({}), kernel UDP, no injected delay, {} idle, authentication {}, the host clock with a declared bound of {} ns, deadline margin {} µs, packet gap {} µs.",
         match a.threads {
             Threads::PerRole => "a thread each for the publisher, the proxy and the N receivers",
             Threads::One => "all stepped in one thread, one duty cycle after another, like Aeron's side",
@@ -440,6 +447,7 @@ fn print_table(bench: &Bench, cases: &[(usize, usize)], figures: &[[Figures; 3]]
         a.clock_bound_ns,
         a.margin_us
             .unwrap_or(jasper_core::deadline::DeadlinePolicy::default().margin_ns / 1_000),
+        a.packet_gap_us,
     );
     println!(
         "- One-way = hand-over to the application − send, both stamped with CLOCK_REALTIME; spread = per message, max − min of its hand-overs across the receivers; zero-loss throughput = highest rate at which every receiver got every message exactly once within 50 ms of the last one due ({:.1} s trials, searched); CPU = the process's user + system time at that rate; ratios = ours / Aeron.",
