@@ -501,7 +501,7 @@ mod tests {
         let mut b = UdpBackend::bind(&[lo()], 32, 1 << 20).unwrap();
         let to = b.local_addrs()[0];
         a.send_to(b"waits", to);
-        a.flush();
+        a.flush().unwrap();
         // Read at once: it waited less than 1 ms... or not, on a busy
         // machine; only the lower bounds below are certain.
         let first = recv_all(&mut b, 1);
@@ -512,7 +512,7 @@ mod tests {
         );
         let before = b.counters();
         a.send_to(b"waits longer", to);
-        a.flush();
+        a.flush().unwrap();
         std::thread::sleep(std::time::Duration::from_millis(3));
         assert_eq!(recv_all(&mut b, 1).len(), 1);
         let after = b.counters();
