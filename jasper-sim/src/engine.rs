@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use rand::Rng;
 
-use jasper_core::deadline::{QuantileTracker, StepTuner};
+use jasper_core::deadline::StepTuner;
 use jasper_core::metrics::{Collector, Delivery, ReportOptions};
 use jasper_core::model::{ceil, rng, round, LinkFate, SimRng};
 use jasper_core::plan::{loopback_inventory, proxies_needed, Fanout, NodeId, Plan, Role, SENDER};
@@ -122,9 +122,6 @@ struct Sim {
     trust: Option<crate::byzantine::Trust>,
     byz_rng: SimRng,
     tuner: Option<StepTuner>,
-    /// "ours" with a tracked deadline: per publisher, the quantile of the
-    /// roots' reports.
-    tracker: Vec<Option<(QuantileTracker, u64)>>,
     end_ns: u64,
     /// Per receiver: 0 running, 1 saw the end of session, 2 drained (counted).
     finished: Vec<u8>,
@@ -327,15 +324,6 @@ impl Sim {
             checker: Checker::new(receivers, messages as usize, bound),
             bound,
             tuner: (scheme == Scheme::Cloudex).then(|| StepTuner::new(100_000, 5_000, 0.01)),
-            tracker: (0..n_pubs)
-                .map(|_| match (scheme, params.tracked) {
-                    (Scheme::Ours, Some(t)) => Some((
-                        QuantileTracker::new(t.history_ns, t.quantile, 1 << 16),
-                        params.margin_ns.unwrap_or(0) + bound,
-                    )),
-                    _ => None,
-                })
-                .collect(),
             params,
             end_ns,
             finished: vec![0; n],
@@ -691,16 +679,6 @@ impl Sim {
                 }
                 for a in answers {
                     self.transmit(to, self.now, a, &[from]);
-                }
-                let Node::Sender(s) = &mut self.nodes[to as usize] else {
-                    unreachable!("still the sender")
-                };
-                let k = self.pubs.iter().position(|p| *p == to).unwrap_or(0);
-                if let (Some((tracker, extra)), Some(e)) = (&mut self.tracker[k], s.estimate()) {
-                    tracker.observe(local, e.owd_ns);
-                    if let Some(q) = tracker.quantile(local) {
-                        s.set_deadline_policy(fixed_offset(q + *extra));
-                    }
                 }
             }
             Node::Proxy(p) => {
