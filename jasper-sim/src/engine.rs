@@ -557,13 +557,18 @@ impl Sim {
                 break;
             }
             // The next events visit nodes cold (a random one of 10⁴–10⁵
-            // receivers): ask for their state now, so the loads overlap
-            // this event's work instead of stalling the next one.
-            // (The one `AHEAD` events on: each event is asked for once.)
-            if let Some(Ev::Deliver { to: id, .. } | Ev::Wake(id) | Ev::ClockJump(id)) =
-                self.queue.upcoming(AHEAD).nth(AHEAD - 1)
+            // receivers): ask for their state ahead, so the loads overlap
+            // this event's work instead of stalling theirs. Two stages: the
+            // node's own state `AHEAD` events on, what it points to (loaded
+            // by then) one event on. Each is asked for once.
             {
-                self.prefetch_node(*id);
+                let mut upcoming = self.queue.upcoming(AHEAD);
+                if let Some(next) = upcoming.next() {
+                    self.prefetch_inner(next);
+                }
+                if let Some(later) = upcoming.nth(AHEAD - 2) {
+                    self.prefetch_outer(later);
+                }
             }
             self.now = t;
             self.events += 1;
@@ -613,16 +618,20 @@ impl Sim {
         }
     }
 
-    /// Start loading what an event at node `id` reads first: the node's
-    /// state and the engine's per-node entries (a hint; no effect on
+    /// Start loading what an event reads first: the node's state, the
+    /// packet and the engine's per-node entries (a hint; no effect on
     /// results).
-    fn prefetch_node(&self, id: NodeId) {
-        let i = id as usize;
-        match self.nodes.get(i) {
-            Some(Node::Receiver(r)) => prefetch_bytes(r),
-            Some(Node::Proxy(p)) => prefetch_bytes(p),
-            Some(Node::Sender(_)) | None => return,
+    fn prefetch_outer(&self, ev: &Ev) {
+        let (Ev::Deliver { to: id, .. } | Ev::Wake(id) | Ev::ClockJump(id)) = *ev else {
+            return;
+        };
+        if let Ev::Deliver { pkt, .. } = ev {
+            prefetch_ptr(pkt.as_ptr());
         }
+        let i = id as usize;
+        // Not even which kind of node it is is read here: that would wait
+        // for the very line asked for.
+        prefetch_bytes(&self.nodes[i]);
         prefetch_bytes(&self.clocks[i]);
         prefetch(&self.host_rng[i]);
         prefetch(&self.release_rng[i]);
@@ -632,6 +641,30 @@ impl Sim {
         prefetch(&self.last_copy[i]);
         prefetch(&self.stream_key[i]);
         prefetch(&self.finished[i]);
+    }
+
+    /// The second stage of [`Sim::prefetch_outer`], once the node's state
+    /// is in cache: what a receiver's state points to and a data packet
+    /// reads (its stream entries; the probes of the binary search for the
+    /// path that won).
+    fn prefetch_inner(&self, ev: &Ev) {
+        let Ev::Deliver { to, .. } = *ev else {
+            return;
+        };
+        if let Some(Node::Receiver(r)) = self.nodes.get(to as usize) {
+            prefetch_ptr(r.stream_state_addr());
+            let wins = &r.stats().path_wins;
+            let (p, n) = (wins.as_ptr(), wins.len());
+            // The first four levels' probes (the last ones fall within a
+            // few lines of them); a short list is a line or two.
+            if n <= 8 {
+                prefetch_ptr(p.cast());
+            } else {
+                for k in 1..16 {
+                    prefetch_ptr(p.wrapping_add(n * k / 16).cast());
+                }
+            }
+        }
     }
 
     /// Publisher number `k` publishes; the payload is the message's index
