@@ -125,6 +125,9 @@ struct Sim {
     byz_rng: SimRng,
     tuner: Option<StepTuner>,
     end_ns: u64,
+    /// Reused buffers: a packet a proxy handles, its destinations.
+    scratch: Vec<u8>,
+    dsts: Vec<NodeId>,
     /// Per receiver: 0 running, 1 saw the end of session, 2 drained (counted).
     finished: Vec<u8>,
     finished_count: usize,
@@ -329,6 +332,8 @@ impl Sim {
             tuner: (scheme == Scheme::Cloudex).then(|| StepTuner::new(100_000, 5_000, 0.01)),
             params,
             end_ns,
+            scratch: Vec::new(),
+            dsts: Vec::new(),
             finished: vec![0; n],
             finished_count: 0,
         })
@@ -751,14 +756,20 @@ impl Sim {
                 if self.crashed_at[to as usize].is_some_and(|c| self.now >= c) {
                     return;
                 }
-                let mut buf = pkt.to_vec();
+                // The proxy rewrites the copy it forwards: into a scratch
+                // buffer (most copies a hedging proxy gets are dropped as
+                // duplicates; they need no packet of their own).
+                let mut buf = std::mem::take(&mut self.scratch);
+                buf.clear();
+                buf.extend_from_slice(&pkt);
                 let verdict = p.handle_packet(local, &mut buf);
                 let timeout = p.poll_timeout();
                 // A loss fault: this proxy forwards no copy (`Faults::losses`).
                 let lost = matches!(verdict, Verdict::Forward { key }
                     if self.proxy_pos[to as usize].is_some_and(|pos| self.params.faults.loses(pos, key)));
                 if let (Verdict::Forward { key }, false) = (verdict, lost) {
-                    let mut dsts = Vec::new();
+                    let mut dsts = std::mem::take(&mut self.dsts);
+                    dsts.clear();
                     p.for_each_destination(key, |d, _| dsts.push(d));
                     let mut ready = self.now
                         + self
@@ -774,7 +785,8 @@ impl Sim {
                             }
                         }
                     }
-                    self.transmit(to, ready, Rc::from(buf), &dsts);
+                    self.transmit(to, ready, Rc::from(&buf[..]), &dsts);
+                    self.dsts = dsts;
                 } else if verdict == Verdict::Answer {
                     let mut answers: Vec<(Rc<[u8]>, NodeId)> = Vec::new();
                     p.answer(local, |b, dst| answers.push((Rc::from(b), dst)));
@@ -782,6 +794,7 @@ impl Sim {
                         self.transmit(to, self.now, a, &[dst]);
                     }
                 }
+                self.scratch = buf;
                 self.pass_requests_up(to);
                 let Node::Proxy(_) = &self.nodes[to as usize] else {
                     unreachable!("still a proxy")
