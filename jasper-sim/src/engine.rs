@@ -136,7 +136,7 @@ struct Sim {
 const REPORT_LEN: usize = 96;
 
 /// How many events ahead the engine prefetches a node's state.
-const AHEAD: usize = 2;
+const AHEAD: usize = 3;
 
 impl Sim {
     fn new(scheme: Scheme, params: SimParams) -> Result<Sim, String> {
@@ -637,15 +637,14 @@ impl Sim {
         // Not even which kind of node it is is read here: that would wait
         // for the very line asked for.
         prefetch_bytes(&self.nodes[i]);
-        prefetch_bytes(&self.clocks[i]);
+        // What a clock reading touches: its first three lines.
+        let clock = (&self.clocks[i] as *const ClockProcess).cast::<u8>();
+        for line in 0..3 {
+            prefetch_ptr(clock.wrapping_add(64 * line));
+        }
         prefetch(&self.host_rng[i]);
         prefetch(&self.release_rng[i]);
-        prefetch(&self.sched_err[i]);
-        prefetch(&self.armed[i]);
-        prefetch(&self.busy[i]);
-        prefetch(&self.last_copy[i]);
-        prefetch(&self.stream_key[i]);
-        prefetch(&self.finished[i]);
+        // (The engine's small per-node arrays stay in L2.)
     }
 
     /// The second stage of [`Sim::prefetch_outer`], once the node's state
