@@ -717,14 +717,6 @@ impl Sim {
     }
 
     fn deliver(&mut self, to: NodeId, from: NodeId, pkt: Rc<[u8]>) {
-        // A delivery visits a random one of 10⁴–10⁵ receivers cold: start
-        // loading what its duplicate check reads (state, stream, window)
-        // now, so those cache misses overlap the clock reading's instead
-        // of following it (a read-only check; ~20% more events/s at
-        // N = 10,000).
-        if let Node::Receiver(r) = &self.nodes[to as usize] {
-            std::hint::black_box(r.is_duplicate(&pkt));
-        }
         let local = self.local(to, self.now);
         if let Some(t) = &mut self.trust {
             // The node's guard first: nothing it refuses touches any state.
@@ -817,10 +809,6 @@ impl Sim {
     }
 
     fn wake(&mut self, id: NodeId) {
-        // The same for a wake-up: what its timers read, before the clock.
-        if let Node::Receiver(r) = &self.nodes[id as usize] {
-            std::hint::black_box(r.poll_timeout());
-        }
         let local = self.local(id, self.now);
         match &mut self.nodes[id as usize] {
             Node::Sender(s) => {
