@@ -1144,7 +1144,7 @@ fn prefetch_bytes<T>(x: &T) {
     let first = p as usize & !63;
     let end = p as usize + std::mem::size_of::<T>();
     for line in (first..end).step_by(64) {
-        prefetch_ptr(p.wrapping_add(line - p as usize));
+        prefetch_ptr(p.wrapping_add(line.wrapping_sub(p as usize)));
     }
 }
 
