@@ -469,6 +469,13 @@ impl Receiver {
             })
     }
 
+    /// Where this receiver's per-stream state lies, which every packet
+    /// reads first: a hint for drivers that prefetch (the simulator visits
+    /// a random one of 10⁴–10⁵ receivers per event). Read-only.
+    pub fn stream_state_addr(&self) -> *const u8 {
+        self.streams.as_ptr().cast()
+    }
+
     /// Count a copy dropped by [`Receiver::is_duplicate`].
     pub fn count_duplicate(&mut self, bytes: &[u8]) {
         let n = wire::Packet::new_checked(bytes).map_or(0, |p| p.count() as u64);

@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use rand::Rng;
 
-use jasper_core::deadline::{QuantileTracker, StepTuner};
+use jasper_core::deadline::StepTuner;
 use jasper_core::metrics::{Collector, Delivery, ReportOptions};
 use jasper_core::model::{ceil, rng, round, LinkFate, SimRng};
 use jasper_core::plan::{loopback_inventory, proxies_needed, Fanout, NodeId, Plan, Role, SENDER};
@@ -43,10 +43,12 @@ pub(crate) fn stream(seed: u64, kind: u64, key: u64) -> SimRng {
     ))
 }
 
+/// A node's state machine, held inline: the nodes lie in one array, so
+/// an event at a node loads its state without first loading a pointer.
 enum Node {
-    Sender(Box<SenderCore>),
-    Proxy(Box<ProxyCore>),
-    Receiver(Box<Receiver>),
+    Sender(SenderCore),
+    Proxy(ProxyCore),
+    Receiver(Receiver),
 }
 
 enum Ev {
@@ -122,16 +124,19 @@ struct Sim {
     trust: Option<crate::byzantine::Trust>,
     byz_rng: SimRng,
     tuner: Option<StepTuner>,
-    /// "ours" with a tracked deadline: per publisher, the quantile of the
-    /// roots' reports.
-    tracker: Vec<Option<(QuantileTracker, u64)>>,
     end_ns: u64,
+    /// Reused buffers: a packet a proxy handles, its destinations.
+    scratch: Vec<u8>,
+    dsts: Vec<NodeId>,
     /// Per receiver: 0 running, 1 saw the end of session, 2 drained (counted).
     finished: Vec<u8>,
     finished_count: usize,
 }
 
 const REPORT_LEN: usize = 96;
+
+/// How many events ahead the engine prefetches a node's state.
+const AHEAD: usize = 3;
 
 impl Sim {
     fn new(scheme: Scheme, params: SimParams) -> Result<Sim, String> {
@@ -242,13 +247,11 @@ impl Sim {
             .nodes
             .iter()
             .map(|node| match node.role {
-                Role::Sender => Node::Sender(Box::new(SenderCore::new(
-                    jasper_core::sender::SenderConfig {
-                        stream: node.stream.unwrap_or(1),
-                        ..sender_cfg
-                    },
-                ))),
-                Role::Proxy { .. } => Node::Proxy(Box::new(ProxyCore::new(
+                Role::Sender => Node::Sender(SenderCore::new(jasper_core::sender::SenderConfig {
+                    stream: node.stream.unwrap_or(1),
+                    ..sender_cfg
+                })),
+                Role::Proxy { .. } => Node::Proxy(ProxyCore::new(
                     plan.tables[node.id as usize].clone(),
                     ProxyConfig {
                         // A store only when recovery is simulated.
@@ -258,10 +261,10 @@ impl Sim {
                         },
                         ..ProxyConfig::default()
                     },
-                ))),
+                )),
                 Role::Receiver { mp, .. } => {
                     receiver_index[node.id as usize] = mp;
-                    Node::Receiver(Box::new(Receiver::new(node.id, recv_cfg)))
+                    Node::Receiver(Receiver::new(node.id, recv_cfg))
                 }
             })
             .collect();
@@ -327,17 +330,10 @@ impl Sim {
             checker: Checker::new(receivers, messages as usize, bound),
             bound,
             tuner: (scheme == Scheme::Cloudex).then(|| StepTuner::new(100_000, 5_000, 0.01)),
-            tracker: (0..n_pubs)
-                .map(|_| match (scheme, params.tracked) {
-                    (Scheme::Ours, Some(t)) => Some((
-                        QuantileTracker::new(t.history_ns, t.quantile, 1 << 16),
-                        params.margin_ns.unwrap_or(0) + bound,
-                    )),
-                    _ => None,
-                })
-                .collect(),
             params,
             end_ns,
+            scratch: Vec::new(),
+            dsts: Vec::new(),
             finished: vec![0; n],
             finished_count: 0,
         })
@@ -565,6 +561,20 @@ impl Sim {
             if t > self.end_ns {
                 break;
             }
+            // The next events visit nodes cold (a random one of 10⁴–10⁵
+            // receivers): ask for their state ahead, so the loads overlap
+            // this event's work instead of stalling theirs. Two stages: the
+            // node's own state `AHEAD` events on, what it points to (loaded
+            // by then) one event on. Each is asked for once.
+            {
+                let mut upcoming = self.queue.upcoming(AHEAD);
+                if let Some(next) = upcoming.next() {
+                    self.prefetch_inner(next);
+                }
+                if let Some(later) = upcoming.nth(AHEAD - 2) {
+                    self.prefetch_outer(later);
+                }
+            }
             self.now = t;
             self.events += 1;
             match ev {
@@ -608,6 +618,54 @@ impl Sim {
                         }
                         self.at(self.now + 1_000_000, Ev::Tune);
                     }
+                }
+            }
+        }
+    }
+
+    /// Start loading what an event reads first: the node's state, the
+    /// packet and the engine's per-node entries (a hint; no effect on
+    /// results).
+    fn prefetch_outer(&self, ev: &Ev) {
+        let (Ev::Deliver { to: id, .. } | Ev::Wake(id) | Ev::ClockJump(id)) = *ev else {
+            return;
+        };
+        if let Ev::Deliver { pkt, .. } = ev {
+            prefetch_ptr(pkt.as_ptr());
+        }
+        let i = id as usize;
+        // Not even which kind of node it is is read here: that would wait
+        // for the very line asked for.
+        prefetch_bytes(&self.nodes[i]);
+        // What a clock reading touches: its first three lines.
+        let clock = (&self.clocks[i] as *const ClockProcess).cast::<u8>();
+        for line in 0..3 {
+            prefetch_ptr(clock.wrapping_add(64 * line));
+        }
+        prefetch(&self.host_rng[i]);
+        prefetch(&self.release_rng[i]);
+        // (The engine's small per-node arrays stay in L2.)
+    }
+
+    /// The second stage of [`Sim::prefetch_outer`], once the node's state
+    /// is in cache: what a receiver's state points to and a data packet
+    /// reads (its stream entries; the probes of the binary search for the
+    /// path that won).
+    fn prefetch_inner(&self, ev: &Ev) {
+        let Ev::Deliver { to, .. } = *ev else {
+            return;
+        };
+        if let Some(Node::Receiver(r)) = self.nodes.get(to as usize) {
+            prefetch_ptr(r.stream_state_addr());
+            let wins = &r.stats().path_wins;
+            let (p, n) = (wins.as_ptr(), wins.len());
+            // The first four levels' probes (the last ones fall within a
+            // few lines of them); a short list is a line or two.
+            if n <= 8 {
+                prefetch_ptr(p.cast());
+            } else {
+                for k in 1..16 {
+                    prefetch_ptr(p.wrapping_add(n * k / 16).cast());
                 }
             }
         }
@@ -659,14 +717,6 @@ impl Sim {
     }
 
     fn deliver(&mut self, to: NodeId, from: NodeId, pkt: Rc<[u8]>) {
-        // A delivery visits a random one of 10⁴–10⁵ receivers cold: start
-        // loading what its duplicate check reads (state, stream, window)
-        // now, so those cache misses overlap the clock reading's instead
-        // of following it (a read-only check; ~20% more events/s at
-        // N = 10,000).
-        if let Node::Receiver(r) = &self.nodes[to as usize] {
-            std::hint::black_box(r.is_duplicate(&pkt));
-        }
         let local = self.local(to, self.now);
         if let Some(t) = &mut self.trust {
             // The node's guard first: nothing it refuses touches any state.
@@ -692,29 +742,25 @@ impl Sim {
                 for a in answers {
                     self.transmit(to, self.now, a, &[from]);
                 }
-                let Node::Sender(s) = &mut self.nodes[to as usize] else {
-                    unreachable!("still the sender")
-                };
-                let k = self.pubs.iter().position(|p| *p == to).unwrap_or(0);
-                if let (Some((tracker, extra)), Some(e)) = (&mut self.tracker[k], s.estimate()) {
-                    tracker.observe(local, e.owd_ns);
-                    if let Some(q) = tracker.quantile(local) {
-                        s.set_deadline_policy(fixed_offset(q + *extra));
-                    }
-                }
             }
             Node::Proxy(p) => {
                 if self.crashed_at[to as usize].is_some_and(|c| self.now >= c) {
                     return;
                 }
-                let mut buf = pkt.to_vec();
+                // The proxy rewrites the copy it forwards: into a scratch
+                // buffer (most copies a hedging proxy gets are dropped as
+                // duplicates; they need no packet of their own).
+                let mut buf = std::mem::take(&mut self.scratch);
+                buf.clear();
+                buf.extend_from_slice(&pkt);
                 let verdict = p.handle_packet(local, &mut buf);
                 let timeout = p.poll_timeout();
                 // A loss fault: this proxy forwards no copy (`Faults::losses`).
                 let lost = matches!(verdict, Verdict::Forward { key }
                     if self.proxy_pos[to as usize].is_some_and(|pos| self.params.faults.loses(pos, key)));
                 if let (Verdict::Forward { key }, false) = (verdict, lost) {
-                    let mut dsts = Vec::new();
+                    let mut dsts = std::mem::take(&mut self.dsts);
+                    dsts.clear();
                     p.for_each_destination(key, |d, _| dsts.push(d));
                     let mut ready = self.now
                         + self
@@ -730,7 +776,8 @@ impl Sim {
                             }
                         }
                     }
-                    self.transmit(to, ready, Rc::from(buf), &dsts);
+                    self.transmit(to, ready, Rc::from(&buf[..]), &dsts);
+                    self.dsts = dsts;
                 } else if verdict == Verdict::Answer {
                     let mut answers: Vec<(Rc<[u8]>, NodeId)> = Vec::new();
                     p.answer(local, |b, dst| answers.push((Rc::from(b), dst)));
@@ -738,6 +785,7 @@ impl Sim {
                         self.transmit(to, self.now, a, &[dst]);
                     }
                 }
+                self.scratch = buf;
                 self.pass_requests_up(to);
                 let Node::Proxy(_) = &self.nodes[to as usize] else {
                     unreachable!("still a proxy")
@@ -761,10 +809,6 @@ impl Sim {
     }
 
     fn wake(&mut self, id: NodeId) {
-        // The same for a wake-up: what its timers read, before the clock.
-        if let Node::Receiver(r) = &self.nodes[id as usize] {
-            std::hint::black_box(r.poll_timeout());
-        }
         let local = self.local(id, self.now);
         match &mut self.nodes[id as usize] {
             Node::Sender(s) => {
@@ -1070,6 +1114,37 @@ impl Sim {
                 self.busy_total.iter().copied().max().unwrap_or(0) as f64 / period
             },
         }
+    }
+}
+
+/// Hint the CPU to load the cache line holding `p` (no effect on results).
+#[inline(always)]
+fn prefetch_ptr(p: *const u8) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: a prefetch is a hint: it reads nothing the program sees and
+    // cannot fault, whatever the address.
+    #[allow(unused_unsafe)]
+    unsafe {
+        std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(p.cast());
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = p;
+}
+
+/// [`prefetch_ptr`] the line holding `x`.
+#[inline(always)]
+fn prefetch<T>(x: &T) {
+    prefetch_ptr((x as *const T).cast());
+}
+
+/// [`prefetch_ptr`] every cache line of `x`.
+#[inline(always)]
+fn prefetch_bytes<T>(x: &T) {
+    let p = (x as *const T).cast::<u8>();
+    let first = p as usize & !63;
+    let end = p as usize + std::mem::size_of::<T>();
+    for line in (first..end).step_by(64) {
+        prefetch_ptr(p.wrapping_add(line.wrapping_sub(p as usize)));
     }
 }
 

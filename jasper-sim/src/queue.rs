@@ -5,23 +5,28 @@
 //! popped (events are scheduled at or after the current time, and the
 //! sequence only grows). Time is cut into slots of [`SLOT_NS`]; the
 //! [`SLOTS`] slots from the current one on form a wheel of unsorted
-//! vectors, later events wait in an overflow heap. Only the current slot
-//! is a heap (a few hundred events at N = 10,000, in L1), built when the
-//! wheel reaches it. Scheduling is an append, taking the next event a pop
-//! from that small heap: a binary heap of all 10⁵ pending events walked
+//! vectors. Only the current slot is sorted (~150 events at N = 10,000,
+//! in L1), once, when the wheel reaches it; the rare event scheduled into
+//! it is inserted in order. Scheduling is an append, taking the next event
+//! a pop from the end of that sorted slot, and the events popped next are
+//! known (to prefetch their state). A binary heap of all 10⁵ pending events walked
 //! ~17 levels of a megabyte-sized array per pop, and a radix heap spent
 //! ~800 instructions per event moving events between its buckets.
+//!
+//! Events beyond the wheel wait unsorted too, in buckets one wheel wide
+//! (a second, coarser level), moved onto the wheel when it reaches them:
+//! a saturated direct-unicast sender schedules copies up to seconds ahead,
+//! and an overflow heap of 10⁶ of them was a third of those runs' time.
 
-use std::cmp::Ordering;
-use std::collections::BinaryHeap;
+use std::collections::BTreeMap;
 
-/// Width of a wheel slot: 1024 ns.
-const SLOT_SHIFT: u32 = 10;
+/// Width of a wheel slot: 512 ns.
+const SLOT_SHIFT: u32 = 9;
 /// Slot width, ns.
 #[cfg(test)]
 const SLOT_NS: u64 = 1 << SLOT_SHIFT;
 /// Slots in the wheel (4.2 ms ahead of the current slot).
-const SLOTS: usize = 4096;
+const SLOTS: usize = 8192;
 const WORDS: usize = SLOTS / 64;
 /// Emptied slot buffers kept for reuse.
 const SPARES: usize = 64;
@@ -29,24 +34,6 @@ const SPARES: usize = 64;
 struct Item<T> {
     key: u128,
     item: T,
-}
-
-impl<T> PartialEq for Item<T> {
-    fn eq(&self, other: &Self) -> bool {
-        self.key == other.key
-    }
-}
-impl<T> Eq for Item<T> {}
-impl<T> PartialOrd for Item<T> {
-    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
-        Some(self.cmp(other))
-    }
-}
-impl<T> Ord for Item<T> {
-    // Reversed: `BinaryHeap` pops the greatest, we want the smallest key.
-    fn cmp(&self, other: &Self) -> Ordering {
-        other.key.cmp(&self.key)
-    }
 }
 
 fn slot_of(key: u128) -> u64 {
@@ -57,14 +44,15 @@ fn slot_of(key: u128) -> u64 {
 pub(crate) struct CalendarQueue<T> {
     /// Absolute slot (time >> SLOT_SHIFT) of the current slot.
     base: u64,
-    /// The current slot's events.
-    current: BinaryHeap<Item<T>>,
+    /// The current slot's events, largest key first (popped from the end).
+    current: Vec<Item<T>>,
     /// Absolute slots `base + 1 .. base + SLOTS`, at `slot % SLOTS`.
     wheel: Vec<Vec<Item<T>>>,
     /// Bit `i` set when `wheel[i]` is non-empty.
     nonempty: [u64; WORDS],
-    /// Events beyond the wheel.
-    overflow: BinaryHeap<Item<T>>,
+    /// Events beyond the wheel, by coarse slot (`slot / SLOTS`): each
+    /// bucket's smallest slot and its events, unsorted.
+    overflow: BTreeMap<u64, (u64, Vec<Item<T>>)>,
     /// Emptied slot buffers for slots about to fill (at most [`SPARES`]:
     /// a buffer per slot keeping its largest size would hold many times
     /// the queue).
@@ -87,10 +75,10 @@ impl<T> CalendarQueue<T> {
     pub(crate) fn new() -> Self {
         CalendarQueue {
             base: 0,
-            current: BinaryHeap::new(),
+            current: Vec::new(),
             wheel: (0..SLOTS).map(|_| Vec::new()).collect(),
             nonempty: [0; WORDS],
-            overflow: BinaryHeap::new(),
+            overflow: BTreeMap::new(),
             spare: Vec::new(),
             last: 0,
             len: 0,
@@ -107,7 +95,9 @@ impl<T> CalendarQueue<T> {
     fn place(&mut self, it: Item<T>) {
         let s = slot_of(it.key);
         if s <= self.base {
-            self.current.push(it);
+            // Keys never go back: rarely far from the end.
+            let at = self.current.partition_point(|x| x.key > it.key);
+            self.current.insert(at, it);
         } else if s - self.base < SLOTS as u64 {
             let i = (s % SLOTS as u64) as usize;
             let slot = &mut self.wheel[i];
@@ -119,7 +109,12 @@ impl<T> CalendarQueue<T> {
             slot.push(it);
             self.nonempty[i / 64] |= 1 << (i % 64);
         } else {
-            self.overflow.push(it);
+            let b = self
+                .overflow
+                .entry(s / SLOTS as u64)
+                .or_insert_with(|| (s, self.spare.pop().unwrap_or_default()));
+            b.0 = b.0.min(s);
+            b.1.push(it);
         }
     }
 
@@ -149,7 +144,7 @@ impl<T> CalendarQueue<T> {
         while self.current.is_empty() {
             // Move to the next slot holding anything, wheel or overflow.
             let wheel = self.next_in_wheel();
-            let over = self.overflow.peek().map(|it| slot_of(it.key));
+            let over = self.overflow.first_key_value().map(|(_, b)| b.0);
             let next = match (wheel, over) {
                 (None, None) => return None,
                 (Some(a), None) => a,
@@ -157,26 +152,44 @@ impl<T> CalendarQueue<T> {
                 (Some(a), Some(b)) => a.min(b),
             };
             self.base = next;
-            let i = (next % SLOTS as u64) as usize;
-            let items = std::mem::take(&mut self.wheel[i]);
+            let i = (self.base % SLOTS as u64) as usize;
+            let mut items = std::mem::take(&mut self.wheel[i]);
             self.nonempty[i / 64] &= !(1 << (i % 64));
-            let done = std::mem::replace(&mut self.current, BinaryHeap::from(items));
-            if self.spare.len() < SPARES {
-                self.spare.push(done.into_vec());
-            }
-            // The wheel now reaches further: take in what it covers.
-            while let Some(it) = self.overflow.peek() {
-                if slot_of(it.key) - self.base >= SLOTS as u64 {
+            // The wheel now reaches further: take in the buckets it covers
+            // whole (their slots lie in `base .. base + SLOTS`; none is
+            // below `base`, as `next` is at most the first one's smallest).
+            while let Some(e) = self.overflow.first_entry() {
+                if e.key() * (SLOTS as u64) > self.base {
                     break;
                 }
-                let it = self.overflow.pop().expect("peeked");
-                self.place(it);
+                let (_, mut bucket) = e.remove();
+                for it in bucket.drain(..) {
+                    if slot_of(it.key) <= self.base {
+                        items.push(it);
+                    } else {
+                        self.place(it);
+                    }
+                }
+                if self.spare.len() < SPARES {
+                    self.spare.push(bucket);
+                }
+            }
+            items.sort_unstable_by_key(|it| std::cmp::Reverse(it.key));
+            let done = std::mem::replace(&mut self.current, items);
+            if self.spare.len() < SPARES {
+                self.spare.push(done);
             }
         }
         let it = self.current.pop()?;
         self.last = it.key;
         self.len -= 1;
         Some((it.key, it.item))
+    }
+
+    /// The next items to pop, as far as the current slot holds them
+    /// (at most `n`; for prefetching their state).
+    pub(crate) fn upcoming(&self, n: usize) -> impl Iterator<Item = &T> {
+        self.current.iter().rev().take(n).map(|it| &it.item)
     }
 
     /// Items queued.

@@ -2,7 +2,7 @@
 //! hedging, deadline rule and receiver settings. Everything a scheme does
 //! differently lives here; the engine runs them all the same way.
 
-use jasper_core::deadline::{DeadlinePolicy, EstimatorConfig};
+use jasper_core::deadline::{DeadlinePolicy, EstimatorConfig, TrackedDeadline};
 use jasper_core::plan::TreeSpec;
 use jasper_core::receiver::ReceiverConfig;
 use jasper_core::sender::SenderConfig;
@@ -74,8 +74,9 @@ impl Scheme {
 /// delay it saw in each report interval, the proxies max-reduce, so the
 /// root reports the max over the tree of each interval — the per-message
 /// max delay (OML) itself. The sender keeps these reports over `history_ns`
-/// and sets the offset to their `quantile` + margin + clock bound
-/// ([`jasper_core::deadline::QuantileTracker`]).
+/// and sets the offset to their `quantile` + margin + clock bound: the
+/// publisher's own rule ([`jasper_core::deadline::TrackedDeadline`] in its
+/// [`DeadlinePolicy`]), fed by its report handling as a real publisher's is.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Tracked {
     /// History kept at the sender, ns.
@@ -145,9 +146,15 @@ pub fn node_configs(scheme: Scheme, p: &SimParams) -> (SenderConfig, ReceiverCon
                 add_clock_bound: scheme == Scheme::Ours,
                 floor_ns: 0,
                 ceiling_ns: 5_000_000,
-                // The simulator tracks the quantile beside the publisher
-                // (`Tracked`, the engine's tracker) to sweep it.
-                tracked: None,
+                // "ours" tracked: the quantile of the roots' reports over
+                // the history, kept by the publisher's deadline state.
+                tracked: match (scheme, p.tracked) {
+                    (Scheme::Ours, Some(t)) => Some(TrackedDeadline {
+                        history_ns: t.history_ns,
+                        quantile_ppm: (t.quantile.clamp(0.0, 1.0) * 1e6).round() as u32,
+                    }),
+                    _ => None,
+                },
             },
         },
         // A store only when recovery is simulated.
@@ -211,5 +218,32 @@ mod tests {
                 assert_eq!((t.depth, t.fanout), (Some(depth), Some(10)), "{s:?} N={n}");
             }
         }
+    }
+
+    #[test]
+    fn tracked_ours_runs_the_publishers_own_tracked_deadline() {
+        let p = SimParams {
+            margin_ns: Some(80_000),
+            tracked: Some(Tracked {
+                history_ns: 100_000_000,
+                quantile: 0.5,
+            }),
+            ..SimParams::default()
+        };
+        let (sender, receiver) = node_configs(Scheme::Ours, &p);
+        let d = sender.deadline;
+        assert_eq!(
+            d.tracked,
+            Some(TrackedDeadline {
+                history_ns: 100_000_000,
+                quantile_ppm: 500_000
+            })
+        );
+        assert_eq!((d.margin_ns, d.add_clock_bound), (80_000, true));
+        // Receivers report each interval's max delay.
+        assert_eq!(receiver.estimator.percentile, 100.0);
+        // Only "ours" tracks.
+        let (v1, _) = node_configs(Scheme::JasperV1, &p);
+        assert_eq!(v1.deadline.tracked, None);
     }
 }
