@@ -83,8 +83,8 @@ pub struct SimArgs {
     #[arg(long, default_value_t = jasper_core::metrics::DEFAULT_FAIR_THRESHOLD_NS)]
     pub fair_threshold_ns: u64,
     /// Trace each tree scheme's P(F)-vs-hand-over-latency frontier by
-    /// sweeping its deadline knob (jasper-v1: percentile × margin; ours:
-    /// the tracked deadline's margin) over `--seeds`, and say which points
+    /// sweeping its deadline knobs (jasper-v1: percentile × margin; ours:
+    /// the tracked deadline's quantile × margin) over `--seeds`, and say which points
     /// of jasper-v1 ours dominates.
     #[arg(long)]
     pub frontier: bool,
@@ -471,15 +471,25 @@ fn frontier_grid(base: &SimParams) -> Vec<(Scheme, String, SimParams)> {
             ));
         }
     }
-    for margin in (2..=12).map(|k| k * 10_000u64) {
+    // Ours has two knobs too: the quantile of the roots' reports over the
+    // history, and the margin.
+    let ours = (2..=12)
+        .map(|k| (0.5, k * 10_000u64))
+        .chain([0.75, 0.9].into_iter().flat_map(|q| (0..=8).map(move |k| (q, k * 10_000u64))));
+    for (quantile, margin) in ours {
+        let name = if quantile == 0.5 {
+            "median".to_string()
+        } else {
+            format!("p{}", quantile * 100.0)
+        };
         out.push((
             Scheme::Ours,
-            format!("median + {} µs", margin / 1000),
+            format!("{name} + {} µs", margin / 1000),
             SimParams {
                 margin_ns: Some(margin),
                 tracked: Some(jasper_sim::schemes::Tracked {
                     history_ns: 100_000_000,
-                    quantile: 0.5,
+                    quantile,
                 }),
                 ..base.clone()
             },
