@@ -473,9 +473,11 @@ fn frontier_grid(base: &SimParams) -> Vec<(Scheme, String, SimParams)> {
     }
     // Ours has two knobs too: the quantile of the roots' reports over the
     // history, and the margin.
-    let ours = (2..=12)
-        .map(|k| (0.5, k * 10_000u64))
-        .chain([0.75, 0.9].into_iter().flat_map(|q| (0..=8).map(move |k| (q, k * 10_000u64))));
+    let ours = (2..=12).map(|k| (0.5, k * 10_000u64)).chain(
+        [0.75, 0.9]
+            .into_iter()
+            .flat_map(|q| (0..=8).map(move |k| (q, k * 10_000u64))),
+    );
     for (quantile, margin) in ours {
         let name = if quantile == 0.5 {
             "median".to_string()
