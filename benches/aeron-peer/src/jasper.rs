@@ -53,6 +53,9 @@ pub struct Setup {
     pub margin_ns: u64,
     /// The publisher's adaptive batching: least time between two packets, ns.
     pub packet_gap_ns: u64,
+    /// The tracked deadline rule (`[sender.deadline.tracked]`): this
+    /// quantile of the roots' reports over 100 ms (None: the latest report).
+    pub tracked_quantile: Option<f64>,
 }
 
 /// Messages that fill one of our packets (the throughput burst).
@@ -104,6 +107,12 @@ fn configs(n: usize, s: &Setup) -> Result<(Vec<NodeConfig>, Option<std::path::Pa
         sender: SenderConfig {
             deadline: jasper_core::deadline::DeadlinePolicy {
                 margin_ns: s.margin_ns,
+                tracked: s
+                    .tracked_quantile
+                    .map(|q| jasper_core::deadline::TrackedDeadline {
+                        history_ns: 100_000_000,
+                        quantile_ppm: (q * 1e6) as u32,
+                    }),
                 ..Default::default()
             },
             packet_gap_ns: s.packet_gap_ns,

@@ -65,6 +65,11 @@ struct Args {
     /// what accumulated in its term buffer the same way.
     #[arg(long, default_value_t = 50)]
     packet_gap_us: u64,
+    /// Our deadline from the tracked rule: this quantile (0..1) of the
+    /// roots' reports over 100 ms, plus the margin (default: the latest
+    /// report plus the margin, the product's default rule).
+    #[arg(long)]
+    tracked_quantile: Option<f64>,
     /// How our side is threaded: a thread per role (publisher, proxy,
     /// receivers; as deployed, where each is its own host) or everything
     /// stepped from one thread (as Aeron's side runs here).
@@ -156,6 +161,7 @@ impl Bench {
                     },
                     one_thread: self.args.threads == Threads::One,
                     packet_gap_ns: self.args.packet_gap_us * 1_000,
+                    tracked_quantile: self.args.tracked_quantile,
                     margin_ns: self.args.margin_us.map_or(
                         jasper_core::deadline::DeadlinePolicy::default().margin_ns,
                         |us| us * 1_000,
@@ -437,7 +443,7 @@ fn print_table(bench: &Bench, cases: &[(usize, usize)], figures: &[[Figures; 3]]
         aeron::SOCKET_BUFFER >> 20,
     );
     println!(
-        "- Ours: publisher → 1 proxy → N receivers ({}), kernel UDP, no injected delay, {} idle, authentication {}, the host clock with a declared bound of {} ns, deadline margin {} µs, packet gap {} µs.",
+        "- Ours: publisher → 1 proxy → N receivers ({}), kernel UDP, no injected delay, {} idle, authentication {}, the host clock with a declared bound of {} ns, deadline {} + margin {} µs, packet gap {} µs.",
         match a.threads {
             Threads::PerRole => "a thread each for the publisher, the proxy and the N receivers",
             Threads::One => "all stepped in one thread, one duty cycle after another, like Aeron's side",
@@ -445,6 +451,9 @@ fn print_table(bench: &Bench, cases: &[(usize, usize)], figures: &[[Figures; 3]]
         format!("{:?}", a.idle).to_lowercase(),
         if a.no_auth { "off" } else { "on" },
         a.clock_bound_ns,
+        a.tracked_quantile.map_or("the latest report".to_string(), |q| format!(
+            "quantile {q} of the reports over 100 ms"
+        )),
         a.margin_us
             .unwrap_or(jasper_core::deadline::DeadlinePolicy::default().margin_ns / 1_000),
         a.packet_gap_us,
