@@ -20,7 +20,7 @@ use jasper_core::config::{
 use jasper_core::plan::{loopback_inventory, Plan, TreeSpec};
 use jasper_core::plan_configs::{node_configs, ConfigOptions};
 use jasper_core::proxy::ProxyConfig;
-use jasper_core::receiver::ReceiverConfig;
+use jasper_core::receiver::{ReceiverConfig, Release};
 use jasper_core::sender::SenderConfig;
 use jasper_io::node::open_backend;
 use jasper_io::runtime::ParentWatch;
@@ -172,11 +172,7 @@ fn run_tree(t: &Trial, cfgs: &[NodeConfig], one_thread: bool) -> Result<Outcome,
         return run_one_thread(t, cfgs);
     }
     let stop = Arc::new(AtomicBool::new(false));
-    let proxy_cfg = cfgs
-        .iter()
-        .find(|c| c.node.role == NodeRole::Proxy)
-        .ok_or("no proxy in the plan")?
-        .clone();
+    let proxy_cfg = config_of(cfgs, NodeRole::Proxy)?.clone();
     let proxy_io = open_backend(&proxy_cfg, None)?;
     let mut proxy_node = ProxyNode::new(&proxy_cfg, proxy_io)?;
     let pstop = stop.clone();
@@ -214,28 +210,20 @@ fn run_tree(t: &Trial, cfgs: &[NodeConfig], one_thread: bool) -> Result<Outcome,
         (sink, gaps)
     });
     jasper_io::runtime::precise_sleep();
-    let scfg = cfgs
-        .iter()
-        .find(|c| c.node.role == NodeRole::Sender)
-        .ok_or("no sender in the plan")?;
+    let scfg = config_of(cfgs, NodeRole::Sender)?;
     let mut publisher = Publisher::from_node_config(scfg, None).map_err(|e| e.to_string())?;
     // Let both threads reach their loops.
     std::thread::sleep(Duration::from_millis(50));
 
-    let total = t.total();
-    let mut msgs = vec![vec![0x41u8; t.size]; t.burst.max(1) as usize];
-    let mut published = 0u64;
-    let pacer = Pacer::start(t);
-    let (cpu0, rq0, wall0) = (cpu_seconds(), run_queue_seconds(), Instant::now());
-    let deadline = pacer.end() + t.slack;
-    let deadline_ns = now_ns() + (deadline - Instant::now()).as_nanos() as u64;
+    let mut feed = Feed::start(t);
+    let total = feed.total;
     let complete = |p: &[AtomicU64]| p.iter().all(|c| c.load(Ordering::Relaxed) >= total);
     let mut failed = None;
-    while published < total && Instant::now() <= deadline {
-        match publish_due(&mut publisher, &pacer, &mut msgs, &mut published) {
+    while feed.published < feed.total && Instant::now() <= feed.deadline {
+        match feed.publish_due(&mut publisher) {
             Ok(0) => {
                 publisher.service();
-                sleep_until_due(&pacer, published);
+                sleep_until_due(&feed.pacer, feed.published);
             }
             Ok(_) => {}
             Err(e) => {
@@ -246,13 +234,11 @@ fn run_tree(t: &Trial, cfgs: &[NodeConfig], one_thread: bool) -> Result<Outcome,
     }
     // Serve the tree (reports, retransmit requests) until every receiver
     // has every message or the trial's time is up.
-    while failed.is_none() && Instant::now() <= deadline && !complete(&progress) {
+    while failed.is_none() && Instant::now() <= feed.deadline && !complete(&progress) {
         publisher.service();
         std::thread::sleep(Duration::from_micros(200));
     }
-    let cpu = cpu_seconds() - cpu0;
-    let run_queue = run_queue_seconds() - rq0;
-    let wall = wall0.elapsed().as_secs_f64();
+    let spent = feed.spent();
     let tx_dropped = publisher.io_counters().tx_dropped;
     publisher.end_session();
     stop.store(true, Ordering::SeqCst);
@@ -263,14 +249,13 @@ fn run_tree(t: &Trial, cfgs: &[NodeConfig], one_thread: bool) -> Result<Outcome,
     if let Some(e) = failed {
         return Err(e);
     }
-    let mut out = Outcome::from_sink(&sink, published, total, deadline_ns);
-    out.cpu_s = cpu;
-    out.run_queue_s = run_queue;
-    out.wall_s = wall;
-    out.note = format!(
-        "publisher tx drops {tx_dropped}, proxy tx drops {proxy_dropped}, proxy rx truncated {proxy_truncated}, receiver gaps {gaps}"
-    );
-    Ok(out)
+    Ok(feed.outcome(
+        &sink,
+        spent,
+        format!(
+            "publisher tx drops {tx_dropped}, proxy tx drops {proxy_dropped}, proxy rx truncated {proxy_truncated}, receiver gaps {gaps}"
+        ),
+    ))
 }
 
 /// The same tree stepped from one thread: each duty cycle publishes what is
@@ -280,34 +265,22 @@ fn run_tree(t: &Trial, cfgs: &[NodeConfig], one_thread: bool) -> Result<Outcome,
 /// next message or the spin stretch before the next release, whichever
 /// comes first, when that is far enough away; otherwise it polls again.
 fn run_one_thread(t: &Trial, cfgs: &[NodeConfig]) -> Result<Outcome, String> {
-    let proxy_cfg = cfgs
-        .iter()
-        .find(|c| c.node.role == NodeRole::Proxy)
-        .ok_or("no proxy in the plan")?;
+    let proxy_cfg = config_of(cfgs, NodeRole::Proxy)?;
     let mut proxy = ProxyNode::new(proxy_cfg, open_backend(proxy_cfg, None)?)?;
     let mut nodes = cfgs
         .iter()
         .filter(|c| c.node.role == NodeRole::Receiver)
         .map(|c| ReceiverNode::open(c, None))
         .collect::<Result<Vec<_>, _>>()?;
-    let scfg = cfgs
-        .iter()
-        .find(|c| c.node.role == NodeRole::Sender)
-        .ok_or("no sender in the plan")?;
+    let scfg = config_of(cfgs, NodeRole::Sender)?;
     let mut publisher = Publisher::from_node_config(scfg, None).map_err(|e| e.to_string())?;
     jasper_io::runtime::precise_sleep();
     let mut sink = Sink::new(t);
-    let total = t.total();
-    let mut msgs = vec![vec![0x41u8; t.size]; t.burst.max(1) as usize];
-    let mut published = 0u64;
-    let pacer = Pacer::start(t);
-    let (cpu0, rq0, wall0) = (cpu_seconds(), run_queue_seconds(), Instant::now());
-    let deadline = pacer.end() + t.slack;
-    let deadline_ns = now_ns() + (deadline - Instant::now()).as_nanos() as u64;
+    let mut feed = Feed::start(t);
     let mut failed = None;
     loop {
         let mut work = 0;
-        match publish_due(&mut publisher, &pacer, &mut msgs, &mut published) {
+        match feed.publish_due(&mut publisher) {
             Ok(k) => work += k,
             Err(e) => {
                 failed = Some(e);
@@ -316,20 +289,17 @@ fn run_one_thread(t: &Trial, cfgs: &[NodeConfig]) -> Result<Outcome, String> {
         }
         publisher.service();
         work += proxy.poll().map_err(|e| format!("proxy: {e}"))?;
-        work += jasper_receiver::duty_cycle(&mut nodes, &mut |i, rel, payload, _| {
-            sink.deliver(i, payload, now_ns(), rel.late);
-        });
-        if Instant::now() > deadline || sink.complete() {
+        work += jasper_receiver::duty_cycle(&mut nodes, &mut hand_to(&mut sink));
+        if Instant::now() > feed.deadline || sink.complete() {
             break;
         }
         match jasper_receiver::next_wake(&nodes) {
             jasper_receiver::Wake::Release => {
-                jasper_receiver::release_due(&mut nodes, &mut |i, rel, payload, _| {
-                    sink.deliver(i, payload, now_ns(), rel.late);
-                });
+                jasper_receiver::release_due(&mut nodes, &mut hand_to(&mut sink));
             }
             jasper_receiver::Wake::In(release_in) if work == 0 => {
-                let publish_in = (published < total).then(|| pacer.wait(published));
+                let publish_in =
+                    (feed.published < feed.total).then(|| feed.pacer.wait(feed.published));
                 let wait = [release_in.map(Duration::from_nanos), publish_in]
                     .into_iter()
                     .flatten()
@@ -342,9 +312,7 @@ fn run_one_thread(t: &Trial, cfgs: &[NodeConfig]) -> Result<Outcome, String> {
             jasper_receiver::Wake::In(_) => {}
         }
     }
-    let cpu = cpu_seconds() - cpu0;
-    let run_queue = run_queue_seconds() - rq0;
-    let wall = wall0.elapsed().as_secs_f64();
+    let spent = feed.spent();
     let tx_dropped = publisher.io_counters().tx_dropped;
     publisher.end_session();
     if let Some(e) = failed {
@@ -352,45 +320,113 @@ fn run_one_thread(t: &Trial, cfgs: &[NodeConfig]) -> Result<Outcome, String> {
     }
     let gaps: u64 = nodes.iter().map(|n| n.report().core.gaps_detected).sum();
     let prep = proxy.report("proxy");
-    let mut out = Outcome::from_sink(&sink, published, total, deadline_ns);
-    out.cpu_s = cpu;
-    out.run_queue_s = run_queue;
-    out.wall_s = wall;
-    out.note = format!(
-        "one thread; publisher tx drops {tx_dropped}, proxy tx drops {}, proxy rx truncated {}, receiver gaps {gaps}",
-        prep.tx_dropped, prep.rx_truncated
-    );
-    Ok(out)
+    Ok(feed.outcome(
+        &sink,
+        spent,
+        format!(
+            "one thread; publisher tx drops {tx_dropped}, proxy tx drops {}, proxy rx truncated {}, receiver gaps {gaps}",
+            prep.tx_dropped, prep.rx_truncated
+        ),
+    ))
 }
 
-/// Publish every message the pacer says is due, in packets of at most the
-/// trial's burst (one message per publish in the latency trials, as Aeron's
-/// side offers them), stamping each as it goes; returns how many. All that
-/// is due goes out now: a loop that came round late catches up instead of
-/// falling further behind.
-fn publish_due(
-    publisher: &mut Publisher,
-    pacer: &Pacer,
-    msgs: &mut [Vec<u8>],
-    published: &mut u64,
-) -> Result<usize, String> {
-    let mut done = 0;
-    loop {
-        let k = pacer.ready(*published).min(msgs.len() as u64) as usize;
-        if k == 0 {
-            return Ok(done);
+/// The plan's (first) node of `role`.
+fn config_of(cfgs: &[NodeConfig], role: NodeRole) -> Result<&NodeConfig, String> {
+    cfgs.iter()
+        .find(|c| c.node.role == role)
+        .ok_or_else(|| format!("no {role:?} in the plan"))
+}
+
+/// The application's side of a hand-over: record it in the trial's sink.
+fn hand_to(sink: &mut Sink) -> impl FnMut(usize, &Release, &[u8], u64) + '_ {
+    |i, rel, payload, _host| {
+        sink.deliver(i, payload, now_ns(), rel.late);
+    }
+}
+
+/// One trial's feed and accounting, the same for both shapes: the pacer,
+/// the messages being stamped, the deadline, and where CPU and wall time
+/// started.
+struct Feed {
+    total: u64,
+    msgs: Vec<Vec<u8>>,
+    published: u64,
+    pacer: Pacer,
+    cpu0: f64,
+    rq0: f64,
+    wall0: Instant,
+    deadline: Instant,
+    deadline_ns: u64,
+}
+
+/// CPU, run-queue and wall seconds a trial took.
+struct Spent {
+    cpu_s: f64,
+    run_queue_s: f64,
+    wall_s: f64,
+}
+
+impl Feed {
+    fn start(t: &Trial) -> Feed {
+        let pacer = Pacer::start(t);
+        let deadline = pacer.end() + t.slack;
+        let (cpu0, rq0, wall0) = (cpu_seconds(), run_queue_seconds(), Instant::now());
+        Feed {
+            total: t.total(),
+            msgs: vec![vec![0x41u8; t.size]; t.burst.max(1) as usize],
+            published: 0,
+            pacer,
+            cpu0,
+            rq0,
+            wall0,
+            deadline,
+            deadline_ns: now_ns() + (deadline - Instant::now()).as_nanos() as u64,
         }
-        for (j, m) in msgs.iter_mut().take(k).enumerate() {
-            stamp(m, *published + j as u64, now_ns());
+    }
+
+    /// Publish every message the pacer says is due, in packets of at most
+    /// the trial's burst (one message per publish in the latency trials, as
+    /// Aeron's side offers them), stamping each as it goes; returns how
+    /// many. All that is due goes out now: a loop that came round late
+    /// catches up instead of falling further behind.
+    fn publish_due(&mut self, publisher: &mut Publisher) -> Result<usize, String> {
+        let mut done = 0;
+        loop {
+            let k = self.pacer.ready(self.published).min(self.msgs.len() as u64) as usize;
+            if k == 0 {
+                return Ok(done);
+            }
+            for (j, m) in self.msgs.iter_mut().take(k).enumerate() {
+                stamp(m, self.published + j as u64, now_ns());
+            }
+            let r = if k == 1 {
+                publisher.publish(&self.msgs[0]).map(|_| ())
+            } else {
+                let batch: Vec<&[u8]> = self.msgs[..k].iter().map(Vec::as_slice).collect();
+                publisher.publish_batch(&batch).map(|_| ())
+            };
+            r.map_err(|e| format!("publish: {e}"))?;
+            self.published += k as u64;
+            done += k;
         }
-        let r = if k == 1 {
-            publisher.publish(&msgs[0]).map(|_| ())
-        } else {
-            let batch: Vec<&[u8]> = msgs[..k].iter().map(Vec::as_slice).collect();
-            publisher.publish_batch(&batch).map(|_| ())
-        };
-        r.map_err(|e| format!("publish: {e}"))?;
-        *published += k as u64;
-        done += k;
+    }
+
+    /// Time spent since the start.
+    fn spent(&self) -> Spent {
+        Spent {
+            cpu_s: cpu_seconds() - self.cpu0,
+            run_queue_s: run_queue_seconds() - self.rq0,
+            wall_s: self.wall0.elapsed().as_secs_f64(),
+        }
+    }
+
+    /// The trial's outcome from what the receivers were handed.
+    fn outcome(&self, sink: &Sink, spent: Spent, note: String) -> Outcome {
+        let mut out = Outcome::from_sink(sink, self.published, self.total, self.deadline_ns);
+        out.cpu_s = spent.cpu_s;
+        out.run_queue_s = spent.run_queue_s;
+        out.wall_s = spent.wall_s;
+        out.note = note;
+        out
     }
 }
