@@ -52,7 +52,7 @@ fn main() {
             "rte_eal_init|rte_eal_cleanup|rte_eth_dev_count_avail|rte_eth_dev_configure|rte_eth_rx_queue_setup|\
              rte_eth_tx_queue_setup|rte_eth_dev_start|rte_eth_dev_stop|rte_eth_dev_close|rte_eth_macaddr_get|\
              rte_eth_promiscuous_enable|rte_eth_stats_get|rte_eth_dev_socket_id|rte_pktmbuf_pool_create|\
-             rte_mempool_free|rte_mempool_avail_count|rte_mempool_in_use_count|rte_pktmbuf_clone|rte_strerror|\
+             rte_mempool_free|rte_mempool_avail_count|rte_mempool_in_use_count|rte_strerror|\
              rte_socket_id|rte_eth_dev_info_get",
         )
         .allowlist_type("rte_eth_conf|rte_ether_addr|rte_eth_stats|rte_eth_dev_info|rte_mbuf|rte_mempool")

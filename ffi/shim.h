@@ -14,13 +14,9 @@ uint16_t jasper_tx_burst(uint16_t port, uint16_t queue, struct rte_mbuf **pkts, 
 struct rte_mbuf *jasper_pktmbuf_alloc(struct rte_mempool *mp);
 int jasper_pktmbuf_alloc_bulk(struct rte_mempool *mp, struct rte_mbuf **mbufs, unsigned n);
 void jasper_pktmbuf_free(struct rte_mbuf *m);
-char *jasper_pktmbuf_mtod(struct rte_mbuf *m);
 char *jasper_pktmbuf_append(struct rte_mbuf *m, uint16_t len);
 char *jasper_pktmbuf_adj(struct rte_mbuf *m, uint16_t len);
 int jasper_pktmbuf_chain(struct rte_mbuf *head, struct rte_mbuf *tail);
-uint16_t jasper_pktmbuf_data_len(const struct rte_mbuf *m);
-uint32_t jasper_pktmbuf_pkt_len(const struct rte_mbuf *m);
-uint16_t jasper_pktmbuf_nb_segs(const struct rte_mbuf *m);
 uint16_t jasper_mbuf_refcnt(const struct rte_mbuf *m);
 uint16_t jasper_mbuf_refcnt_update(struct rte_mbuf *m, int16_t v);
 int jasper_errno(void);

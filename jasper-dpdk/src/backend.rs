@@ -95,9 +95,6 @@ pub struct DpdkBackend {
     pool: Mempool,
     /// Small mbufs for the per-copy Ethernet/IPv4/UDP headers.
     hdr_pool: Mempool,
-    /// Data-less mbufs for indirect clones (unused by `forward`, which
-    /// shares the received mbuf itself; kept for its accounting).
-    clone_pool: Mempool,
     ip: Ipv4Addr,
     udp_port: u16,
     mac: [u8; 6],
@@ -143,12 +140,10 @@ impl DpdkBackend {
         let pool = Mempool::new(eal, &format!("jasper_p{port}"), mbufs)?;
         let room = (ffi::RTE_PKTMBUF_HEADROOM as usize + 64) as u16;
         let hdr_pool = Mempool::with_data_room(eal, &format!("jasper_h{port}"), mbufs * 2, room)?;
-        let clone_pool = Mempool::with_data_room(eal, &format!("jasper_c{port}"), mbufs * 2, 0)?;
         let p = Port::start(eal, port, &pool)?;
         Ok(DpdkBackend {
             rx: Vec::with_capacity(MAX_BURST),
             hdr_pool,
-            clone_pool,
             tx: Vec::with_capacity(4 * MAX_BURST),
             mac: p.mac(),
             port: p,
@@ -175,7 +170,7 @@ impl DpdkBackend {
     }
     /// Mbufs currently allocated from this backend's pools.
     pub fn mbufs_in_use(&self) -> u32 {
-        self.pool.in_use() + self.hdr_pool.in_use() + self.clone_pool.in_use()
+        self.pool.in_use() + self.hdr_pool.in_use()
     }
     /// This port's MAC.
     pub fn mac(&self) -> [u8; 6] {

@@ -27,7 +27,7 @@ impl Mempool {
     }
 
     /// Create a pool of `n` mbufs with `data_room` bytes each (headroom
-    /// included): small rooms for header mbufs, 0 for indirect clones.
+    /// included): small rooms for header mbufs.
     pub fn with_data_room(
         _eal: &Eal,
         name: &str,
@@ -218,11 +218,6 @@ impl Mbuf {
                 (*m).pkt_len = len as u32;
             }
         }
-    }
-    /// A reference-counted clone sharing this mbuf's data (zero copy).
-    pub fn clone_indirect(&self, pool: &Mempool) -> Option<Mbuf> {
-        // SAFETY: valid mbuf and pool; the clone holds a reference on the data.
-        NonNull::new(unsafe { ffi::rte_pktmbuf_clone(self.0.as_ptr(), pool.as_ptr()) }).map(Mbuf)
     }
     /// Chain `tail` after this mbuf (header + payload).
     pub fn chain(self, tail: Mbuf) -> Result<Mbuf, (Mbuf, Mbuf)> {
