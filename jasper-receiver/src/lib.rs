@@ -40,7 +40,7 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use jasper_core::clock::Clock;
-use jasper_core::config::{IdleStrategy, NodeConfig};
+use jasper_core::config::NodeConfig;
 use jasper_core::guard::{Guard, GuardStats};
 use jasper_core::liveness::{Liveness, UpstreamState};
 use jasper_core::receiver::{Event, Receiver, ReceiverStats, Release};
@@ -73,7 +73,8 @@ pub struct ReceiverNode {
     hedge: Option<(jasper_core::plan::NodeId, SocketAddr)>,
     mold: Option<mold::Mold>,
     spin_ns: u64,
-    idle: (IdleStrategy, u64, u64),
+    /// The run loop's idle strategy, from `[backend]`.
+    idle: Idler,
     ended: bool,
     ended_at: Option<std::time::Instant>,
     exit_after_session: bool,
@@ -210,11 +211,7 @@ impl ReceiverNode {
             hedge: routes.hedge,
             mold,
             spin_ns: cfg.receiver.spin_ns,
-            idle: (
-                cfg.backend.idle,
-                cfg.backend.max_sleep_us,
-                cfg.backend.spin_us,
-            ),
+            idle: Idler::from_config(&cfg.backend),
             ended: false,
             ended_at: None,
             exit_after_session: false,
@@ -567,7 +564,7 @@ pub fn run_until(
     let Some(first) = nodes.first() else {
         return false;
     };
-    let mut idler = Idler::new(first.idle.0, first.idle.1, first.idle.2);
+    let mut idler = first.idle.clone();
     let mut rounds = 0u32;
     let fds: Vec<_> = nodes.iter().flat_map(|n| n.wait_fds()).collect();
     loop {
