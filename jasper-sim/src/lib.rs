@@ -66,7 +66,8 @@ pub struct SimParams {
     pub hedge: Option<u32>,
     /// Spraying override.
     pub spray: Option<bool>,
-    /// Root proxies R (`None` = 1, the paper's single root).
+    /// Root proxies R (`None`: the scheme's — jasper-v1 1, the paper's
+    /// single root; ours [`jasper_core::plan::DEFAULT_ROOTS`], as planned).
     pub roots: Option<u32>,
     /// Loss recovery: stores at the publisher and proxies, receivers ask
     /// for what they miss (off by default: the paper's schemes do not).
@@ -403,9 +404,11 @@ mod tests {
     #[test]
     fn schemes_share_their_random_numbers() {
         // jasper-v1 and ours differ here only in the deadline rule: same
-        // tree, same links, same clocks, so every arrival is the same.
+        // tree (one root, no spraying), same links, same clocks, so every
+        // arrival is the same.
         let p = SimParams {
             spray: Some(false),
+            roots: Some(1),
             percentile: Some(97.0),
             ..small(100)
         };

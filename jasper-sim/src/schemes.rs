@@ -22,8 +22,10 @@ pub enum Scheme {
     /// Tree (fanout 10, depth round(log10 N)), sibling hedging H=2, deadline =
     /// p97 of a 10 ms window + 25 µs (Jasper v1).
     JasperV1,
-    /// Ours: the Jasper-v1 tree with round-robin spraying, deadline = p99 of a
-    /// 10 ms window + 25 µs + the clock bound.
+    /// Ours: the tree `jasper plan` builds — the Jasper-v1 tree with hedged
+    /// roots ([`jasper_core::plan::DEFAULT_ROOTS`] of them, each fed by the
+    /// publisher and each feeding the whole level below) and round-robin
+    /// spraying; deadline = p99 of a 10 ms window + 25 µs + the clock bound.
     Ours,
 }
 
@@ -102,7 +104,14 @@ pub fn tree_spec(scheme: Scheme, p: &SimParams) -> TreeSpec {
         fanout: p.fanout,
         hedge: p.hedge.unwrap_or(2),
         spray: p.spray.unwrap_or(spray),
-        roots: p.roots.unwrap_or(1),
+        // Jasper-v1: the paper's single root. Ours: the hedged roots a
+        // plan has by default, so the publisher → root hop, whose delay
+        // every receiver shares, is hedged like every hop below it.
+        roots: p.roots.unwrap_or(if scheme == Scheme::Ours {
+            jasper_core::plan::DEFAULT_ROOTS
+        } else {
+            1
+        }),
     };
     if s.depth.is_none() && s.fanout.is_none() {
         // The paper's rule of thumb: fanout 10, depth round(log10 N).
@@ -205,6 +214,23 @@ pub fn node_configs(scheme: Scheme, p: &SimParams) -> (SenderConfig, ReceiverCon
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ours_has_the_planned_hedged_roots_and_jasper_v1_the_papers_one() {
+        let p = SimParams::default();
+        assert_eq!(tree_spec(Scheme::JasperV1, &p).roots, 1);
+        assert_eq!(
+            tree_spec(Scheme::Ours, &p).roots,
+            jasper_core::plan::DEFAULT_ROOTS
+        );
+        const { assert!(jasper_core::plan::DEFAULT_ROOTS > 1) };
+        // `--roots` sets both.
+        let one = SimParams {
+            roots: Some(1),
+            ..SimParams::default()
+        };
+        assert_eq!(tree_spec(Scheme::Ours, &one).roots, 1);
+    }
 
     #[test]
     fn tree_schemes_pick_fanout_10_up_to_a_hundred_thousand() {
