@@ -1058,8 +1058,12 @@ impl Sim {
         }
         let spec = if self.scheme.uses_tree() {
             format!(
-                "tree depth {} fanout {} hedge {} spray {}",
-                self.plan.depth, self.plan.fanout, self.plan.hedge, self.plan.spray
+                "tree depth {} fanout {} hedge {} spray {} roots {}",
+                self.plan.depth,
+                self.plan.fanout,
+                self.plan.hedge,
+                self.plan.spray,
+                self.plan.roots
             )
         } else {
             "direct unicast".into()
