@@ -587,7 +587,10 @@ impl Sim {
                 if let Some(next) = upcoming.next() {
                     self.prefetch_inner(next);
                 }
-                if let Some(later) = upcoming.nth(AHEAD - 2) {
+                if let Some(after) = upcoming.next() {
+                    self.prefetch_middle(after);
+                }
+                if let Some(later) = upcoming.next() {
                     self.prefetch_outer(later);
                 }
             }
@@ -663,16 +666,39 @@ impl Sim {
         // (The engine's small per-node arrays stay in L2.)
     }
 
+    /// The last stage of the prefetches, once the middle stage's lines
+    /// are in cache: the entries a receiver's next packet or release reads
+    /// (its dedup window word, the held entries it takes or fills).
+    fn prefetch_inner(&self, ev: &Ev) {
+        let (to, pkt) = match ev {
+            Ev::Deliver { to, pkt, .. } => (*to, Some(pkt)),
+            Ev::Wake(id) => (*id, None),
+            _ => return,
+        };
+        if let Some(Node::Receiver(r)) = self.nodes.get(to as usize) {
+            let data = pkt.and_then(|p| jasper_core::wire::Packet::new_checked(&p[..]).ok());
+            r.entry_addrs(data.map(|p| (p.stream(), p.seq())), prefetch_ptr);
+        }
+    }
+
     /// The second stage of [`Sim::prefetch_outer`], once the node's state
     /// is in cache: what a receiver's state points to and a data packet
     /// reads (its stream entries; the probes of the binary search for the
-    /// path that won).
-    fn prefetch_inner(&self, ev: &Ev) {
-        let Ev::Deliver { to, .. } = *ev else {
-            return;
+    /// path that won; its held-message buffers).
+    fn prefetch_middle(&self, ev: &Ev) {
+        let to = match *ev {
+            Ev::Deliver { to, .. } => to,
+            Ev::Wake(id) => {
+                if let Some(Node::Receiver(r)) = self.nodes.get(id as usize) {
+                    r.buffer_addrs(prefetch_ptr);
+                }
+                return;
+            }
+            _ => return,
         };
         if let Some(Node::Receiver(r)) = self.nodes.get(to as usize) {
             prefetch_ptr(r.stream_state_addr());
+            r.buffer_addrs(prefetch_ptr);
             let wins = &r.stats().path_wins;
             let (p, n) = (wins.as_ptr(), wins.len());
             // The first four levels' probes (the last ones fall within a
