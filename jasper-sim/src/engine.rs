@@ -678,6 +678,12 @@ impl Sim {
         if let Some(Node::Receiver(r)) = self.nodes.get(to as usize) {
             let data = pkt.and_then(|p| jasper_core::wire::Packet::new_checked(&p[..]).ok());
             r.entry_addrs(data.map(|p| (p.stream(), p.seq())), prefetch_ptr);
+            // The collector's entries for the receiver, if it hands over
+            // now: at a wake, or at a delivery without holding.
+            if pkt.is_none() || !self.scheme.holds() {
+                let ri = self.hot[to as usize].receiver_index as usize;
+                self.collector.receiver_addrs(ri, prefetch_ptr);
+            }
         }
     }
 
@@ -696,6 +702,7 @@ impl Sim {
             }
             _ => return,
         };
+
         if let Some(Node::Receiver(r)) = self.nodes.get(to as usize) {
             prefetch_ptr(r.stream_state_addr());
             r.buffer_addrs(prefetch_ptr);
