@@ -36,6 +36,12 @@ impl SeqWindow {
     pub fn base(&self) -> u64 {
         self.base
     }
+    /// Where the word holding `seq`'s bit lies (a hint for drivers that
+    /// prefetch; read-only).
+    pub fn word_addr(&self, seq: u64) -> *const u8 {
+        let i = seq % self.window();
+        self.bits.as_ptr().wrapping_add((i / 64) as usize).cast()
+    }
     fn bit(&self, seq: u64) -> bool {
         let i = seq % self.window();
         self.bits[(i / 64) as usize] & (1 << (i % 64)) != 0

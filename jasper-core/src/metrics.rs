@@ -321,6 +321,17 @@ impl Collector {
         self.tally.len()
     }
 
+    /// Where [`Collector::add`] reads receiver `r`'s own entries, each
+    /// passed to `f`: a hint for drivers that prefetch (a simulation hands
+    /// messages to a random one of 10⁴–10⁵ receivers). Read-only.
+    pub fn receiver_addrs(&self, r: usize, mut f: impl FnMut(*const u8)) {
+        if r < self.tally.len() {
+            f(self.seen.as_ptr().wrapping_add(r).cast());
+            f(self.tally.as_ptr().wrapping_add(r).cast());
+            f(self.last_key.as_ptr().wrapping_add(r).cast());
+        }
+    }
+
     /// Record one delivery.
     pub fn add(&mut self, d: Delivery) {
         let r = d.receiver as usize;

@@ -476,6 +476,42 @@ impl Receiver {
         self.streams.as_ptr().cast()
     }
 
+    /// The next stage of [`Receiver::stream_state_addr`], once this
+    /// receiver's own state is in cache: the buffers its next packet or
+    /// release reads through (the held-message heap and queue, the free
+    /// slot list), each passed to `f`. Read-only hints.
+    pub fn buffer_addrs(&self, mut f: impl FnMut(*const u8)) {
+        f(self.heap.as_slice().as_ptr().cast());
+        f(self.immediate.as_slices().0.as_ptr().cast());
+        if let Some(last) = self.free.len().checked_sub(1) {
+            f(self.free.as_ptr().wrapping_add(last).cast());
+        }
+    }
+
+    /// The stage after [`Receiver::buffer_addrs`] (and
+    /// [`Receiver::stream_state_addr`]), once those lines are in cache:
+    /// the entries the next packet (`stream`, `seq`) or release reads —
+    /// the dedup window's word for `seq`, the held entry that goes out
+    /// next, the slot the next held packet takes — each passed to `f`.
+    /// Read-only hints.
+    pub fn entry_addrs(&self, stream: Option<(u32, u64)>, mut f: impl FnMut(*const u8)) {
+        if let Some((stream, seq)) = stream {
+            if let Some(s) = self.streams.iter().find(|s| s.stream == stream) {
+                f(s.seen.word_addr(seq));
+            }
+        }
+        let slab = self.slab.as_ptr();
+        let next = self.heap.peek().map(|Reverse((_, slot))| *slot);
+        let slots = [
+            next,
+            self.immediate.front().copied(),
+            self.free.last().copied(),
+        ];
+        for slot in slots.into_iter().flatten() {
+            f(slab.wrapping_add(slot as usize).cast());
+        }
+    }
+
     /// Count a copy dropped by [`Receiver::is_duplicate`].
     pub fn count_duplicate(&mut self, bytes: &[u8]) {
         let n = wire::Packet::new_checked(bytes).map_or(0, |p| p.count() as u64);

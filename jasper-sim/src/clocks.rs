@@ -182,13 +182,32 @@ impl ClockProcess {
         w * self.wander_a + self.wander_b * z
     }
 
+    /// The wander `m ≥ 2` grid points after `w`, in one exact draw: the
+    /// process is Gaussian and Markov, so `w(k + m) = aᵐ·w(k) + σ·√(1 − a²ᵐ)·z`
+    /// has the law of `m` single steps (a clock read every 25 ms — direct
+    /// unicast at N = 10,000 — no longer draws 25 normals per reading).
+    fn wander_after(&mut self, w: f64, m: u64) -> f64 {
+        if self.tau <= 0.0 || self.sigma <= 0.0 {
+            return w;
+        }
+        let am = self.wander_a.powi(m.min(i32::MAX as u64) as i32);
+        let z: f64 = StandardNormal.sample(&mut self.wander_rng);
+        w * am + self.sigma * (1.0 - am * am).max(0.0).sqrt() * z
+    }
+
     /// Move the process to true time `t`.
     pub fn advance(&mut self, t: u64) {
         let grid = t.saturating_sub(self.start) / WANDER_GRID_NS;
-        while self.k < grid {
-            self.k += 1;
-            self.w0 = self.w1;
+        if self.k < grid {
+            // `w1` is the wander at `k + 1`; the new `w0` is at `grid`.
+            let m = grid - self.k - 1;
+            self.w0 = match m {
+                0 => self.w1,
+                1 => self.next_wander(self.w1),
+                _ => self.wander_after(self.w1, m),
+            };
             self.w1 = self.next_wander(self.w0);
+            self.k = grid;
         }
         self.misses.advance(&mut self.miss_gen, t, self.bound);
         self.steps.advance(&mut self.step_gen, t, self.bound);
@@ -305,6 +324,41 @@ mod tests {
             assert!(next > t && next < u64::MAX);
             assert_eq!(c.read_error(next - 1), e);
             t = next;
+        }
+    }
+
+    #[test]
+    fn wander_jumps_keep_the_process_law() {
+        // Readings 40 ms apart (one draw for 39 grid points) and 1 ms apart
+        // (a draw per grid point): both stationary N(0, σ²), correlated
+        // exp(−lag/τ).
+        let m = ClockModel {
+            tail_prob: 0.0,
+            step_rate_per_s: 0.0,
+            wander_tau_ns: 20e6,
+            ..ClockModel::default()
+        };
+        let sigma = m.offset_sigma_ns();
+        for lag_ms in [1u64, 40] {
+            let (mut sxx, mut sxy, mut syy, mut n) = (0.0, 0.0, 0.0, 0.0);
+            for i in 0..2000 {
+                let mut c = ClockProcess::new(&m, 0, rng(1000 + i));
+                let mut x = c.read_error(0) as f64;
+                for k in 1..=20u64 {
+                    let y = c.read_error(k * lag_ms * WANDER_GRID_NS) as f64;
+                    (sxx, sxy, syy, n) = (sxx + x * x, sxy + x * y, syy + y * y, n + 1.0);
+                    x = y;
+                }
+            }
+            let (vx, vy) = ((sxx / n).sqrt(), (syy / n).sqrt());
+            let rho = sxy / n / (vx * vy);
+            let want = (-((lag_ms * WANDER_GRID_NS) as f64) / 20e6).exp();
+            assert!((vx / sigma - 1.0).abs() < 0.05, "{lag_ms} ms: σ {vx}");
+            assert!((vy / sigma - 1.0).abs() < 0.05, "{lag_ms} ms: σ {vy}");
+            assert!(
+                (rho - want).abs() < 0.03,
+                "{lag_ms} ms: ρ {rho} want {want}"
+            );
         }
     }
 

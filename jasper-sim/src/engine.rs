@@ -83,25 +83,23 @@ struct Sim {
     clocks: Vec<ClockProcess>,
     /// Per node: its host's stream (copy and processing costs).
     host_rng: Vec<SimRng>,
-    /// Per node: its release jitter and hand-off stream.
-    release_rng: Vec<SimRng>,
+    /// Per node: what its every event reads, in one cache line.
+    hot: Vec<NodeHot>,
     /// Per node: the role-based key of its streams.
     stream_key: Vec<u64>,
     /// Per node: hops from the publisher.
     hops: Vec<u32>,
     /// Declared clock bound, ns.
     bound: u64,
-    /// Per node: the smooth clock error its last wake was scheduled with.
-    sched_err: Vec<f64>,
-    /// Per node: how far its clock just jumped (during a jump's wake), ns.
-    jump_allowance: Vec<u64>,
+    /// How far the clock of the node being woken just jumped (during a
+    /// jump's wake; 0 otherwise), ns.
+    jump_allowance: u64,
     busy: Vec<u64>,
     /// Per host: total time spent sending copies, ns.
     busy_total: Vec<u64>,
     /// Per host: the instant of its last copy and how many copies it sent
     /// at that instant (tells apart copies that enter one link at once).
     last_copy: Vec<(u64, u64)>,
-    armed: Vec<Option<u64>>,
     /// Messages published over all publishers (the next one's index).
     published: u64,
     /// Publisher node ids (the primary first).
@@ -111,9 +109,6 @@ struct Sim {
     pub_msgs: Vec<u64>,
     pub_rate: Vec<f64>,
     pub_count: Vec<u64>,
-    /// Per receiver node: end-of-session notices seen.
-    eos_seen: Vec<u32>,
-    receiver_index: Vec<u32>,
     proxy_pos: Vec<Option<usize>>,
     crashed_at: Vec<Option<u64>>,
     /// Last retransmit-request stamp per node.
@@ -128,9 +123,27 @@ struct Sim {
     /// Reused buffers: a packet a proxy handles, its destinations.
     scratch: Vec<u8>,
     dsts: Vec<NodeId>,
-    /// Per receiver: 0 running, 1 saw the end of session, 2 drained (counted).
-    finished: Vec<u8>,
     finished_count: usize,
+}
+
+/// What the engine reads of a node on each of its events, in one cache
+/// line (a receiver's event visits a random one of 10⁴–10⁵ nodes: six
+/// per-node arrays were six lines to load).
+#[derive(Clone)]
+#[repr(C, align(64))]
+struct NodeHot {
+    /// Its release jitter and hand-off stream.
+    release_rng: SimRng,
+    /// The instant its pending wake-up is due (`u64::MAX`: none).
+    armed: u64,
+    /// The smooth clock error its last wake was scheduled with.
+    sched_err: f64,
+    /// Its MP index (`u32::MAX`: not a receiver).
+    receiver_index: u32,
+    /// End-of-session notices seen (receivers).
+    eos_seen: u32,
+    /// Receivers: 0 running, 1 saw the end of session, 2 drained (counted).
+    finished: u8,
 }
 
 const REPORT_LEN: usize = 96;
@@ -233,9 +246,6 @@ impl Sim {
             })
             .collect();
         let host_rng = (0..n).map(|i| stream(seed, HOST, stream_key[i])).collect();
-        let release_rng = (0..n)
-            .map(|i| stream(seed, RELEASE, stream_key[i]))
-            .collect();
         let bound = params.model.clock.bound_ns();
         let (sender_cfg, recv_cfg) = node_configs(scheme, &params);
         let mut receiver_index = vec![u32::MAX; n];
@@ -266,6 +276,16 @@ impl Sim {
                     receiver_index[node.id as usize] = mp;
                     Node::Receiver(Receiver::new(node.id, recv_cfg))
                 }
+            })
+            .collect();
+        let hot = (0..n)
+            .map(|i| NodeHot {
+                release_rng: stream(seed, RELEASE, stream_key[i]),
+                armed: u64::MAX,
+                sched_err: 0.0,
+                receiver_index: receiver_index[i],
+                eos_seen: 0,
+                finished: 0,
             })
             .collect();
         let mut crashed_at = vec![None; n];
@@ -306,23 +326,19 @@ impl Sim {
             nodes,
             clocks,
             host_rng,
-            release_rng,
+            hot,
             stream_key,
             hops,
-            sched_err: vec![0.0; n],
-            jump_allowance: vec![0; n],
+            jump_allowance: 0,
             busy: vec![0; n],
             busy_total: vec![0; n],
             last_copy: vec![(0, 0); n],
-            armed: vec![None; n],
             published: 0,
             pubs,
             pub_stream,
             pub_msgs,
             pub_rate,
             pub_count: vec![0; n_pubs],
-            eos_seen: vec![0; n],
-            receiver_index,
             proxy_pos,
             crashed_at,
             request_stamp: vec![0; n],
@@ -334,7 +350,6 @@ impl Sim {
             end_ns,
             scratch: Vec::new(),
             dsts: Vec::new(),
-            finished: vec![0; n],
             finished_count: 0,
         })
     }
@@ -350,7 +365,7 @@ impl Sim {
     /// smooth error; noise and tails ignored), not before now.
     fn true_time_of(&mut self, id: NodeId, local: u64) -> u64 {
         let smooth = self.clocks[id as usize].smooth_error(self.now);
-        self.sched_err[id as usize] = smooth;
+        self.hot[id as usize].sched_err = smooth;
         local
             .saturating_add_signed(-(round(smooth) as i64))
             .max(self.now)
@@ -373,8 +388,9 @@ impl Sim {
         // rounding) may land a hair early; waking again 1 ns later always
         // makes progress instead of re-arming at the same instant.
         let t = t.max(self.now + 1);
-        if self.armed[id as usize].is_none_or(|a| t < a) {
-            self.armed[id as usize] = Some(t);
+        let armed = &mut self.hot[id as usize].armed;
+        if t < *armed {
+            *armed = t;
             self.at(t, Ev::Wake(id));
         }
     }
@@ -484,7 +500,7 @@ impl Sim {
                 Node::Receiver(_) => 0,
             };
             if held > 0 {
-                let ri = self.receiver_index[id as usize];
+                let ri = self.hot[id as usize].receiver_index;
                 self.checker.fail(format!(
                     "receiver {ri} reported {first}..{} lost while live node {n}, reachable through live upstreams, held {held} of them",
                     first + count
@@ -571,7 +587,10 @@ impl Sim {
                 if let Some(next) = upcoming.next() {
                     self.prefetch_inner(next);
                 }
-                if let Some(later) = upcoming.nth(AHEAD - 2) {
+                if let Some(after) = upcoming.next() {
+                    self.prefetch_middle(after);
+                }
+                if let Some(later) = upcoming.next() {
                     self.prefetch_outer(later);
                 }
             }
@@ -582,8 +601,8 @@ impl Sim {
                 Ev::Inject => self.inject(),
                 Ev::Deliver { to, from, pkt } => self.deliver(to, from, pkt),
                 Ev::Wake(id) => {
-                    if self.armed[id as usize] == Some(t) {
-                        self.armed[id as usize] = None;
+                    if self.hot[id as usize].armed == t {
+                        self.hot[id as usize].armed = u64::MAX;
                         self.wake(id);
                     }
                 }
@@ -593,9 +612,9 @@ impl Sim {
                     self.clocks[i].advance(t);
                     let after = self.clocks[i].smooth_error(t);
                     // A spinning receiver sees the jump at once: wake it.
-                    self.jump_allowance[i] = ceil((after - before).abs()) as u64;
+                    self.jump_allowance = ceil((after - before).abs()) as u64;
                     self.wake(id);
-                    self.jump_allowance[i] = 0;
+                    self.jump_allowance = 0;
                     let next = self.clocks[i].next_change(t);
                     if next <= self.end_ns {
                         self.at(next, Ev::ClockJump(id));
@@ -643,20 +662,50 @@ impl Sim {
             prefetch_ptr(clock.wrapping_add(64 * line));
         }
         prefetch(&self.host_rng[i]);
-        prefetch(&self.release_rng[i]);
+        prefetch(&self.hot[i]);
         // (The engine's small per-node arrays stay in L2.)
+    }
+
+    /// The last stage of the prefetches, once the middle stage's lines
+    /// are in cache: the entries a receiver's next packet or release reads
+    /// (its dedup window word, the held entries it takes or fills).
+    fn prefetch_inner(&self, ev: &Ev) {
+        let (to, pkt) = match ev {
+            Ev::Deliver { to, pkt, .. } => (*to, Some(pkt)),
+            Ev::Wake(id) => (*id, None),
+            _ => return,
+        };
+        if let Some(Node::Receiver(r)) = self.nodes.get(to as usize) {
+            let data = pkt.and_then(|p| jasper_core::wire::Packet::new_checked(&p[..]).ok());
+            r.entry_addrs(data.map(|p| (p.stream(), p.seq())), prefetch_ptr);
+            // The collector's entries for the receiver, if it hands over
+            // now: at a wake, or at a delivery without holding.
+            if pkt.is_none() || !self.scheme.holds() {
+                let ri = self.hot[to as usize].receiver_index as usize;
+                self.collector.receiver_addrs(ri, prefetch_ptr);
+            }
+        }
     }
 
     /// The second stage of [`Sim::prefetch_outer`], once the node's state
     /// is in cache: what a receiver's state points to and a data packet
     /// reads (its stream entries; the probes of the binary search for the
-    /// path that won).
-    fn prefetch_inner(&self, ev: &Ev) {
-        let Ev::Deliver { to, .. } = *ev else {
-            return;
+    /// path that won; its held-message buffers).
+    fn prefetch_middle(&self, ev: &Ev) {
+        let to = match *ev {
+            Ev::Deliver { to, .. } => to,
+            Ev::Wake(id) => {
+                if let Some(Node::Receiver(r)) = self.nodes.get(id as usize) {
+                    r.buffer_addrs(prefetch_ptr);
+                }
+                return;
+            }
+            _ => return,
         };
+
         if let Some(Node::Receiver(r)) = self.nodes.get(to as usize) {
             prefetch_ptr(r.stream_state_addr());
+            r.buffer_addrs(prefetch_ptr);
             let wins = &r.stats().path_wins;
             let (p, n) = (wins.as_ptr(), wins.len());
             // The first four levels' probes (the last ones fall within a
@@ -839,19 +888,19 @@ impl Sim {
                 }
             }
             Node::Receiver(r) => {
-                let ri = self.receiver_index[id as usize] as usize;
+                let ri = self.hot[id as usize].receiver_index as usize;
                 let hold = self.scheme.holds();
                 let clock_error_ns = local as i64 - self.now as i64;
                 // How far past the deadline its own clock may legitimately
                 // read at this wake: the clock moved since the wake was
                 // scheduled (wander, a jump) or reads with noise.
                 let moved = (self.clocks[id as usize].smooth_error(self.now)
-                    - self.sched_err[id as usize])
+                    - self.hot[id as usize].sched_err)
                     .abs();
-                let lag_allowance_ns = self.jump_allowance[id as usize]
+                let lag_allowance_ns = self.jump_allowance
                     + ceil(moved + 8.0 * self.clocks[id as usize].noise_ns()) as u64;
                 let model = &self.params.model;
-                let rr = &mut self.release_rng[id as usize];
+                let rr = &mut self.hot[id as usize].release_rng;
                 let (collector, checker, tuner, now) = (
                     &mut self.collector,
                     &mut self.checker,
@@ -906,8 +955,11 @@ impl Sim {
                 if let Some(t) = &mut self.trust {
                     t.forged_released += forged;
                 }
-                let state = &mut self.finished[id as usize];
-                let eos = &mut self.eos_seen[id as usize];
+                let NodeHot {
+                    finished: state,
+                    eos_seen: eos,
+                    ..
+                } = &mut self.hot[id as usize];
                 let publishers = self.pubs.len() as u32;
                 let mut lost = Vec::new();
                 while let Some(e) = r.poll_event() {
@@ -966,7 +1018,11 @@ impl Sim {
                     let tt = self.true_time_of(id, t);
                     self.wake_at(id, tt);
                 }
-                if let (Some(rep), Some(parent)) = (report, self.plan.tables[id as usize].parent) {
+                // (The forwarding table, a cache line of its own, only when
+                // a report is due.)
+                if let Some((rep, parent)) =
+                    report.and_then(|rep| Some((rep, self.plan.tables[id as usize].parent?)))
+                {
                     self.send_report(id, parent, rep);
                     for k in 0..self.plan.tables[id as usize].report_also.len() {
                         let also = self.plan.tables[id as usize].report_also[k];
@@ -1071,7 +1127,7 @@ impl Sim {
         // The nodes' own counters and the publisher's deadline state.
         let mut receiver_stats = vec![Default::default(); self.params.receivers];
         for (id, node) in self.nodes.iter().enumerate() {
-            let slot = receiver_stats.get_mut(self.receiver_index[id] as usize);
+            let slot = receiver_stats.get_mut(self.hot[id].receiver_index as usize);
             if let (Node::Receiver(r), Some(s)) = (node, slot) {
                 *s = r.stats().clone();
             }
