@@ -157,13 +157,13 @@ fn repetition(s: &mut Setup, passes: usize, skipped: &mut usize) -> Pass {
         s.feed();
         // Nothing is due yet: what an early check costs.
         let t = Instant::now();
-        let none = jasper_receiver::release_due(&mut s.nodes, &mut |_, _, _, _| {});
+        let none = jasper_receiver::release_due(&mut s.nodes, &mut |_, _, _| {});
         empty.push(t.elapsed().as_nanos() as f64 / k as f64);
         if none > 0 {
             // The receive took longer than the offset (a preemption, the
             // first packet): that message went out late; not timed.
             *skipped += 1;
-            jasper_receiver::release_due(&mut s.nodes, &mut |_, _, _, _| {});
+            jasper_receiver::release_due(&mut s.nodes, &mut |_, _, _| {});
             s.housekeeping();
             continue;
         }
@@ -178,7 +178,7 @@ fn repetition(s: &mut Setup, passes: usize, skipped: &mut usize) -> Pass {
         }
         let (mut first, mut last) = (None, None);
         let t = Instant::now();
-        let n = jasper_receiver::release_due(&mut s.nodes, &mut |i, _, _, _| {
+        let n = jasper_receiver::release_due(&mut s.nodes, &mut |i, _, _| {
             if i == 0 {
                 first = Some(Instant::now());
             } else if i == k - 1 {
