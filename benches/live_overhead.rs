@@ -107,7 +107,7 @@ fn trial(mode: Mode, messages: u64) -> f64 {
         let t = Instant::now();
         while released < sent {
             node.receive().unwrap();
-            released += node.release(&mut |_, _, _| {}) as u64;
+            released += node.release(&mut |_, _| {}) as u64;
             node.housekeeping().unwrap();
         }
         busy += t.elapsed();

@@ -99,7 +99,7 @@ fn run(rate: u64, max_packet: usize, auth: bool) -> Outcome {
             .iter()
             .map(|c| ReceiverNode::open(c, None).expect("receiver socket"))
             .collect();
-        jasper_receiver::run(&mut nodes, &rstop, ParentWatch::new(false), |i, _, _, _| {
+        jasper_receiver::run(&mut nodes, &rstop, ParentWatch::new(false), |i, _, _| {
             rcounts[i].fetch_add(1, Ordering::Relaxed);
         });
     });

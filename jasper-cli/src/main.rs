@@ -457,7 +457,10 @@ fn receivers_cmd(
         &mut nodes,
         &stop,
         ParentWatch::new(managed),
-        |i, rel, payload, host| {
+        |i, rel, payload| {
+            // The true instant of this hand-over (the pass read the clock
+            // once, before the first receiver's).
+            let host = jasper_io::host_now_ns();
             if crate::attack::is_forged(payload) {
                 forged[i] += 1;
                 return;

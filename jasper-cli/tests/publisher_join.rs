@@ -147,7 +147,7 @@ fn a_publisher_joins_and_leaves_without_the_others_losing_or_duplicating() {
                 &stop,
                 &reload,
                 jasper_io::runtime::ParentWatch::new(false),
-                |i, rel, _, _| {
+                |i, rel, _| {
                     *got.lock()
                         .unwrap()
                         .entry((i, rel.stream, rel.seq))

@@ -27,7 +27,7 @@
 //! let cfg = NodeConfig::from_toml(&std::fs::read_to_string("mp1.toml").unwrap()).unwrap();
 //! let mut nodes = vec![ReceiverNode::open(&cfg, None).unwrap()];
 //! let stop = AtomicBool::new(false);
-//! run(&mut nodes, &stop, ParentWatch::new(false), |_node, rel, payload, _host_ns| {
+//! run(&mut nodes, &stop, ParentWatch::new(false), |_node, rel, payload| {
 //!     // Called at the deadline, in deadline order; `rel.late` marks late messages.
 //!     println!("seq {} ({} bytes) late={}", rel.seq, payload.len(), rel.late);
 //! });
@@ -56,6 +56,24 @@ mod live;
 pub mod mold;
 
 pub use jasper_core::receiver::Release as Released;
+
+/// A reading of the host clock (CLOCK_REALTIME), taken by
+/// [`HostReading::now`]: the instant a release pass acts at. Only a
+/// reading, never a time made up, so a pass cannot release ahead of its
+/// clock.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct HostReading(u64);
+
+impl HostReading {
+    /// Read the host clock.
+    pub fn now() -> HostReading {
+        HostReading(host_now_ns())
+    }
+    /// The reading, ns.
+    pub fn ns(self) -> u64 {
+        self.0
+    }
+}
 
 /// One MP's receiver (one or two endpoints feeding one state machine).
 pub struct ReceiverNode {
@@ -292,17 +310,29 @@ impl ReceiverNode {
         }
     }
 
-    /// Release every due message: `on(record, payload, host_release_ns)`.
-    pub fn release(&mut self, on: &mut dyn FnMut(&Release, &[u8], u64)) -> usize {
-        let now = self.clock.now_ns();
+    /// Release every due message on the node's clock, read now:
+    /// `on(record, payload)`. One node alone; logical receivers sharing a
+    /// thread release in one pass with [`release_due`].
+    pub fn release(&mut self, on: &mut dyn FnMut(&Release, &[u8])) -> usize {
+        self.release_at(HostReading::now(), on)
+    }
+
+    /// Release every message due at host time `at` on the node's
+    /// synchronized clock (`at` converted as the clock converts a host
+    /// reading): `on(record, payload)`, in `(deadline, stream, sequence)`
+    /// order. `at` is a reading already taken, so nothing goes out before
+    /// its deadline; [`release_due`] takes one for all its receivers. The
+    /// record's `release_ns` is `at` on this clock; a caller that wants the
+    /// host instant of each hand-over reads the clock itself.
+    pub fn release_at(&mut self, at: HostReading, mut on: impl FnMut(&Release, &[u8])) -> usize {
+        let now = self.clock.at(at.ns());
         let (mold, live) = (&mut self.mold, &mut self.live);
         self.core.poll_release(now, |rel, payload| {
-            let host = host_now_ns();
             live.released(rel);
             if let Some(m) = mold.as_mut() {
-                m.release(rel, payload, host);
+                m.release(rel, payload, at.ns());
             }
-            on(rel, payload, host)
+            on(rel, payload)
         })
     }
 
@@ -540,12 +570,13 @@ impl ReceiverNode {
 
 /// Drive several receivers (logical MPs sharing a process) until `stop`,
 /// the parent exits, or every one saw the end of session and drained.
-/// `on(node_index, record, payload, host_release_ns)` is called at release.
+/// `on(node_index, record, payload)` is called at release (see
+/// [`release_due`]).
 pub fn run(
     nodes: &mut [ReceiverNode],
     stop: &AtomicBool,
     watch: ParentWatch,
-    on: impl FnMut(usize, &Release, &[u8], u64),
+    on: impl FnMut(usize, &Release, &[u8]),
 ) {
     run_until(nodes, stop, &AtomicBool::new(false), watch, on);
 }
@@ -558,7 +589,7 @@ pub fn run_until(
     stop: &AtomicBool,
     reload: &AtomicBool,
     watch: ParentWatch,
-    mut on: impl FnMut(usize, &Release, &[u8], u64),
+    mut on: impl FnMut(usize, &Release, &[u8]),
 ) -> bool {
     let mut reloading = false;
     let Some(first) = nodes.first() else {
@@ -602,7 +633,7 @@ pub fn run_until(
 /// in its loop (as [`run`] does).
 pub fn duty_cycle(
     nodes: &mut [ReceiverNode],
-    on: &mut impl FnMut(usize, &Release, &[u8], u64),
+    on: &mut impl FnMut(usize, &Release, &[u8]),
 ) -> usize {
     let mut work = 0;
     for n in nodes.iter_mut() {
@@ -617,13 +648,19 @@ pub fn duty_cycle(
 
 /// Release what is due at every receiver, in one pass (right after
 /// [`next_wake`] said [`Wake::Release`]); returns how many were handed over.
+/// `on(node_index, record, payload)`. The host clock is read once for the
+/// pass and each receiver releases what is due at that reading on its own
+/// clock ([`ReceiverNode::release_at`]): the receivers hand over back to
+/// back, none paying for clock reads. A caller that wants each hand-over's
+/// host instant reads the clock in `on`.
 pub fn release_due(
     nodes: &mut [ReceiverNode],
-    on: &mut impl FnMut(usize, &Release, &[u8], u64),
+    on: &mut impl FnMut(usize, &Release, &[u8]),
 ) -> usize {
+    let at = HostReading::now();
     let mut n_released = 0;
     for (i, n) in nodes.iter_mut().enumerate() {
-        n_released += n.release(&mut |r, p, h| on(i, r, p, h));
+        n_released += n.release_at(at, |r, p| on(i, r, p));
     }
     n_released
 }
@@ -739,8 +776,8 @@ mod tests {
             std::slice::from_mut(&mut node),
             &stop,
             ParentWatch::new(false),
-            |_, r, p, host| {
-                got.push((r.seq, p.to_vec(), host, r.deadline_ns));
+            |_, r, p| {
+                got.push((r.seq, p.to_vec(), host_now_ns(), r.deadline_ns));
             },
         );
         assert_eq!(got.len(), 3);
@@ -751,5 +788,107 @@ mod tests {
         assert!(node.finished());
         // A delay report went to the parent.
         assert!(up.recv_burst().unwrap() >= 1);
+    }
+
+    /// A receiver config on the in-memory backend; its clock is the host's
+    /// plus `offset_ns` (emulated, no noise).
+    fn emulated(id: u32, me: SocketAddr, parent: SocketAddr, offset_ns: i64) -> NodeConfig {
+        let mut cfg = NodeConfig::with_defaults(
+            NodeSection {
+                id,
+                name: format!("mp{id}"),
+                role: NodeRole::Receiver,
+                listen: vec![me],
+                mp: Some(id),
+                hedge: None,
+            },
+            ForwardingTable {
+                node: id,
+                parent: Some(1),
+                upstreams: [1].into(),
+                report_children: vec![],
+                report_also: vec![],
+                fanout: Fanout::None,
+            },
+            vec![Peer {
+                id: 1,
+                addr: parent,
+                mp: None,
+            }],
+        );
+        cfg.clock.source = jasper_core::config::ClockSource::Emulated;
+        cfg.clock.offset_ns = offset_ns;
+        cfg.clock.noise_ns = 0.0;
+        cfg.validate().unwrap();
+        cfg
+    }
+
+    #[test]
+    fn each_receiver_releases_on_its_own_clock_from_one_reading() {
+        const BEHIND_NS: u64 = 3_000_000;
+        let parent: SocketAddr = "10.1.0.1:1".parse().unwrap();
+        let (a, b): (SocketAddr, SocketAddr) =
+            ("10.1.0.2:1".parse().unwrap(), "10.1.0.3:1".parse().unwrap());
+        let hub = MemHub::new();
+        // `b`'s clock is 3 ms behind the host's (the sender's): the same
+        // deadline comes 3 ms later there.
+        let mut nodes = vec![
+            ReceiverNode::with_io(&emulated(5, a, parent, 0), Box::new(hub.attach(&[a], 32)))
+                .unwrap(),
+            ReceiverNode::with_io(
+                &emulated(6, b, parent, -(BEHIND_NS as i64)),
+                Box::new(hub.attach(&[b], 32)),
+            )
+            .unwrap(),
+        ];
+        let mut up = hub.attach(&[parent], 32);
+        let mut cfg = SenderConfig::default();
+        cfg.deadline.initial_offset_ns = 4_000_000;
+        cfg.deadline.add_clock_bound = false;
+        let mut s = SenderCore::new(cfg);
+        let clock = NodeClock::from_config(&Default::default());
+        s.publish(clock.read(), b"m").unwrap();
+        while let Some(p) = s.poll_transmit() {
+            up.send_to(&p, a);
+            up.send_to(&p, b);
+        }
+        up.flush().unwrap();
+        for n in &mut nodes {
+            n.receive().unwrap();
+        }
+        assert_eq!(nodes.iter().map(|n| n.report().held).sum::<usize>(), 2);
+        let mut got = Vec::new();
+        // Before the deadline: nothing, at either.
+        let early = release_due(&mut nodes, &mut |i, r, _| got.push((i, *r)));
+        assert_eq!(early, 0, "released before the deadline: {got:?}");
+        let due = nodes[0].next_release_host_ns().unwrap();
+        assert_eq!(nodes[1].next_release_host_ns(), Some(due + BEHIND_NS));
+        while host_now_ns() < due {
+            std::hint::spin_loop();
+        }
+        // One reading: `a` is due at it, `b` (behind) not yet.
+        let at = HostReading::now();
+        assert!(at.ns() >= due);
+        assert_eq!(nodes[0].release_at(at, |r, _| got.push((0, *r))), 1);
+        if at.ns() < due + BEHIND_NS {
+            assert_eq!(nodes[1].release_at(at, |_, _| panic!("early")), 0);
+            assert_eq!(nodes[1].report().held, 1);
+        }
+        while host_now_ns() < due + BEHIND_NS {
+            std::hint::spin_loop();
+        }
+        release_due(&mut nodes, &mut |i, r, _| got.push((i, *r)));
+        assert_eq!(got.len(), 2, "{got:?}");
+        for (i, r) in &got {
+            assert_eq!((r.seq, r.late, r.early), (0, false, false));
+            // Each receiver's release time is on its own clock.
+            assert!(r.release_ns >= r.deadline_ns, "{i}: {r:?}");
+        }
+        assert_eq!((got[0].0, got[1].0), (0, 1));
+        assert_eq!(got[0].1.release_ns, at.ns());
+        for n in &nodes {
+            assert_eq!((n.report().core.released, n.report().held), (1, 0));
+        }
+        assert!(HostReading::now() >= at);
     }
 }

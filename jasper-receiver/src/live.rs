@@ -96,7 +96,7 @@ mod tests {
             std::slice::from_mut(&mut node),
             &stop,
             ParentWatch::new(false),
-            |_, _, _, _| {},
+            |_, _, _| {},
         );
         // The last housekeeping may fall inside the interval: a copy now.
         super::tick(&mut node, 1 << 62);

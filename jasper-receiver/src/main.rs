@@ -64,8 +64,9 @@ fn real_main() -> anyhow::Result<()> {
         &stop,
         &reload,
         ParentWatch::new(args.managed),
-        |i, rel, payload, host| {
+        |i, rel, payload| {
             if print {
+                let host = jasper_io::host_now_ns();
                 println!(
                     "{} seq={} bytes={} deadline={} released_host={} late={} path={} stream={}",
                     names[i],

@@ -372,7 +372,7 @@ fn a_third_party_client_holds_every_message_once_in_order_after_loss_and_reorder
         let _ = resend.recv_burst();
 
         node.receive().unwrap();
-        node.release(&mut |_, _, _| {});
+        node.release(&mut |_, _| {});
         node.housekeeping().unwrap();
 
         relay.pump();

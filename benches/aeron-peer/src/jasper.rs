@@ -200,7 +200,7 @@ fn run_tree(t: &Trial, cfgs: &[NodeConfig], one_thread: bool) -> Result<Outcome,
             &mut nodes,
             &rstop,
             ParentWatch::new(false),
-            |i, rel, payload, _| {
+            |i, rel, payload| {
                 if sink.deliver(i, payload, now_ns(), rel.late) {
                     rprogress[i].fetch_add(1, Ordering::Relaxed);
                 }
@@ -338,8 +338,8 @@ fn config_of(cfgs: &[NodeConfig], role: NodeRole) -> Result<&NodeConfig, String>
 }
 
 /// The application's side of a hand-over: record it in the trial's sink.
-fn hand_to(sink: &mut Sink) -> impl FnMut(usize, &Release, &[u8], u64) + '_ {
-    |i, rel, payload, _host| {
+fn hand_to(sink: &mut Sink) -> impl FnMut(usize, &Release, &[u8]) + '_ {
+    |i, rel, payload| {
         sink.deliver(i, payload, now_ns(), rel.late);
     }
 }
