@@ -20,8 +20,7 @@ use std::net::SocketAddr;
 use std::time::Instant;
 
 use jasper_core::clock::Clock;
-use jasper_core::config::{NodeConfig, NodeRole, NodeSection, Peer};
-use jasper_core::plan::{Fanout, ForwardingTable};
+use jasper_core::config::NodeConfig;
 use jasper_core::sender::{SenderConfig, SenderCore};
 use jasper_io::clock::NodeClock;
 use jasper_io::mem::{MemBackend, MemHub};
@@ -33,29 +32,7 @@ use jasper_receiver::ReceiverNode;
 const OFFSET_NS: u64 = 100_000;
 
 fn config(i: u32, me: SocketAddr, parent: SocketAddr) -> NodeConfig {
-    let cfg = NodeConfig::with_defaults(
-        NodeSection {
-            id: 10 + i,
-            name: format!("mp{i}"),
-            role: NodeRole::Receiver,
-            listen: vec![me],
-            mp: Some(i),
-            hedge: None,
-        },
-        ForwardingTable {
-            node: 10 + i,
-            parent: Some(1),
-            upstreams: [1].into(),
-            report_children: vec![],
-            report_also: vec![],
-            fanout: Fanout::None,
-        },
-        vec![Peer {
-            id: 1,
-            addr: parent,
-            mp: None,
-        }],
-    );
+    let cfg = NodeConfig::leaf_receiver(&format!("mp{i}"), 10 + i, i, me, (1, parent));
     cfg.validate().unwrap();
     cfg
 }

@@ -597,6 +597,42 @@ impl NodeConfig {
         }
     }
 
+    /// A receiver (MP `mp`, plan id `id`, listening on `listen`) with one
+    /// upstream, proxy `parent` (plan id, address), every other section at
+    /// its default and unauthenticated, as [`NodeConfig::with_defaults`]:
+    /// for tests, benchmarks and tools that run a receiver in memory.
+    pub fn leaf_receiver(
+        name: &str,
+        id: NodeId,
+        mp: u32,
+        listen: SocketAddr,
+        parent: (NodeId, SocketAddr),
+    ) -> NodeConfig {
+        NodeConfig::with_defaults(
+            NodeSection {
+                id,
+                name: name.into(),
+                role: NodeRole::Receiver,
+                listen: vec![listen],
+                mp: Some(mp),
+                hedge: None,
+            },
+            ForwardingTable {
+                node: id,
+                parent: Some(parent.0),
+                upstreams: [parent.0].into(),
+                report_children: vec![],
+                report_also: vec![],
+                fanout: Fanout::None,
+            },
+            vec![Peer {
+                id: parent.0,
+                addr: parent.1,
+                mp: None,
+            }],
+        )
+    }
+
     /// Resolve relative paths in the config (the key file) against the
     /// directory of the config file.
     pub fn resolve_paths(&mut self, base: &std::path::Path) {
@@ -1010,6 +1046,20 @@ pub fn parse_mac(s: &str) -> Option<[u8; 6]> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_leaf_receiver_is_a_valid_receiver_under_its_parent() {
+        let me: SocketAddr = "10.1.0.2:1".parse().unwrap();
+        let parent: SocketAddr = "10.1.0.1:1".parse().unwrap();
+        let c = NodeConfig::leaf_receiver("mp3", 7, 3, me, (1, parent));
+        c.validate().unwrap();
+        assert_eq!(
+            (c.node.id, c.node.role, c.node.mp, c.node.listen.clone()),
+            (7, NodeRole::Receiver, Some(3), vec![me])
+        );
+        assert_eq!((c.table.node, c.table.parent), (7, Some(1)));
+        assert_eq!((c.peers[0].id, c.peers[0].addr), (1, parent));
+    }
 
     #[test]
     fn clock_sources_parse_with_per_source_settings() {

@@ -721,8 +721,6 @@ const SPIN_SLACK_NS: u64 = 50_000;
 #[cfg(test)]
 mod tests {
     use super::*;
-    use jasper_core::config::{NodeRole, NodeSection, Peer};
-    use jasper_core::plan::{Fanout, ForwardingTable};
     use jasper_core::sender::{SenderConfig, SenderCore};
     use jasper_io::mem::MemHub;
 
@@ -730,29 +728,7 @@ mod tests {
     fn releases_at_the_deadline_over_a_backend() {
         let me: SocketAddr = "10.1.0.2:1".parse().unwrap();
         let parent: SocketAddr = "10.1.0.1:1".parse().unwrap();
-        let cfg = NodeConfig::with_defaults(
-            NodeSection {
-                id: 5,
-                name: "mp".into(),
-                role: NodeRole::Receiver,
-                listen: vec![me],
-                mp: Some(0),
-                hedge: None,
-            },
-            ForwardingTable {
-                node: 5,
-                parent: Some(1),
-                upstreams: [1].into(),
-                report_children: vec![],
-                report_also: vec![],
-                fanout: Fanout::None,
-            },
-            vec![Peer {
-                id: 1,
-                addr: parent,
-                mp: None,
-            }],
-        );
+        let cfg = NodeConfig::leaf_receiver("mp", 5, 0, me, (1, parent));
         let mut cfg = cfg;
         cfg.receiver.core.report_interval_ns = 100_000;
         cfg.validate().unwrap();
@@ -793,29 +769,7 @@ mod tests {
     /// A receiver config on the in-memory backend; its clock is the host's
     /// plus `offset_ns` (emulated, no noise).
     fn emulated(id: u32, me: SocketAddr, parent: SocketAddr, offset_ns: i64) -> NodeConfig {
-        let mut cfg = NodeConfig::with_defaults(
-            NodeSection {
-                id,
-                name: format!("mp{id}"),
-                role: NodeRole::Receiver,
-                listen: vec![me],
-                mp: Some(id),
-                hedge: None,
-            },
-            ForwardingTable {
-                node: id,
-                parent: Some(1),
-                upstreams: [1].into(),
-                report_children: vec![],
-                report_also: vec![],
-                fanout: Fanout::None,
-            },
-            vec![Peer {
-                id: 1,
-                addr: parent,
-                mp: None,
-            }],
-        );
+        let mut cfg = NodeConfig::leaf_receiver(&format!("mp{id}"), id, id, me, (1, parent));
         cfg.clock.source = jasper_core::config::ClockSource::Emulated;
         cfg.clock.offset_ns = offset_ns;
         cfg.clock.noise_ns = 0.0;

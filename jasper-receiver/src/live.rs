@@ -36,8 +36,7 @@ mod tests {
     use std::sync::atomic::AtomicBool;
 
     use jasper_core::clock::Clock;
-    use jasper_core::config::{NodeConfig, NodeRole, NodeSection, Peer};
-    use jasper_core::plan::{Fanout, ForwardingTable};
+    use jasper_core::config::NodeConfig;
     use jasper_core::sender::{SenderConfig, SenderCore};
     use jasper_io::clock::NodeClock;
     use jasper_io::mem::MemHub;
@@ -51,29 +50,7 @@ mod tests {
     fn released_messages_show_on_the_endpoint() {
         let me: SocketAddr = "10.1.0.2:1".parse().unwrap();
         let parent: SocketAddr = "10.1.0.1:1".parse().unwrap();
-        let mut cfg = NodeConfig::with_defaults(
-            NodeSection {
-                id: 5,
-                name: "mp".into(),
-                role: NodeRole::Receiver,
-                listen: vec![me],
-                mp: Some(0),
-                hedge: None,
-            },
-            ForwardingTable {
-                node: 5,
-                parent: Some(1),
-                upstreams: [1].into(),
-                report_children: vec![],
-                report_also: vec![],
-                fanout: Fanout::None,
-            },
-            vec![Peer {
-                id: 1,
-                addr: parent,
-                mp: None,
-            }],
-        );
+        let mut cfg = NodeConfig::leaf_receiver("mp", 5, 0, me, (1, parent));
         // Any free port (a deployed config names a fixed one).
         cfg.metrics.listen = Some("127.0.0.1:0".parse().unwrap());
         let hub = MemHub::new();

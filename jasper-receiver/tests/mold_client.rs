@@ -25,9 +25,8 @@ use std::net::{SocketAddr, UdpSocket};
 use std::time::{Duration, Instant};
 
 use jasper_core::clock::Clock;
-use jasper_core::config::{NodeConfig, NodeRole, NodeSection, Peer};
+use jasper_core::config::NodeConfig;
 use jasper_core::model::{CloudModel, Dist};
-use jasper_core::plan::{Fanout, ForwardingTable};
 use jasper_core::sender::{SenderConfig, SenderCore};
 use jasper_io::clock::NodeClock;
 use jasper_io::fault::Faulty;
@@ -235,29 +234,7 @@ impl FeedHandler {
 fn receiver_config(mold_udp: SocketAddr) -> NodeConfig {
     let me: SocketAddr = "10.1.0.2:1".parse().unwrap();
     let parent: SocketAddr = "10.1.0.1:1".parse().unwrap();
-    let mut cfg = NodeConfig::with_defaults(
-        NodeSection {
-            id: 5,
-            name: "mp".into(),
-            role: NodeRole::Receiver,
-            listen: vec![me],
-            mp: Some(0),
-            hedge: None,
-        },
-        ForwardingTable {
-            node: 5,
-            parent: Some(1),
-            upstreams: [1].into(),
-            report_children: vec![],
-            report_also: vec![],
-            fanout: Fanout::None,
-        },
-        vec![Peer {
-            id: 1,
-            addr: parent,
-            mp: None,
-        }],
-    );
+    let mut cfg = NodeConfig::leaf_receiver("mp", 5, 0, me, (1, parent));
     cfg.receiver.mold_udp = Some(mold_udp);
     cfg.receiver.mold_request = Some("127.0.0.1:0".parse().unwrap());
     cfg.receiver.mold_heartbeat_ms = 20;
