@@ -178,6 +178,12 @@ pub struct BackendSection {
     pub burst: usize,
     /// Socket buffer size, bytes (udp).
     pub socket_buffer: usize,
+    /// Segmentation offload (udp): packets queued for one destination leave
+    /// as one UDP GSO super-packet and coalesced arrivals (UDP GRO) are
+    /// split back, so a burst crosses the kernel once per destination
+    /// instead of once per packet. Where the kernel or the route refuses,
+    /// the backend falls back to single datagrams by itself.
+    pub offload: bool,
     /// DPDK settings (required when `kind = "dpdk"`).
     pub dpdk: Option<DpdkSection>,
 }
@@ -191,6 +197,7 @@ impl Default for BackendSection {
             spin_us: 20,
             burst: 32,
             socket_buffer: 4 << 20,
+            offload: true,
             dpdk: None,
         }
     }

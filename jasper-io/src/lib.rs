@@ -98,6 +98,14 @@ pub struct IoCounters {
     pub rx_queue_ns: u64,
     /// Copies added by the fault injector (duplication).
     pub injected_duplicates: u64,
+    /// Super-packets sent with segmentation offload (UDP GSO: several
+    /// packets to one destination in one pass through the kernel).
+    pub tx_offload_batches: u64,
+    /// Arrivals that carried several packets (UDP GRO), split back here.
+    pub rx_offload_batches: u64,
+    /// Super-packets the kernel refused (re-sent as single datagrams;
+    /// segmentation offload then stays off for this backend).
+    pub gso_refused: u64,
 }
 
 /// The burst-oriented packet I/O trait every backend implements.

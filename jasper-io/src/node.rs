@@ -17,7 +17,10 @@ pub type DpdkOpener = fn(&NodeConfig) -> Result<BoxedIo, String>;
 pub fn open_backend(cfg: &NodeConfig, dpdk: Option<DpdkOpener>) -> Result<BoxedIo, String> {
     let b = &cfg.backend;
     let io: BoxedIo = match b.kind {
-        BackendKind::Udp => Box::new(UdpBackend::bind(&cfg.node.listen, b.burst, b.socket_buffer).map_err(|e| e.to_string())?),
+        BackendKind::Udp => Box::new(
+            UdpBackend::bind_with(&cfg.node.listen, b.burst, b.socket_buffer, b.offload)
+                .map_err(|e| e.to_string())?,
+        ),
         BackendKind::Dpdk => match dpdk {
             Some(open) => open(cfg)?,
             None => {
