@@ -71,6 +71,21 @@ const IO: &[(&str, &str, Get<IoCounters>)] = &[
         |c| c.rx_queued_over_1ms,
     ),
     (
+        "jasper_tx_offload_batches",
+        "UDP GSO super-packets sent (several packets to one destination in one pass through the kernel); over jasper_tx_packets, how well sends batch.",
+        |c| c.tx_offload_batches,
+    ),
+    (
+        "jasper_rx_offload_batches",
+        "Coalesced arrivals (UDP GRO) split back into packets.",
+        |c| c.rx_offload_batches,
+    ),
+    (
+        "jasper_gso_refused",
+        "UDP GSO super-packets the kernel or route refused (re-sent as single datagrams; offload then off for that backend).",
+        |c| c.gso_refused,
+    ),
+    (
         "jasper_injected_loss",
         "Packets dropped by the fault injector (test and rehearsal setups only).",
         |c| c.injected_loss,

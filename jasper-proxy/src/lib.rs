@@ -79,6 +79,10 @@ pub struct ProxyReport {
     pub rx_queued_over_1ms: u64,
     /// Time received packets waited in the socket's queue, summed, ns.
     pub rx_queue_ns: u64,
+    /// Super-packets sent with segmentation offload (UDP GSO).
+    pub tx_offload_batches: u64,
+    /// Coalesced arrivals (UDP GRO) split back into packets.
+    pub rx_offload_batches: u64,
     /// The guard: every refused packet by reason (authentication, source,
     /// stream, plausibility).
     pub guard: GuardStats,
@@ -316,6 +320,8 @@ impl ProxyNode {
             rx_truncated: c.rx_truncated,
             rx_queued_over_1ms: c.rx_queued_over_1ms,
             rx_queue_ns: c.rx_queue_ns,
+            tx_offload_batches: c.tx_offload_batches,
+            rx_offload_batches: c.rx_offload_batches,
             guard: self.guard.stats().clone(),
             authenticated: self.guard.authenticating(),
             children: self.core.child_flags().to_vec(),

@@ -179,6 +179,8 @@ pub struct ReceiverReport {
     pub rx_queued_over_1ms: u64,
     /// Time received packets waited in the socket's queue, summed, ns.
     pub rx_queue_ns: u64,
+    /// Coalesced arrivals (UDP GRO) split back into packets.
+    pub rx_offload_batches: u64,
     /// The guard: every refused packet by reason.
     pub guard: GuardStats,
     /// Packets are authenticated (false only in insecure mode).
@@ -520,6 +522,7 @@ impl ReceiverNode {
             rx_truncated: c.rx_truncated,
             rx_queued_over_1ms: c.rx_queued_over_1ms,
             rx_queue_ns: c.rx_queue_ns,
+            rx_offload_batches: c.rx_offload_batches,
             guard: self.guard.stats().clone(),
             authenticated: self.guard.authenticating(),
             upstreams: self.liveness.states().to_vec(),

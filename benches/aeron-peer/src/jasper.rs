@@ -324,8 +324,9 @@ fn run_one_thread(t: &Trial, cfgs: &[NodeConfig]) -> Result<Outcome, String> {
         &sink,
         spent,
         format!(
-            "one thread; publisher tx drops {tx_dropped}, proxy tx drops {}, proxy rx truncated {}, receiver gaps {gaps}",
-            prep.tx_dropped, prep.rx_truncated
+            "one thread; publisher tx drops {tx_dropped}, proxy tx drops {}, proxy rx truncated {}, receiver gaps {gaps}, proxy {} packets out in {} super-packets, receivers {} coalesced arrivals",
+            prep.tx_dropped, prep.rx_truncated, prep.tx_packets, prep.tx_offload_batches,
+            nodes.iter().map(|n| n.report().rx_offload_batches).sum::<u64>()
         ),
     ))
 }

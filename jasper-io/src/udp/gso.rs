@@ -50,8 +50,11 @@ impl Planner {
         self.order.clear();
         self.order.extend(0..n as u32);
         self.batches.clear();
-        self.batches
-            .extend((0..n).map(|i| Batch { first: i, count: 1, seg: 0 }));
+        self.batches.extend((0..n).map(|i| Batch {
+            first: i,
+            count: 1,
+            seg: 0,
+        }));
     }
 
     /// Replace batches `b..` by one batch per datagram (same order);
@@ -60,11 +63,12 @@ impl Planner {
         let first = self.batches[b].first;
         self.batches.truncate(b);
         let at = self.batches.len();
-        self.batches.extend((first..self.order.len()).map(|i| Batch {
-            first: i,
-            count: 1,
-            seg: 0,
-        }));
+        self.batches
+            .extend((first..self.order.len()).map(|i| Batch {
+                first: i,
+                count: 1,
+                seg: 0,
+            }));
         at
     }
 
@@ -160,7 +164,12 @@ mod tests {
 
     fn run(dst: &[u64], len: &[usize]) -> Planner {
         let mut p = Planner::default();
-        p.plan(dst.len(), |i| dst[i] % 3, |i, j| dst[i] == dst[j], |i| len[i]);
+        p.plan(
+            dst.len(),
+            |i| dst[i] % 3,
+            |i, j| dst[i] == dst[j],
+            |i| len[i],
+        );
         p
     }
 

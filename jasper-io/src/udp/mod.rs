@@ -12,7 +12,7 @@
 mod gso;
 
 use std::io;
-use std::mem::{size_of, zeroed};
+use std::mem::{size_of, zeroed, MaybeUninit};
 use std::net::{SocketAddr, SocketAddrV4, SocketAddrV6, UdpSocket};
 use std::os::fd::AsRawFd;
 
@@ -54,7 +54,9 @@ struct TxEntry {
 
 impl TxEntry {
     fn same_dst(&self, o: &TxEntry) -> bool {
-        self.key == o.key && self.dst_len == o.dst_len && addr_bytes(&self.dst) == addr_bytes(&o.dst)
+        self.key == o.key
+            && self.dst_len == o.dst_len
+            && addr_bytes(&self.dst) == addr_bytes(&o.dst)
     }
 }
 
@@ -298,31 +300,33 @@ impl UdpBackend {
         if want == 0 {
             return Ok(0);
         }
-        // SAFETY: iovec is plain old data; zero is valid and every used entry is set below.
-        let mut iov: [libc::iovec; RX_BATCH] = unsafe { zeroed() };
-        // SAFETY: as above for mmsghdr.
-        let mut hdrs: [libc::mmsghdr; RX_BATCH] = unsafe { zeroed() };
+        // Only the `want` entries used are initialized (no memset of the rest).
+        let mut iov = [const { MaybeUninit::<libc::iovec>::uninit() }; RX_BATCH];
+        let mut hdrs = [const { MaybeUninit::<libc::mmsghdr>::uninit() }; RX_BATCH];
         for k in 0..want {
             let i = start + k;
-            iov[k] = libc::iovec {
+            let v = iov[k].write(libc::iovec {
                 iov_base: self.rx_bufs[i * self.slot..].as_mut_ptr() as *mut libc::c_void,
                 iov_len: self.slot,
-            };
-            let h = &mut hdrs[k].msg_hdr;
+            });
+            // SAFETY: mmsghdr is plain old data; all-zero is a valid value.
+            let mut m: libc::mmsghdr = unsafe { zeroed() };
+            let h = &mut m.msg_hdr;
             h.msg_name = &mut self.rx_names[i] as *mut _ as *mut libc::c_void;
             h.msg_namelen = size_of::<libc::sockaddr_storage>() as libc::socklen_t;
-            h.msg_iov = &mut iov[k];
+            h.msg_iov = v;
             h.msg_iovlen = 1;
             h.msg_control = self.rx_ctrl[i].as_mut_ptr() as *mut libc::c_void;
             h.msg_controllen = CTRL_SIZE;
+            hdrs[k].write(m);
         }
-        // SAFETY: every header points at live buffers owned by `self` (names,
-        // control, data) or by this frame (iov), sized as declared; `want`
-        // entries are initialized; the fd is a valid non-blocking socket.
+        // SAFETY: the first `want` headers are initialized and point at live
+        // buffers owned by `self` (names, control, data) or by this frame
+        // (iov), sized as declared; the fd is a valid non-blocking socket.
         let n = unsafe {
             libc::recvmmsg(
                 self.socks[ep].as_raw_fd(),
-                hdrs.as_mut_ptr(),
+                hdrs.as_mut_ptr() as *mut libc::mmsghdr,
                 want as libc::c_uint,
                 libc::MSG_DONTWAIT,
                 std::ptr::null_mut(),
@@ -342,6 +346,8 @@ impl UdpBackend {
         let n = n as usize;
         self.slots_used += n;
         for (k, hdr) in hdrs.iter().enumerate().take(n) {
+            // SAFETY: n ≤ want: initialized above, filled in by the kernel.
+            let hdr = unsafe { hdr.assume_init_ref() };
             let mh = &hdr.msg_hdr;
             if mh.msg_flags & libc::MSG_TRUNC != 0 {
                 self.counters.rx_truncated += 1;
@@ -405,10 +411,9 @@ impl UdpBackend {
         let mut b = from;
         let nb = self.planner.batches.len();
         while b < nb {
-            // SAFETY: plain old data, zero is valid; used entries are set below.
-            let mut iov: [libc::iovec; TX_IOV] = unsafe { zeroed() };
-            // SAFETY: as above.
-            let mut hdrs: [libc::mmsghdr; TX_BATCH] = unsafe { zeroed() };
+            // Only the entries used are initialized (no memset of the rest).
+            let mut iov = [const { MaybeUninit::<libc::iovec>::uninit() }; TX_IOV];
+            let mut hdrs = [const { MaybeUninit::<libc::mmsghdr>::uninit() }; TX_BATCH];
             // One UDP_SEGMENT control message per entry (u64s: aligned for cmsghdr).
             let mut ctrl = [[0u64; 4]; TX_BATCH];
             let mut segs = [0usize; TX_BATCH];
@@ -425,22 +430,25 @@ impl UdpBackend {
                         }
                         TxSrc::Own { off, len } => (self.tx_own[off..].as_ptr(), len),
                     };
-                    iov[v + k] = libc::iovec {
+                    iov[v + k].write(libc::iovec {
                         iov_base: ptr as *mut libc::c_void,
                         iov_len: len,
-                    };
+                    });
                 }
-                let h = &mut hdrs[m].msg_hdr;
+                // SAFETY: mmsghdr is plain old data; all-zero is a valid value.
+                let mut mm: libc::mmsghdr = unsafe { zeroed() };
+                let h = &mut mm.msg_hdr;
                 let e = &mut self.tx[first];
                 h.msg_name = &mut e.dst as *mut _ as *mut libc::c_void;
                 h.msg_namelen = e.dst_len;
-                h.msg_iov = &mut iov[v];
+                h.msg_iov = iov[v].as_mut_ptr();
                 h.msg_iovlen = batch.count;
                 if batch.count > 1 {
                     let space = gso_control(&mut ctrl[m], batch.seg as u16);
                     h.msg_control = ctrl[m].as_mut_ptr() as *mut libc::c_void;
                     h.msg_controllen = space;
                 }
+                hdrs[m].write(mm);
                 segs[m] = batch.count;
                 v += batch.count;
                 m += 1;
@@ -448,14 +456,15 @@ impl UdpBackend {
             let mut done = 0usize;
             let mut retries = 0;
             while done < m {
-                // SAFETY: headers [done..m] point at live buffers owned by
-                // `self` (rx buffers, own tx bytes, destination addresses) or
-                // this frame (iov, control), none of which move during the
-                // call; the kernel only reads them.
+                // SAFETY: headers [done..m] are initialized, as are the
+                // iovecs they name, and point at live buffers owned by `self`
+                // (rx buffers, own tx bytes, destination addresses) or this
+                // frame (iov, control), none of which move during the call;
+                // the kernel only reads them (and writes msg_len).
                 let rc = unsafe {
                     libc::sendmmsg(
                         self.socks[0].as_raw_fd(),
-                        hdrs[done..].as_mut_ptr(),
+                        hdrs[done..].as_mut_ptr() as *mut libc::mmsghdr,
                         (m - done) as libc::c_uint,
                         libc::MSG_DONTWAIT,
                     )
@@ -463,6 +472,8 @@ impl UdpBackend {
                 if rc > 0 {
                     let rc = rc as usize;
                     for (h, &s) in hdrs[done..done + rc].iter().zip(&segs[done..done + rc]) {
+                        // SAFETY: initialized above (rc ≤ m − done).
+                        let h = unsafe { h.assume_init_ref() };
                         self.counters.tx_bytes += h.msg_len as u64;
                         self.counters.tx_packets += s as u64;
                         self.counters.tx_offload_batches += u64::from(s > 1);
@@ -765,21 +776,31 @@ mod tests {
         let mut b = UdpBackend::bind(&[lo()], 32, 4 << 20).unwrap();
         let to = b.local_addrs()[0];
         // 20 full packets and a shorter last one, as a publisher's burst.
-        let want: Vec<Vec<u8>> = (0..21).map(|i| pkt(i, if i < 20 { 1000 } else { 300 })).collect();
+        let want: Vec<Vec<u8>> = (0..21)
+            .map(|i| pkt(i, if i < 20 { 1000 } else { 300 }))
+            .collect();
         for p in &want {
             a.send_to(p, to);
         }
         assert_eq!(a.flush().unwrap(), 21);
         let c = a.counters();
-        assert_eq!((c.tx_packets, c.tx_offload_batches, c.gso_refused), (21, 1, 0));
+        assert_eq!(
+            (c.tx_packets, c.tx_offload_batches, c.gso_refused),
+            (21, 1, 0)
+        );
         assert_eq!(c.tx_bytes, 20 * 1000 + 300);
         let got = recv_all(&mut b, 21);
         let bytes: Vec<Vec<u8>> = got.iter().map(|(_, p)| p.clone()).collect();
         assert_eq!(bytes, want, "every packet, whole and in order");
-        assert!(got.iter().all(|(m, _)| m.src == a.local_addrs()[0] && m.hw_or_kernel_ts));
+        assert!(got
+            .iter()
+            .all(|(m, _)| m.src == a.local_addrs()[0] && m.hw_or_kernel_ts));
         let c = b.counters();
         assert_eq!(c.rx_packets, 21);
-        assert!(c.rx_offload_batches >= 1, "loopback hands the super-packet over coalesced");
+        assert!(
+            c.rx_offload_batches >= 1,
+            "loopback hands the super-packet over coalesced"
+        );
     }
 
     #[test]
@@ -802,8 +823,9 @@ mod tests {
     fn packets_of_a_coalesced_arrival_forward_to_every_child_in_order() {
         let mut a = UdpBackend::bind(&[lo()], 32, 4 << 20).unwrap();
         let mut b = UdpBackend::bind(&[lo()], 32, 4 << 20).unwrap();
-        let mut kids: Vec<UdpBackend> =
-            (0..3).map(|_| UdpBackend::bind(&[lo()], 32, 4 << 20).unwrap()).collect();
+        let mut kids: Vec<UdpBackend> = (0..3)
+            .map(|_| UdpBackend::bind(&[lo()], 32, 4 << 20).unwrap())
+            .collect();
         let dsts: Vec<SocketAddr> = kids.iter().map(|k| k.local_addrs()[0]).collect();
         let want: Vec<Vec<u8>> = (0..12).map(|i| pkt(i, 900)).collect();
         for p in &want {
