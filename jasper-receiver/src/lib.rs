@@ -453,6 +453,13 @@ impl ReceiverNode {
         }
     }
 
+    /// Bring what the next release reads into cache (see
+    /// [`jasper_core::receiver::Receiver::warm_release`]); [`next_wake`]
+    /// calls it for every receiver before it spins up to a deadline.
+    pub fn warm_release(&self) -> u64 {
+        self.core.warm_release()
+    }
+
     /// Host time of the earliest held deadline.
     pub fn next_release_host_ns(&self) -> Option<u64> {
         self.core
@@ -699,6 +706,11 @@ pub fn next_wake(nodes: &[ReceiverNode]) -> Wake {
     let now = host_now_ns();
     if let Some(due) = next {
         if due <= now + spin_ns {
+            // The wait is idle time: spend its start fetching what the
+            // pass will read, so the hand-overs follow each other closely.
+            for n in nodes {
+                std::hint::black_box(n.warm_release());
+            }
             let limit = jasper_io::clock::mono_now_ns()
                 .saturating_add(due.saturating_sub(now))
                 .saturating_add(SPIN_SLACK_NS);
