@@ -1,5 +1,5 @@
 //! The Jasper-rs side: our `Publisher` → 1 `ProxyNode` → N `ReceiverNode`s
-//! on kernel UDP over loopback, no injected delay or loss, assembled the way
+//! (or, with `direct`, the publisher → N receivers) on kernel UDP over loopback, no injected delay or loss, assembled the way
 //! `benches/tree_throughput.rs` does it: the publisher on the calling
 //! thread, the proxy on one thread, the N logical receivers on another
 //! (`jasper_receiver::run`, as `jasper local` packs MPs into a process).
@@ -45,6 +45,8 @@ pub struct Setup {
     /// Poll-loop idle strategy of every node (the product's default:
     /// backoff).
     pub idle: IdleStrategy,
+    /// The publisher sends to the receivers itself (no proxy).
+    pub direct: bool,
     /// Run publisher, proxy and receivers in one thread, one duty cycle
     /// after another (as Aeron's side runs its driver and client), instead
     /// of a thread per role.
@@ -126,7 +128,7 @@ fn configs(n: usize, s: &Setup) -> Result<(Vec<NodeConfig>, Option<std::path::Pa
             ..ReceiverSection::default()
         },
         proxy: ProxyConfig::default(),
-        direct: false,
+        direct: s.direct,
         keys_dir: None,
     };
     let mut cfgs = node_configs(&plan, &opts);
@@ -172,20 +174,23 @@ fn run_tree(t: &Trial, cfgs: &[NodeConfig], one_thread: bool) -> Result<Outcome,
         return run_one_thread(t, cfgs);
     }
     let stop = Arc::new(AtomicBool::new(false));
-    let proxy_cfg = config_of(cfgs, NodeRole::Proxy)?.clone();
-    let proxy_io = open_backend(&proxy_cfg, None)?;
-    let mut proxy_node = ProxyNode::new(&proxy_cfg, proxy_io)?;
-    let pstop = stop.clone();
-    let proxy = std::thread::spawn(move || {
-        jasper_io::runtime::precise_sleep();
-        let r = proxy_node.run(&pstop, ParentWatch::new(false));
-        let rep = proxy_node.report("proxy");
-        (
-            r.map_err(|e| e.to_string()),
-            rep.tx_dropped,
-            rep.rx_truncated,
-        )
-    });
+    // The proxy's thread (none in the direct plan).
+    let proxy = match proxy_of(cfgs)? {
+        Some(mut proxy_node) => {
+            let pstop = stop.clone();
+            Some(std::thread::spawn(move || {
+                jasper_io::runtime::precise_sleep();
+                let r = proxy_node.run(&pstop, ParentWatch::new(false));
+                let rep = proxy_node.report("proxy");
+                (
+                    r.map_err(|e| e.to_string()),
+                    rep.tx_dropped,
+                    rep.rx_truncated,
+                )
+            }))
+        }
+        None => None,
+    };
     let mut nodes = cfgs
         .iter()
         .filter(|c| c.node.role == NodeRole::Receiver)
@@ -242,8 +247,10 @@ fn run_tree(t: &Trial, cfgs: &[NodeConfig], one_thread: bool) -> Result<Outcome,
     let tx_dropped = publisher.io_counters().tx_dropped;
     publisher.end_session();
     stop.store(true, Ordering::SeqCst);
-    let (prun, proxy_dropped, proxy_truncated) =
-        proxy.join().map_err(|_| "proxy thread panicked")?;
+    let (prun, proxy_dropped, proxy_truncated) = match proxy {
+        Some(p) => p.join().map_err(|_| "proxy thread panicked")?,
+        None => (Ok(()), 0, 0),
+    };
     let (sink, gaps) = receivers.join().map_err(|_| "receiver thread panicked")?;
     prun?;
     if let Some(e) = failed {
@@ -265,8 +272,7 @@ fn run_tree(t: &Trial, cfgs: &[NodeConfig], one_thread: bool) -> Result<Outcome,
 /// next message or the spin stretch before the next release, whichever
 /// comes first, when that is far enough away; otherwise it polls again.
 fn run_one_thread(t: &Trial, cfgs: &[NodeConfig]) -> Result<Outcome, String> {
-    let proxy_cfg = config_of(cfgs, NodeRole::Proxy)?;
-    let mut proxy = ProxyNode::new(proxy_cfg, open_backend(proxy_cfg, None)?)?;
+    let mut proxy = proxy_of(cfgs)?;
     let mut nodes = cfgs
         .iter()
         .filter(|c| c.node.role == NodeRole::Receiver)
@@ -288,7 +294,9 @@ fn run_one_thread(t: &Trial, cfgs: &[NodeConfig]) -> Result<Outcome, String> {
             }
         }
         publisher.service();
-        work += proxy.poll().map_err(|e| format!("proxy: {e}"))?;
+        if let Some(p) = proxy.as_mut() {
+            work += p.poll().map_err(|e| format!("proxy: {e}"))?;
+        }
         work += jasper_receiver::duty_cycle(&mut nodes, &mut hand_to(&mut sink));
         if Instant::now() > feed.deadline || sink.complete() {
             break;
@@ -319,16 +327,29 @@ fn run_one_thread(t: &Trial, cfgs: &[NodeConfig]) -> Result<Outcome, String> {
         return Err(e);
     }
     let gaps: u64 = nodes.iter().map(|n| n.report().core.gaps_detected).sum();
-    let prep = proxy.report("proxy");
+    let proxy = match proxy.map(|p| p.report("proxy")) {
+        Some(p) => format!(
+            "proxy tx drops {}, proxy rx truncated {}, proxy {} packets out in {} super-packets",
+            p.tx_dropped, p.rx_truncated, p.tx_packets, p.tx_offload_batches
+        ),
+        None => "no proxy".to_string(),
+    };
     Ok(feed.outcome(
         &sink,
         spent,
         format!(
-            "one thread; publisher tx drops {tx_dropped}, proxy tx drops {}, proxy rx truncated {}, receiver gaps {gaps}, proxy {} packets out in {} super-packets, receivers {} coalesced arrivals",
-            prep.tx_dropped, prep.rx_truncated, prep.tx_packets, prep.tx_offload_batches,
+            "one thread; publisher tx drops {tx_dropped}, {proxy}, receiver gaps {gaps}, receivers {} coalesced arrivals",
             nodes.iter().map(|n| n.report().rx_offload_batches).sum::<u64>()
         ),
     ))
+}
+
+/// The plan's proxy, opened (None in the direct plan).
+fn proxy_of(cfgs: &[NodeConfig]) -> Result<Option<ProxyNode>, String> {
+    match cfgs.iter().find(|c| c.node.role == NodeRole::Proxy) {
+        Some(cfg) => Ok(Some(ProxyNode::new(cfg, open_backend(cfg, None)?)?)),
+        None => Ok(None),
+    }
 }
 
 /// The plan's (first) node of `role`.

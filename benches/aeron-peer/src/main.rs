@@ -75,6 +75,12 @@ struct Args {
     /// stepped from one thread (as Aeron's side runs here).
     #[arg(long, value_enum, default_value_t = Threads::PerRole)]
     threads: Threads,
+    /// Our tree without its proxy: the publisher sends to the N receivers
+    /// itself (the product's direct plan, `ConfigOptions::direct`), the
+    /// hop count of Aeron's MDC publication → subscriptions. Shows what
+    /// the proxy's hop costs; the comparison is the tree.
+    #[arg(long)]
+    direct: bool,
     /// Sides to run (comma-separated: aeron, no-hold, hold), e.g. to profile one.
     #[arg(long, value_delimiter = ',', value_enum, default_values_t = [Side::Aeron, Side::NoHold, Side::Hold])]
     sides: Vec<Side>,
@@ -160,6 +166,7 @@ impl Bench {
                         Idle::Backoff => jasper_core::config::IdleStrategy::Backoff,
                     },
                     one_thread: self.args.threads == Threads::One,
+                    direct: self.args.direct,
                     packet_gap_ns: self.args.packet_gap_us * 1_000,
                     tracked_quantile: self.args.tracked_quantile,
                     margin_ns: self.args.margin_us.map_or(
@@ -443,7 +450,8 @@ fn print_table(bench: &Bench, cases: &[(usize, usize)], figures: &[[Figures; 3]]
         aeron::SOCKET_BUFFER >> 20,
     );
     println!(
-        "- Ours: publisher → 1 proxy → N receivers ({}), kernel UDP, no injected delay, {} idle, authentication {}, the host clock with a declared bound of {} ns, deadline {} + margin {} µs, packet gap {} µs.",
+        "- Ours: publisher → {}N receivers ({}), kernel UDP, no injected delay, {} idle, authentication {}, the host clock with a declared bound of {} ns, deadline {} + margin {} µs, packet gap {} µs.",
+        if a.direct { "(direct plan, no proxy) " } else { "1 proxy → " },
         match a.threads {
             Threads::PerRole => "a thread each for the publisher, the proxy and the N receivers",
             Threads::One => "all stepped in one thread, one duty cycle after another, like Aeron's side",
