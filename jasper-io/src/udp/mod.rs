@@ -438,8 +438,9 @@ impl UdpBackend {
                 // SAFETY: mmsghdr is plain old data; all-zero is a valid value.
                 let mut mm: libc::mmsghdr = unsafe { zeroed() };
                 let h = &mut mm.msg_hdr;
-                let e = &mut self.tx[first];
-                h.msg_name = &mut e.dst as *mut _ as *mut libc::c_void;
+                // The kernel only reads the name on send: a shared borrow.
+                let e = &self.tx[first];
+                h.msg_name = &e.dst as *const _ as *mut libc::c_void;
                 h.msg_namelen = e.dst_len;
                 h.msg_iov = iov[v].as_mut_ptr();
                 h.msg_iovlen = batch.count;
