@@ -385,6 +385,14 @@ fn main() {
         return;
     }
     println!("one proxy, fanout 10, {MSGS_PER_PACKET} × 32-byte messages per packet ({} bytes), {SECONDS} s per kernel row, {DPDK_FRAMES} packets per DPDK row", payload(0).len());
+    println!(
+        "DPDK rows: {DPDK_FRAMES} distinct frames prepared and tagged before any clock; each \
+         RX ring of {RX_RING} is copied into mbufs with the clocks stopped (standing in for the \
+         NIC's DMA: the proxy then reads frames written up to a ring earlier), then timed: \
+         receive in bursts of 32 (frame parsing), duplicate check, guard (auth on: tree tag \
+         verified on every packet), state machine with its retransmit store (a copy of every \
+         packet), destination list, replication and tx_burst; a fresh proxy per row"
+    );
     // Results by [hedge][auth]; the same frames serve every DPDK row of one
     // authentication setting (a fresh proxy each time).
     let mut dpdk: [[Option<Rate>; 2]; 2] = Default::default();
