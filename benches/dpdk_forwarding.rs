@@ -24,7 +24,8 @@
 //! Ratios to the raw rate are printed from wall time and from this thread's
 //! CPU time (`CLOCK_THREAD_CPUTIME_ID`: on a shared machine wall time
 //! also counts the time other work held the CPU; the DPDK rows and the raw
-//! rate make no system calls). Each H also runs once more with
+//! rate make no system calls but the two clock reads around each timed
+//! ring). Each H also runs once more with
 //! authentication on but without replication, splitting a copy's cost into
 //! the per-packet work it carries (1/10 of it at H = 0, 1/30 at H = 2) and
 //! the replication itself.
