@@ -3,10 +3,15 @@
 //! to back in one run, plus the raw `tx_burst` rate of the same vdev (the
 //! limit on this machine).
 //!
-//! - DPDK: input frames are injected into the backend (the NIC's DMA is not
-//!   part of the proxy's work), the real proxy state machine routes them, the
-//!   backend replicates zero-copy (header mbuf + clone) and transmits in
-//!   bursts to a `net_null` port.
+//! - DPDK: 2^20 distinct frames are prepared (and tagged) before any clock
+//!   starts. Each row takes them one RX ring (1024 frames) at a time: the
+//!   ring is copied into mbufs with the clocks stopped (standing in for the
+//!   NIC's DMA, which is not the proxy's CPU work), then the timed part:
+//!   receive in bursts of 32 (parsing each frame as `recv_burst` does), the
+//!   real proxy state machine and guard, zero-copy replication (a header
+//!   mbuf chained to the received one) and transmission in bursts to a
+//!   `net_null` port. The proxy reads each frame from memory written up to a
+//!   ring (~2 MB of mbufs) earlier.
 //! - Kernel: a socket sends the input packets to the proxy's socket; the proxy
 //!   receives them with `recvmmsg` and replicates with `sendmmsg` to 10 or 30
 //!   loopback sockets.
@@ -17,9 +22,10 @@
 //! does). Sealing the input packets (the publisher's work) is not timed.
 //!
 //! Ratios to the raw rate are printed from wall time and from this thread's
-//! CPU time (`/proc/thread-self/schedstat`: on a shared machine wall time
+//! CPU time (`CLOCK_THREAD_CPUTIME_ID`: on a shared machine wall time
 //! also counts the time other work held the CPU; the DPDK rows and the raw
-//! rate make no system calls). Each H also runs once more with
+//! rate make no system calls but the two clock reads around each timed
+//! ring). Each H also runs once more with
 //! authentication on but without replication, splitting a copy's cost into
 //! the per-packet work it carries (1/10 of it at H = 0, 1/30 at H = 2) and
 //! the replication itself.
@@ -122,21 +128,20 @@ struct Rate {
     cpu_seconds: Option<f64>,
 }
 
-/// This thread's time on a CPU so far (ns), from /proc/thread-self/schedstat.
-/// On a shared machine wall time also counts the time other work held the
-/// CPU; the DPDK rows and the raw rate run without system calls, so their
-/// CPU time is their own work.
-fn on_cpu_ns() -> Option<u64> {
-    std::fs::read_to_string("/proc/thread-self/schedstat")
-        .ok()?
-        .split_whitespace()
-        .next()?
-        .parse()
-        .ok()
-}
-
-fn cpu_seconds_since(start: Option<u64>) -> Option<f64> {
-    Some(on_cpu_ns()?.checked_sub(start?)? as f64 / 1e9)
+/// This thread's time on a CPU so far (ns): `CLOCK_THREAD_CPUTIME_ID`,
+/// exact at every read (unlike `/proc/thread-self/schedstat`, which moves
+/// at scheduler ticks). On a shared machine wall time also counts the time
+/// other work held the CPU; the DPDK rows and the raw rate run without
+/// system calls, so their CPU time is their own work.
+fn on_cpu_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid, writable timespec for the call's duration.
+    let r = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    assert_eq!(r, 0, "CLOCK_THREAD_CPUTIME_ID");
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
 fn ip(d: u32) -> std::net::Ipv4Addr {
@@ -153,81 +158,107 @@ fn dpdk_backend(eal: &'static Eal) -> DpdkBackend {
     DpdkBackend::open(eal, 0, [10, 0, 0, 10].into(), 7000, 16383, 32, &arp).unwrap()
 }
 
+/// Frames the NIC has written ahead of the proxy's poll: one RX ring.
+const RX_RING: usize = 1024;
+
+/// The publisher's work (packing, tagging) and the frame around it, done
+/// before any clock starts: `DPDK_FRAMES` distinct packets (sequences 0..),
+/// tagged when `auth`. Every row runs a fresh proxy over them.
+fn frames(auth: bool) -> Vec<Vec<u8>> {
+    let sealer = auth.then(|| Auth::new(&keys().key_file(KeyRole::Sender, 0, None)));
+    let r = jasper_dpdk::net::Route {
+        src_mac: [2, 0, 0, 0, 0, 1],
+        dst_mac: io_mac(),
+        src_ip: [10, 0, 0, 1].into(),
+        dst_ip: [10, 0, 0, 10].into(),
+        src_port: 7000,
+        dst_port: 7000,
+    };
+    (0..DPDK_FRAMES)
+        .map(|seq| {
+            let p = payload_with(seq, sealer.as_ref());
+            let mut f = vec![0u8; jasper_dpdk::net::HDR_LEN + p.len()];
+            jasper_dpdk::net::write_headers(&mut f, &r, 1, p.len(), jasper_dpdk::net::sum16(&p));
+            f[jasper_dpdk::net::HDR_LEN..].copy_from_slice(&p);
+            f
+        })
+        .collect()
+}
+
+/// One fresh proxy over `frames`, RX_RING frames at a time: each ring is
+/// first staged into mbufs with the clocks stopped (the NIC's DMA, not the
+/// proxy's work), then received in bursts of 32 (`recv_staged`: the frame
+/// parsing `recv_burst` does), run through the duplicate check, the guard
+/// and the state machine as `ProxyNode` does, and replicated, with the
+/// clocks running. The proxy reads each frame from memory written up to a
+/// ring (~2 MB of mbufs) earlier, as it would after a NIC's DMA.
+///
 /// With `replicate` false, everything but `forward` and `flush` runs (the
 /// copies are counted, not made): the per-packet work that each copy's cost
 /// also carries, 1/10 of it at H = 0 and 1/30 at H = 2.
-fn dpdk_rate(io: &mut DpdkBackend, hedge: u32, auth: bool, replicate: bool) -> Rate {
+fn dpdk_rate(
+    io: &mut DpdkBackend,
+    frames: &[Vec<u8>],
+    hedge: u32,
+    auth: bool,
+    replicate: bool,
+) -> Rate {
     let (mut core, dsts) = proxy(hedge);
-    let sealer = auth.then(|| Auth::new(&keys().key_file(KeyRole::Sender, 0, None)));
     let mut g = guard(auth, SocketAddr::from(([10, 0, 0, 1], 7000)));
     let mut by_id = vec![SocketAddr::from(([0, 0, 0, 0], 0)); 256];
     for d in &dsts {
         by_id[*d as usize] = SocketAddr::from((ip(*d), 7000));
     }
-    let p = payload(0);
-    let frame = |p: &[u8]| {
-        let r = jasper_dpdk::net::Route {
-            src_mac: [2, 0, 0, 0, 0, 1],
-            dst_mac: io_mac(),
-            src_ip: [10, 0, 0, 1].into(),
-            dst_ip: [10, 0, 0, 10].into(),
-            src_port: 7000,
-            dst_port: 7000,
-        };
-        let mut f = vec![0u8; jasper_dpdk::net::HDR_LEN + p.len()];
-        jasper_dpdk::net::write_headers(&mut f, &r, 1, p.len(), jasper_dpdk::net::sum16(p));
-        f[jasper_dpdk::net::HDR_LEN..].copy_from_slice(p);
-        f
-    };
-    let _ = p;
-    let src = SocketAddr::from(([10, 0, 0, 1], 7000));
-    // The publisher's work (packing, tagging) is done before the clock
-    // starts: DPDK_FRAMES distinct packets.
-    let frames: Vec<Vec<u8>> = (0..DPDK_FRAMES)
-        .map(|seq| frame(&payload_with(seq, sealer.as_ref())))
-        .collect();
-    let (mut seq, mut copies) = (0u64, 0u64);
+    let (mut packets, mut copies) = (0u64, 0u64);
     let mut sel = Vec::with_capacity(32);
-    let cpu_start = on_cpu_ns();
-    let start = Instant::now();
-    for chunk in frames.chunks_exact(32) {
-        for f in chunk {
-            io.inject(f);
+    let (mut wall, mut cpu_ns) = (Duration::ZERO, 0u64);
+    for ring in frames.chunks(RX_RING) {
+        for f in ring {
+            assert!(io.stage(f), "mbufs for one ring");
         }
-        seq += 32;
-        for i in 0..32 {
-            let (_, buf) = io.rx(i);
-            if core.is_duplicate(buf) {
-                core.count_duplicate();
-                continue;
+        let cpu_start = on_cpu_ns();
+        let start = Instant::now();
+        loop {
+            let n = io.recv_staged();
+            if n == 0 {
+                break;
             }
-            if g.admit(NOW, src, buf).is_err() {
-                continue;
-            }
-            if let Verdict::Forward { key } = core.handle_admitted(NOW, buf) {
-                sel.clear();
-                core.for_each_destination(key, |d, _| sel.push(by_id[d as usize]));
-                if replicate {
-                    io.forward(i, &sel);
-                } else {
-                    copies += sel.len() as u64;
+            packets += n as u64;
+            for i in 0..n {
+                let (meta, buf) = io.rx(i);
+                if core.is_duplicate(buf) {
+                    core.count_duplicate();
+                    continue;
+                }
+                if g.admit(NOW, meta.src, buf).is_err() {
+                    continue;
+                }
+                if let Verdict::Forward { key } = core.handle_admitted(NOW, buf) {
+                    sel.clear();
+                    core.for_each_destination(key, |d, _| sel.push(by_id[d as usize]));
+                    if replicate {
+                        io.forward(i, &sel);
+                    } else {
+                        copies += sel.len() as u64;
+                    }
                 }
             }
+            if replicate {
+                copies += io.flush().unwrap() as u64;
+            }
         }
-        if replicate {
-            copies += io.flush().unwrap() as u64;
-        }
-        io.release_rx();
+        wall += start.elapsed();
+        cpu_ns += on_cpu_ns() - cpu_start;
     }
-    assert_eq!(g.stats().admitted, seq, "every packet passed the guard");
-    let seconds = start.elapsed().as_secs_f64();
-    let cpu_seconds = cpu_seconds_since(cpu_start);
+    io.release_rx();
+    assert_eq!(packets, frames.len() as u64, "every frame received");
+    assert_eq!(g.stats().admitted, packets, "every packet passed the guard");
     assert_eq!(io.mbufs_in_use(), 0, "no mbuf leak");
     Rate {
-        packets_in: seq,
+        packets_in: packets,
         copies_out: copies,
-        seconds,
-        cpu_seconds,
+        seconds: wall.as_secs_f64(),
+        cpu_seconds: Some(cpu_ns as f64 / 1e9),
     }
 }
 
@@ -327,8 +358,8 @@ fn raw_tx_rate(eal: &'static Eal) -> (f64, Option<f64>) {
         sent += n as u64;
     }
     let seconds = start.elapsed().as_secs_f64();
-    let cpu = cpu_seconds_since(cpu_start);
-    (sent as f64 / seconds, cpu.map(|c| sent as f64 / c))
+    let cpu = (on_cpu_ns() - cpu_start) as f64 / 1e9;
+    (sent as f64 / seconds, Some(sent as f64 / cpu))
 }
 
 fn main() {
@@ -338,18 +369,62 @@ fn main() {
         &["net_null0", "net_null1"],
     );
     let eal = Eal::init(&args).expect("EAL");
-    println!("one proxy, fanout 10, {MSGS_PER_PACKET} × 32-byte messages per packet ({} bytes), {SECONDS} s per row", payload(0).len());
+    let mut io = dpdk_backend(eal);
+    // `--profile N`: only the DPDK row H = 0 with authentication on, N
+    // times (for `perf record`).
+    let argv: Vec<String> = std::env::args().collect();
+    if let Some(i) = argv.iter().position(|a| a == "--profile") {
+        let times = argv.get(i + 1).and_then(|n| n.parse().ok()).unwrap_or(4);
+        let f = frames(true);
+        for _ in 0..times {
+            let r = dpdk_rate(&mut io, &f, 0, true, true);
+            println!(
+                "H=0 auth on: {:.1} ns/copy of CPU time",
+                1e9 * r.cpu_seconds.unwrap() / r.copies_out as f64
+            );
+        }
+        return;
+    }
+    println!("one proxy, fanout 10, {MSGS_PER_PACKET} × 32-byte messages per packet ({} bytes), {SECONDS} s per kernel row, {DPDK_FRAMES} packets per DPDK row", payload(0).len());
+    println!(
+        "DPDK rows: {DPDK_FRAMES} distinct frames prepared and tagged before any clock; each \
+         RX ring of {RX_RING} is copied into mbufs with the clocks stopped (standing in for the \
+         NIC's DMA: the proxy then reads frames written up to a ring earlier), then timed: \
+         receive in bursts of 32 (frame parsing), duplicate check, guard (auth on: tree tag \
+         verified on every packet), state machine with its retransmit store (a copy of every \
+         packet), destination list, replication and tx_burst; a fresh proxy per row"
+    );
+    // Results by [hedge][auth]; the same frames serve every DPDK row of one
+    // authentication setting (a fresh proxy each time).
+    let mut dpdk: [[Option<Rate>; 2]; 2] = Default::default();
+    let mut kernel: [[Option<Rate>; 2]; 2] = Default::default();
+    let mut bare: [Option<Rate>; 2] = Default::default();
+    for auth in [false, true] {
+        let f = frames(auth);
+        if !auth {
+            // Warm-up, not reported: the pools' and the store's memory
+            // touched once, as in a proxy that has been running.
+            dpdk_rate(&mut io, &f[..1 << 16], 0, false, true);
+        }
+        for (h, hedge) in [0, 2].into_iter().enumerate() {
+            dpdk[h][auth as usize] = Some(dpdk_rate(&mut io, &f, hedge, auth, true));
+            kernel[h][auth as usize] = Some(kernel_rate(hedge, auth));
+            if auth {
+                // The same row without replication.
+                bare[h] = Some(dpdk_rate(&mut io, &f, hedge, true, false));
+            }
+        }
+    }
     println!(
         "{:<8} {:>3} {:>5} {:>16} {:>16} {:>16} {:>12}",
         "backend", "H", "auth", "packets in/s", "copies out/s", "msgs out/s", "ns/copy"
     );
     let mut rows = Vec::new();
-    let mut io = dpdk_backend(eal);
-    for hedge in [0, 2] {
+    for (h, hedge) in [0u32, 2].into_iter().enumerate() {
         let mut per = Vec::new();
         for auth in [false, true] {
-            let d = dpdk_rate(&mut io, hedge, auth, true);
-            let k = kernel_rate(hedge, auth);
+            let d = dpdk[h][auth as usize].take().unwrap();
+            let k = kernel[h][auth as usize].take().unwrap();
             for (name, r) in [("dpdk", &d), ("kernel", &k)] {
                 let out = r.copies_out as f64 / r.seconds;
                 println!(
@@ -371,9 +446,7 @@ fn main() {
             100.0 * (rate(&per[0].0) / rate(&per[1].0) - 1.0),
             100.0 * (rate(&per[0].1) / rate(&per[1].1) - 1.0)
         );
-        // The same row without replication (authentication on).
-        let bare = dpdk_rate(&mut io, hedge, true, false);
-        rows.push((hedge, per, bare));
+        rows.push((hedge, per, bare[h].take().unwrap()));
     }
     let (raw, raw_cpu) = raw_tx_rate(eal);
     println!(
@@ -408,7 +481,7 @@ fn main() {
         // Auth on: ns/copy = per-packet share + replication (forward + flush).
         println!(
             "H={h}, auth on, CPU time: {on_ns:.1} ns/copy = {share:.1} per-packet work without \
-             replication (inject, duplicate check, guard, state machine, destination list; \
+             replication (receive, duplicate check, guard, state machine, destination list; \
              {:.0} ns/packet) + {:.1} replication (raw tx_burst {raw_ns:.1})",
             share * (bare.copies_out / bare.packets_in) as f64,
             on_ns - share,

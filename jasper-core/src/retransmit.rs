@@ -222,6 +222,14 @@ impl RetransmitStore {
             bytes: buf,
         };
         let s = &mut self.streams[i];
+        // The usual case: the next packet in order goes at the back.
+        if s.entries.back().is_none_or(|e| e.seq < seq) {
+            s.bytes += entry.bytes.len();
+            s.entries.push_back(entry);
+            self.stats.stored += 1;
+            self.evict(i, now_ns);
+            return;
+        }
         // Packets arrive almost in order: find the place from the back.
         let at = s
             .entries
@@ -608,6 +616,37 @@ mod tests {
         // A duplicate store is ignored.
         s.store(4, &pkt(1, 2, 3));
         assert_eq!(s.stats().stored, 3);
+    }
+
+    #[test]
+    fn returns_exactly_the_bytes_stored_in_order_or_not() {
+        let mut s = RetransmitStore::new(RetransmitConfig::default(), 4);
+        // In order (appended), then one late packet (inserted before them).
+        let sent: Vec<Vec<u8>> = [(10, 2), (12, 1), (13, 3), (7, 3)]
+            .iter()
+            .map(|&(seq, n)| {
+                let mut p = pkt(1, seq, n);
+                let last = p.len() - 1;
+                p[last] = seq as u8; // distinct bytes per packet
+                p
+            })
+            .collect();
+        for p in &sent {
+            s.store(5, p);
+        }
+        let mut got = Vec::new();
+        let c = s.lookup(1, 1, 7, 9, |b| got.push(b.to_vec()));
+        assert_eq!(
+            got,
+            vec![
+                sent[3].clone(),
+                sent[0].clone(),
+                sent[1].clone(),
+                sent[2].clone()
+            ]
+        );
+        assert_eq!((c.covered, c.missing), (9, None));
+        assert_eq!(s.stats().stored, 4);
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! The DPDK backend of the packet I/O trait.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::hash::{BuildHasherDefault, Hasher};
 use std::io;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
@@ -90,6 +90,9 @@ struct RxPkt {
 /// Field order is drop order: mbufs first, then the port, then the pool.
 pub struct DpdkBackend {
     rx: Vec<RxPkt>,
+    /// Frames staged by [`DpdkBackend::stage`], not yet received (a test
+    /// and benchmark stand-in for the port's RX ring).
+    staged: VecDeque<Mbuf>,
     tx: Vec<Mbuf>,
     port: Port,
     pool: Mempool,
@@ -143,6 +146,7 @@ impl DpdkBackend {
         let p = Port::start(eal, port, &pool)?;
         Ok(DpdkBackend {
             rx: Vec::with_capacity(MAX_BURST),
+            staged: VecDeque::new(),
             hdr_pool,
             tx: Vec::with_capacity(4 * MAX_BURST),
             mac: p.mac(),
@@ -356,6 +360,110 @@ impl DpdkBackend {
     }
 }
 
+impl DpdkBackend {
+    /// Test and benchmark hook: copy `frame` into a fresh mbuf and queue it
+    /// as if the port's NIC had written it into the RX ring (nothing is
+    /// parsed: that is [`DpdkBackend::recv_staged`]'s work, as it is
+    /// `recv_burst`'s). False when the pool is empty.
+    pub fn stage(&mut self, frame: &[u8]) -> bool {
+        let Some(mut m) = self.pool.alloc() else {
+            return false;
+        };
+        let Some(d) = m.append(frame.len().min(u16::MAX as usize) as u16) else {
+            return false;
+        };
+        d.copy_from_slice(frame);
+        self.staged.push_back(m);
+        true
+    }
+
+    /// Frames staged and not yet received.
+    pub fn staged(&self) -> usize {
+        self.staged.len()
+    }
+
+    /// [`PacketIo::recv_burst`] from the frames [`DpdkBackend::stage`]
+    /// queued instead of the port: up to a burst of them, classified (and
+    /// counted) exactly as received ones.
+    pub fn recv_staged(&mut self) -> usize {
+        self.rx.clear();
+        let n = self.staged.len().min(self.burst);
+        if n == 0 {
+            return 0;
+        }
+        let now = host_now_ns();
+        for m in self.staged.iter().take(n) {
+            m.prefetch(0, 64);
+        }
+        for _ in 0..n {
+            let m = self.staged.pop_front().expect("counted above");
+            self.classify(m, now);
+        }
+        self.rx.len()
+    }
+
+    /// One received frame: a UDP packet for us joins the burst; ARP is
+    /// answered and learnt; anything else is counted and freed.
+    fn classify(&mut self, mbuf: Mbuf, now: u64) {
+        if mbuf.segments() > 1 {
+            self.dpdk.rx_multiseg += 1;
+            return;
+        }
+        self.io.rx_packets += 1;
+        self.io.rx_bytes += mbuf.pkt_len() as u64;
+        match net::parse(mbuf.data()) {
+            Frame::Udp(u) if u.dst_ip == self.ip && u.dst_port == self.udp_port => {
+                // The rest of the packet (the first line was just parsed):
+                // in flight while the burst's other frames are classified.
+                mbuf.prefetch(64, (u.payload_off + u.payload_len).saturating_sub(64));
+                self.arp.entry(u.src_ip).or_insert(u.src_mac);
+                self.rx.push(RxPkt {
+                    meta: RxMeta {
+                        src: SocketAddr::V4(SocketAddrV4::new(u.src_ip, u.src_port)),
+                        endpoint: 0,
+                        host_rx_ns: now,
+                        hw_or_kernel_ts: false,
+                    },
+                    off: u.payload_off,
+                    len: u.payload_len,
+                    sum: None,
+                    mbuf,
+                });
+            }
+            Frame::Udp(_) => self.dpdk.rx_not_for_us += 1,
+            Frame::Arp { op, sha, spa, tpa } => {
+                self.dpdk.arp_rx += 1;
+                self.learn(spa, sha);
+                if op == 1 && tpa == self.ip {
+                    match self.pool.alloc() {
+                        Some(mut m) => {
+                            if let Some(f) = m.append(42) {
+                                net::write_arp(f, 2, self.mac, self.ip, Some(sha), spa);
+                                self.tx.push(m);
+                                self.dpdk.arp_replies += 1;
+                            }
+                        }
+                        None => self.dpdk.alloc_fail += 1,
+                    }
+                }
+            }
+            Frame::Other(_) => self.dpdk.rx_other += 1,
+        }
+    }
+}
+
+/// Prefetch the first line of a just received mbuf's data (its headers).
+///
+/// # Safety
+/// `m` must be a valid mbuf.
+#[inline]
+unsafe fn prefetch_headers(m: NonNull<ffi::rte_mbuf>) {
+    // SAFETY: the caller's mbuf is valid; borrowed, not owned, so the
+    // temporary `Mbuf` must not be dropped.
+    let m = std::mem::ManuallyDrop::new(unsafe { Mbuf::from_raw(m) });
+    m.prefetch(0, 64);
+}
+
 impl PacketIo for DpdkBackend {
     fn recv_burst(&mut self) -> io::Result<usize> {
         self.rx.clear();
@@ -366,50 +474,16 @@ impl PacketIo for DpdkBackend {
                 as usize;
         let now = host_now_ns();
         for p in arr.iter().take(n) {
+            if let Some(nn) = NonNull::new(*p) {
+                // SAFETY: rx_burst filled arr[..n] with valid mbufs.
+                unsafe { prefetch_headers(nn) };
+            }
+        }
+        for p in arr.iter().take(n) {
             let Some(nn) = NonNull::new(*p) else { continue };
             // SAFETY: rx_burst handed us ownership of this mbuf.
             let mbuf = unsafe { Mbuf::from_raw(nn) };
-            if mbuf.segments() > 1 {
-                self.dpdk.rx_multiseg += 1;
-                continue;
-            }
-            self.io.rx_packets += 1;
-            self.io.rx_bytes += mbuf.pkt_len() as u64;
-            match net::parse(mbuf.data()) {
-                Frame::Udp(u) if u.dst_ip == self.ip && u.dst_port == self.udp_port => {
-                    self.arp.entry(u.src_ip).or_insert(u.src_mac);
-                    self.rx.push(RxPkt {
-                        meta: RxMeta {
-                            src: SocketAddr::V4(SocketAddrV4::new(u.src_ip, u.src_port)),
-                            endpoint: 0,
-                            host_rx_ns: now,
-                            hw_or_kernel_ts: false,
-                        },
-                        off: u.payload_off,
-                        len: u.payload_len,
-                        sum: None,
-                        mbuf,
-                    });
-                }
-                Frame::Udp(_) => self.dpdk.rx_not_for_us += 1,
-                Frame::Arp { op, sha, spa, tpa } => {
-                    self.dpdk.arp_rx += 1;
-                    self.learn(spa, sha);
-                    if op == 1 && tpa == self.ip {
-                        match self.pool.alloc() {
-                            Some(mut m) => {
-                                if let Some(f) = m.append(42) {
-                                    net::write_arp(f, 2, self.mac, self.ip, Some(sha), spa);
-                                    self.tx.push(m);
-                                    self.dpdk.arp_replies += 1;
-                                }
-                            }
-                            None => self.dpdk.alloc_fail += 1,
-                        }
-                    }
-                }
-                Frame::Other(_) => self.dpdk.rx_other += 1,
-            }
+            self.classify(mbuf, now);
         }
         Ok(self.rx.len())
     }

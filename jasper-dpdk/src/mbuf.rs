@@ -180,6 +180,31 @@ impl Mbuf {
             ((*m).buf_addr as *mut u8).add((*m).data_off as usize)
         }
     }
+    /// Start loading the first segment's bytes `from .. from + len` (clamped
+    /// to the data) into the cache, 64-byte line by line, without waiting:
+    /// a burst's frames, just written by the NIC, are not in the cache yet,
+    /// and asking for all of them at once overlaps the misses.
+    #[inline]
+    pub fn prefetch(&self, from: usize, len: usize) {
+        let end = self.data_len().min(from.saturating_add(len));
+        #[cfg(target_arch = "x86_64")]
+        {
+            let base = self.mtod() as *const i8;
+            let mut off = from;
+            while off < end {
+                // SAFETY: a prefetch is a hint that never faults and reads
+                // nothing into the program; `off` is within the data anyway.
+                unsafe {
+                    std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(
+                        base.add(off),
+                    )
+                };
+                off += 64;
+            }
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        let _ = end;
+    }
     /// The first segment's bytes.
     pub fn data(&self) -> &[u8] {
         // SAFETY: mtod points at data_len initialized bytes owned by the mbuf,
