@@ -7,7 +7,7 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use jasper_core::clock::{Clock, ClockClass, ClockStatus};
-use jasper_core::config::{BackendSection, IdleStrategy, NodeConfig, ReceiverSection};
+use jasper_core::config::{BackendSection, IdleStrategy, NodeConfig, NodeRole, ReceiverSection};
 use jasper_core::deadline::DeadlinePolicy;
 use jasper_core::model::CloudModel;
 use jasper_core::plan::Plan;
@@ -30,6 +30,38 @@ pub(super) struct Setup {
     pub(super) clock_status: ClockStatus,
     /// Metrics endpoints (process name, address), when asked for.
     pub(super) metrics: Vec<(String, SocketAddr)>,
+}
+
+/// Packet copies per second a local tree may send in all (publishers'
+/// copies to the roots, every proxy's to its children) on a 2-core
+/// machine: measured here, a tree of 16 MPs (42 copies a packet) kept up
+/// with about this many on loopback, its kernel UDP send path (the
+/// receiving socket's work included) the main cost.
+pub(super) const LOCAL_COPIES_PER_S: u64 = 100_000;
+
+/// The least gap between two data packets of a publisher by default:
+/// 50 µs, or longer when the tree's copies of one packet would exceed
+/// [`LOCAL_COPIES_PER_S`] at one packet per gap from every publisher.
+/// What an operator sizes `[sender] packet_gap_ns` by, too: the packet rate
+/// the tree carries, whatever the message rate.
+pub(super) fn default_packet_gap_ns(cfgs: &[NodeConfig]) -> u64 {
+    let copies = |c: &NodeConfig| {
+        let mut n = 0u64;
+        c.table.fanout.for_each(0, |_, _| n += 1);
+        n
+    };
+    let proxies: u64 = cfgs
+        .iter()
+        .filter(|c| c.node.role == NodeRole::Proxy)
+        .map(copies)
+        .sum();
+    let senders: Vec<u64> = cfgs
+        .iter()
+        .filter(|c| c.node.role == NodeRole::Sender)
+        .map(copies)
+        .collect();
+    let per_packet: u64 = senders.iter().map(|s| s + proxies).sum();
+    (per_packet.saturating_mul(1_000_000_000) / LOCAL_COPIES_PER_S).max(50_000)
 }
 
 /// Plan the tree and write its configs and keys under a fresh run directory.
@@ -71,7 +103,7 @@ pub(super) fn prepare(args: &LocalArgs, variant: Variant) -> anyhow::Result<Setu
         seed: args.seed,
         sender: SenderConfig {
             deadline: DeadlinePolicy::default(),
-            packet_gap_ns: args.packet_gap_us.saturating_mul(1_000),
+            packet_gap_ns: args.packet_gap_us.unwrap_or(0).saturating_mul(1_000),
             ..SenderConfig::default()
         },
         receiver: ReceiverSection {
@@ -86,6 +118,12 @@ pub(super) fn prepare(args: &LocalArgs, variant: Variant) -> anyhow::Result<Setu
         keys_dir: None,
     };
     let mut cfgs = node_configs(&plan, &opts);
+    if args.packet_gap_us.is_none() {
+        let gap_ns = default_packet_gap_ns(&cfgs);
+        for c in cfgs.iter_mut().filter(|c| c.node.role == NodeRole::Sender) {
+            c.sender.packet_gap_ns = gap_ns;
+        }
+    }
     if let Some(base) = args.mold {
         jasper_core::plan_configs::set_mold_ports(&mut cfgs, [127, 0, 0, 1].into(), base)
             .map_err(|e| anyhow::anyhow!("--mold: {e}"))?;
