@@ -349,6 +349,8 @@ pub struct Receiver {
     /// slot, the next message's index and byte offset, and whether its
     /// messages count as late / early. Continued before anything else.
     partial: Option<Partial>,
+    /// `immediate` is in key order (sorted since the last push).
+    immediate_sorted: bool,
     streams: Vec<StreamState>,
     events: VecDeque<Event>,
     scratch: Vec<u64>,
@@ -377,6 +379,7 @@ impl Receiver {
             slab: Vec::new(),
             free: Vec::new(),
             partial: None,
+            immediate_sorted: true,
             held: 0,
             held_bytes: 0,
             last_released: None,
@@ -839,6 +842,7 @@ impl Receiver {
         };
         if late || !self.cfg.hold {
             self.immediate.push_back(slot);
+            self.immediate_sorted = false;
             return;
         }
         let bytes = body.len();
@@ -846,6 +850,7 @@ impl Receiver {
             // Larger than the whole queue: it cannot be held at all.
             self.slab[slot as usize].rel.early = true;
             self.immediate.push_back(slot);
+            self.immediate_sorted = false;
             return;
         }
         while self.held + kept > self.cfg.max_held
@@ -859,6 +864,7 @@ impl Receiver {
             self.held -= e.kept;
             self.held_bytes -= e.body.len();
             self.immediate.push_back(early);
+            self.immediate_sorted = false;
         }
         // Never held past the cap: a deadline beyond it goes out at the cap.
         let cap = now_ns.saturating_add(self.cfg.max_hold_ns);
@@ -975,12 +981,15 @@ impl Receiver {
         }
         let mut n = self.release_partial(now_ns, max, &mut f);
         let key_of = |e: &Held| (e.rel.deadline_ns, e.rel.stream, e.rel.seq);
-        if self.immediate.len() > 1 {
+        // Sorted once after what was pushed, not at every call: a pass
+        // releasing one message a call would otherwise sort per message.
+        if !self.immediate_sorted && self.immediate.len() > 1 {
             let slab = &self.slab;
             self.immediate
                 .make_contiguous()
                 .sort_by_key(|s| key_of(&slab[*s as usize]));
         }
+        self.immediate_sorted = true;
         while n < max && self.partial.is_none() {
             let due = self
                 .heap
