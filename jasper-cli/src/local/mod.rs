@@ -146,6 +146,20 @@ pub struct LocalArgs {
     /// (default: the config default, `[backend] spin_us`).
     #[arg(long)]
     pub spin_us: Option<u64>,
+    /// Tracked deadline: every receiver reports the max one-way delay of
+    /// each report interval, and the publisher's offset is this quantile
+    /// (0..1) of the roots' reports over --deadline-history-ms, plus the
+    /// margin and the clock bound (`[sender.deadline] tracked`). Off: the
+    /// latest report's p97 window (Jasper-v1's rule).
+    #[arg(long)]
+    pub deadline_quantile: Option<f64>,
+    /// History of the tracked deadline, ms.
+    #[arg(long, default_value_t = 100)]
+    pub deadline_history_ms: u64,
+    /// Safety margin added to the delay estimate, µs (`[sender.deadline]
+    /// margin_ns`; default the config's, 25 µs).
+    #[arg(long)]
+    pub margin_us: Option<u64>,
     /// Seed (clock offsets, injected delays).
     #[arg(long, default_value_t = 1)]
     pub seed: u64,

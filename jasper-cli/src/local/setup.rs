@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use anyhow::Context;
 use jasper_core::clock::{Clock, ClockClass, ClockStatus};
 use jasper_core::config::{BackendSection, IdleStrategy, NodeConfig, NodeRole, ReceiverSection};
-use jasper_core::deadline::DeadlinePolicy;
+use jasper_core::deadline::{DeadlinePolicy, EstimatorConfig, TrackedDeadline};
 use jasper_core::model::CloudModel;
 use jasper_core::plan::Plan;
 use jasper_core::plan_configs::{node_configs, ConfigOptions};
@@ -104,14 +104,38 @@ pub(super) fn prepare(args: &LocalArgs, variant: Variant) -> anyhow::Result<Setu
         faults: model,
         seed: args.seed,
         sender: SenderConfig {
-            deadline: DeadlinePolicy::default(),
+            deadline: DeadlinePolicy {
+                margin_ns: args
+                    .margin_us
+                    .map_or(DeadlinePolicy::default().margin_ns, |m| {
+                        m.saturating_mul(1_000)
+                    }),
+                tracked: args.deadline_quantile.map(|q| TrackedDeadline {
+                    history_ns: args.deadline_history_ms.saturating_mul(1_000_000),
+                    quantile_ppm: (q.clamp(0.0, 1.0) * 1e6).round() as u32,
+                }),
+                ..DeadlinePolicy::default()
+            },
             packet_gap_ns: args.packet_gap_us.unwrap_or(0).saturating_mul(1_000),
             ..SenderConfig::default()
         },
         receiver: ReceiverSection {
-            core: jasper_core::receiver::ReceiverConfig {
-                hold,
-                ..Default::default()
+            core: {
+                let d = jasper_core::receiver::ReceiverConfig::default();
+                jasper_core::receiver::ReceiverConfig {
+                    hold,
+                    // The tracked deadline takes each interval's max.
+                    estimator: if args.deadline_quantile.is_some() {
+                        EstimatorConfig {
+                            window_ns: d.report_interval_ns,
+                            percentile: 100.0,
+                            ..d.estimator
+                        }
+                    } else {
+                        d.estimator
+                    },
+                    ..d
+                }
             },
             ..ReceiverSection::default()
         },
