@@ -73,6 +73,16 @@ enum Cmd {
         #[arg(long)]
         managed: bool,
     },
+    /// Run several proxies from their configs in one thread (used by `local`).
+    #[command(hide = true)]
+    Proxies {
+        /// Proxy configs, parents before children.
+        #[arg(long, required = true)]
+        config: Vec<PathBuf>,
+        /// Exit when the parent process exits.
+        #[arg(long)]
+        managed: bool,
+    },
     /// Run receivers from their configs and write measurement results (used by `local`).
     #[command(hide = true)]
     Receivers {
@@ -89,6 +99,11 @@ enum Cmd {
         /// counted as out of range, never stored.
         #[arg(long, default_value_t = 10_000_000)]
         max_messages: u64,
+        /// Also write the results every this many ms, so a process killed
+        /// mid-run keeps what it delivered until then (0: only at exit;
+        /// a snapshot serializes every message's record, so it is not free).
+        #[arg(long, default_value_t = 0)]
+        snapshot_ms: u64,
         /// Exit when the parent process exits.
         #[arg(long)]
         managed: bool,
@@ -345,6 +360,32 @@ fn node_cmd(config: PathBuf, managed: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
+fn proxies_cmd(config: Vec<PathBuf>, managed: bool) -> anyhow::Result<()> {
+    let mut nodes = Vec::new();
+    let mut names = Vec::new();
+    for p in &config {
+        let cfg = load(p, NodeRole::Proxy)?;
+        let io = open_backend(&cfg, jasper_proxy::dpdk_opener()).map_err(anyhow::Error::msg)?;
+        let node = jasper_proxy::ProxyNode::new(&cfg, io).map_err(anyhow::Error::msg)?;
+        jasper_io::runtime::warn_if_unsynchronized(&cfg.node.name, node.clock());
+        jasper_io::runtime::warn_if_insecure(
+            &cfg.node.name,
+            node.report(&cfg.node.name).authenticated,
+        );
+        names.push(cfg.node.name.clone());
+        nodes.push(node);
+    }
+    for n in &names {
+        println!("ready {n}");
+    }
+    let stop = stop_on_signals();
+    jasper_proxy::run_group(&mut nodes, &stop, ParentWatch::new(managed))?;
+    for (n, name) in nodes.iter().zip(&names) {
+        eprintln!("{}", serde_json::to_string(&n.report(name))?);
+    }
+    Ok(())
+}
+
 fn publish_cmd(config: PathBuf, count: u64, rate: u64, warmup_ms: u64) -> anyhow::Result<()> {
     use std::time::{Duration, Instant};
     let cfg = load(&config, NodeRole::Sender)?;
@@ -431,6 +472,7 @@ fn receivers_cmd(
     results: PathBuf,
     mps: usize,
     max_messages: u64,
+    snapshot_ms: u64,
     managed: bool,
 ) -> anyhow::Result<()> {
     let mut nodes = Vec::new();
@@ -482,9 +524,11 @@ fn receivers_cmd(
                 stream: rel.stream,
                 seq: rel.seq,
             });
-            // A snapshot five times a second: a receiver process that is
-            // killed keeps what it delivered until then.
-            if last_snapshot.elapsed() > std::time::Duration::from_millis(200) {
+            // Snapshots when asked for: a receiver process that is killed
+            // keeps what it delivered until then.
+            if snapshot_ms > 0
+                && last_snapshot.elapsed() > std::time::Duration::from_millis(snapshot_ms)
+            {
                 last_snapshot = std::time::Instant::now();
                 let _ = write_results(&collector, &results);
             }
@@ -513,6 +557,7 @@ fn real_main() -> anyhow::Result<()> {
         Cmd::Sim(a) => sim::main(a),
         Cmd::Status(a) => status::main(a),
         Cmd::Node { config, managed } => node_cmd(config, managed),
+        Cmd::Proxies { config, managed } => proxies_cmd(config, managed),
         Cmd::Publish {
             config,
             count,
@@ -524,8 +569,9 @@ fn real_main() -> anyhow::Result<()> {
             results,
             mps,
             max_messages,
+            snapshot_ms,
             managed,
-        } => receivers_cmd(config, results, mps, max_messages, managed),
+        } => receivers_cmd(config, results, mps, max_messages, snapshot_ms, managed),
     }
 }
 

@@ -317,6 +317,16 @@ pub const PATH_WINS_MAX: usize = 64;
 
 /// The receiver state machine for one MP (all its endpoints feed it).
 ///
+/// A held packet whose messages are being handed over in several calls.
+#[derive(Debug, Clone, Copy)]
+struct Partial {
+    slot: u32,
+    index: usize,
+    offset: usize,
+    late: bool,
+    early: bool,
+}
+
 /// Fields in declaration order (`repr(C)`): what every packet and every
 /// poll touches comes first, in a few cache lines — a process (or a
 /// simulation) with thousands of receivers visits each cold. A release
@@ -335,6 +345,12 @@ pub struct Receiver {
     slab: Vec<Held>,
     free: Vec<u32>,
     last_released: Option<Key>,
+    /// A packet handed over partly ([`Receiver::poll_release_max`]): its
+    /// slot, the next message's index and byte offset, and whether its
+    /// messages count as late / early. Continued before anything else.
+    partial: Option<Partial>,
+    /// `immediate` is in key order (sorted since the last push).
+    immediate_sorted: bool,
     streams: Vec<StreamState>,
     events: VecDeque<Event>,
     scratch: Vec<u64>,
@@ -362,6 +378,8 @@ impl Receiver {
             immediate: VecDeque::new(),
             slab: Vec::new(),
             free: Vec::new(),
+            partial: None,
+            immediate_sorted: true,
             held: 0,
             held_bytes: 0,
             last_released: None,
@@ -824,6 +842,7 @@ impl Receiver {
         };
         if late || !self.cfg.hold {
             self.immediate.push_back(slot);
+            self.immediate_sorted = false;
             return;
         }
         let bytes = body.len();
@@ -831,6 +850,7 @@ impl Receiver {
             // Larger than the whole queue: it cannot be held at all.
             self.slab[slot as usize].rel.early = true;
             self.immediate.push_back(slot);
+            self.immediate_sorted = false;
             return;
         }
         while self.held + kept > self.cfg.max_held
@@ -844,6 +864,7 @@ impl Receiver {
             self.held -= e.kept;
             self.held_bytes -= e.body.len();
             self.immediate.push_back(early);
+            self.immediate_sorted = false;
         }
         // Never held past the cap: a deadline beyond it goes out at the cap.
         let cap = now_ns.saturating_add(self.cfg.max_hold_ns);
@@ -875,38 +896,55 @@ impl Receiver {
     }
 
     /// Hand the kept messages of one held packet to `f`; returns how many.
-    fn release_slot(
+    /// Hand over the kept messages of the partly released packet, from
+    /// its cursor, at most `max`; frees the slot when its last message went
+    /// out (the partial is cleared) or moves the cursor. Returns how many.
+    fn release_partial(
         &mut self,
-        slot: u32,
         now_ns: u64,
+        max: usize,
         f: &mut impl FnMut(&Release, &[u8]),
     ) -> usize {
-        let e = &mut self.slab[slot as usize];
+        let Some(mut p) = self.partial.take() else {
+            return 0;
+        };
+        let e = &mut self.slab[p.slot as usize];
         e.rel.release_ns = now_ns;
         let mut rel = e.rel;
-        let mut rest = e.body.as_slice();
-        let mut i = 0usize;
+        let body = e.body.as_slice();
         let mut n = 0;
-        while rest.len() >= wire::MSG_LEN_PREFIX {
+        let mut done = true;
+        while body.len() >= p.offset + wire::MSG_LEN_PREFIX {
+            let rest = &body[p.offset..];
             let len = u16::from_be_bytes([rest[0], rest[1]]) as usize;
             let Some(msg) = rest.get(wire::MSG_LEN_PREFIX..wire::MSG_LEN_PREFIX + len) else {
                 break;
             };
-            if e.keeps(i) {
-                rel.seq = e.rel.seq + i as u64;
+            if e.keeps(p.index) {
+                if n == max {
+                    done = false;
+                    break;
+                }
+                rel.seq = e.rel.seq + p.index as u64;
                 f(&rel, msg);
                 n += 1;
             }
-            rest = &rest[wire::MSG_LEN_PREFIX + len..];
-            i += 1;
+            p.offset += wire::MSG_LEN_PREFIX + len;
+            p.index += 1;
         }
-        self.free.push(slot);
+        self.stats.late += if p.late { n as u64 } else { 0 };
+        self.stats.released_early += if p.early { n as u64 } else { 0 };
+        if done {
+            self.free.push(p.slot);
+        } else {
+            self.partial = Some(p);
+        }
         n
     }
 
     /// When the driver must next call `poll_release` / `poll_report`.
     pub fn poll_timeout(&self) -> Option<u64> {
-        if !self.immediate.is_empty() {
+        if !self.immediate.is_empty() || self.partial.is_some() {
             return Some(0);
         }
         let d = self.heap.peek().map(|Reverse(((d, _, _), _))| *d);
@@ -917,7 +955,7 @@ impl Receiver {
 
     /// Earliest held deadline.
     pub fn next_deadline(&self) -> Option<u64> {
-        if !self.immediate.is_empty() {
+        if !self.immediate.is_empty() || self.partial.is_some() {
             return Some(0);
         }
         self.heap.peek().map(|Reverse(((d, _, _), _))| *d)
@@ -928,10 +966,28 @@ impl Receiver {
     /// held messages and those to go out at once (late, recovered, or
     /// pushed out early), so a late message never overtakes held ones that
     /// are already due. Returns how many.
-    pub fn poll_release(&mut self, now_ns: u64, mut f: impl FnMut(&Release, &[u8])) -> usize {
+    pub fn poll_release(&mut self, now_ns: u64, f: impl FnMut(&Release, &[u8])) -> usize {
+        self.poll_release_max(now_ns, usize::MAX, f)
+    }
+
+    /// Like [`Receiver::poll_release`], handing over at most `max`
+    /// messages; the rest of what is due stays, in order, for the next
+    /// call (a packet may be left partly handed over: the next call
+    /// continues it first). Receivers sharing a thread release round by
+    /// round, `max` = 1, so a packet of many messages due at all of them
+    /// reaches each MP message by message, interleaved, instead of whole
+    /// packet after whole packet: the spread of one message across MPs no
+    /// longer grows with how many messages its packet carries.
+    pub fn poll_release_max(
+        &mut self,
+        now_ns: u64,
+        max: usize,
+        mut f: impl FnMut(&Release, &[u8]),
+    ) -> usize {
         // Nothing due (a receiver checked early, or one of many sharing a
         // pass): two reads of the first lines, no sorting, no counters.
-        if self.immediate.is_empty()
+        if self.partial.is_none()
+            && self.immediate.is_empty()
             && self
                 .heap
                 .peek()
@@ -939,15 +995,18 @@ impl Receiver {
         {
             return 0;
         }
-        let mut n = 0;
+        let mut n = self.release_partial(now_ns, max, &mut f);
         let key_of = |e: &Held| (e.rel.deadline_ns, e.rel.stream, e.rel.seq);
-        if self.immediate.len() > 1 {
+        // Sorted once after what was pushed, not at every call: a pass
+        // releasing one message a call would otherwise sort per message.
+        if !self.immediate_sorted && self.immediate.len() > 1 {
             let slab = &self.slab;
             self.immediate
                 .make_contiguous()
                 .sort_by_key(|s| key_of(&slab[*s as usize]));
         }
-        loop {
+        self.immediate_sorted = true;
+        while n < max && self.partial.is_none() {
             let due = self
                 .heap
                 .peek()
@@ -971,10 +1030,14 @@ impl Receiver {
                 // smaller key is late (deadline-ordered multicast's rule).
                 let k = key_of(e);
                 self.last_released = Some(self.last_released.map_or(k, |l| l.max(k)));
-                let k = self.release_slot(slot, now_ns, &mut f);
-                self.stats.late += if late { k as u64 } else { 0 };
-                self.stats.released_early += if early { k as u64 } else { 0 };
-                n += k;
+                self.partial = Some(Partial {
+                    slot,
+                    index: 0,
+                    offset: 0,
+                    late,
+                    early,
+                });
+                n += self.release_partial(now_ns, max - n, &mut f);
             } else {
                 let (_, slot) = due.expect("due exists");
                 self.heap.pop();
@@ -987,9 +1050,14 @@ impl Receiver {
                 e.rel.early |= capped;
                 let key = key_of(e);
                 self.last_released = Some(self.last_released.map_or(key, |l| l.max(key)));
-                let k = self.release_slot(slot, now_ns, &mut f);
-                self.stats.released_early += if capped { k as u64 } else { 0 };
-                n += k;
+                self.partial = Some(Partial {
+                    slot,
+                    index: 0,
+                    offset: 0,
+                    late: false,
+                    early: capped,
+                });
+                n += self.release_partial(now_ns, max - n, &mut f);
             }
         }
         self.stats.released += n as u64;
@@ -1084,6 +1152,56 @@ mod tests {
         assert_eq!((r.held(), r.next_deadline(), r.stats().clone()), before);
         let out = drain(&mut r, 5_000);
         assert_eq!(out.iter().map(|x| x.seq).collect::<Vec<_>>(), vec![0, 1, 2]);
+    }
+
+    #[test]
+    fn release_max_hands_over_message_by_message_in_the_same_order() {
+        // Two receivers with the same packets: one drains at once, the
+        // other one message a call; the sequences, flags and counters agree.
+        let feed = |r: &mut Receiver| {
+            r.handle_packet(100, 0, &data(0, 5, 5_000, 1));
+            r.handle_packet(200, 0, &data(3, 6, 5_000, 1)); // keeps 5..9
+            r.handle_packet(300, 0, &data(9, 2, 6_000, 1));
+        };
+        let (mut whole, mut step) = (
+            Receiver::new(9, ReceiverConfig::default()),
+            Receiver::new(9, ReceiverConfig::default()),
+        );
+        feed(&mut whole);
+        feed(&mut step);
+        let want = drain(&mut whole, 7_000);
+        assert_eq!(want.len(), 11);
+        let mut got = Vec::new();
+        assert_eq!(step.poll_release_max(4_999, 1, |_, _| panic!("early")), 0);
+        loop {
+            let mut one = Vec::new();
+            let n = step.poll_release_max(7_000, 1, |rel, p| {
+                assert_eq!(p, &rel.seq.to_be_bytes());
+                one.push(*rel)
+            });
+            assert_eq!(n, one.len());
+            assert!(n <= 1);
+            if n == 0 {
+                break;
+            }
+            // Mid-packet (the first packet after one message), the rest
+            // is due at once; anything left is due.
+            if got.is_empty() {
+                assert_eq!(step.next_deadline(), Some(0));
+            }
+            if got.len() < 10 {
+                assert!(step.next_deadline().is_some_and(|d| d <= 7_000));
+            }
+            got.extend(one);
+        }
+        assert_eq!(got, want);
+        assert_eq!(step.stats(), whole.stats());
+        assert_eq!((step.held(), step.next_deadline()), (0, None));
+        // Slots were freed: the next packets reuse them.
+        step.handle_packet(400, 0, &data(11, 3, 8_000, 1));
+        assert_eq!(step.poll_release_max(8_000, 2, |_, _| {}), 2);
+        assert_eq!(step.poll_release_max(8_000, 2, |_, _| {}), 1);
+        assert_eq!(step.stats().released, 14);
     }
 
     #[test]

@@ -226,6 +226,17 @@ impl SenderCore {
     pub fn stats(&self) -> &SenderStats {
         &self.stats
     }
+    /// The earliest instant (publisher clock, ns) the next data packet may
+    /// leave: `packet_gap_ns` after the last one (0: at once). Messages
+    /// published before it wait, packed, until then; a feed loop can
+    /// publish them at that instant instead, with the same packets.
+    pub fn next_data_ns(&self) -> u64 {
+        if self.last_data_ns == 0 || self.cfg.packet_gap_ns == 0 {
+            0
+        } else {
+            self.last_data_ns.saturating_add(self.cfg.packet_gap_ns)
+        }
+    }
     /// Next sequence number to be assigned.
     pub fn next_seq(&self) -> u64 {
         self.next_seq
@@ -650,10 +661,12 @@ mod tests {
             heartbeat_interval_ns: 0,
             ..Default::default()
         });
+        assert_eq!(s.next_data_ns(), 0, "nothing sent yet: at once");
         // The first message leaves at once, alone.
         s.publish(now(100), b"a").unwrap();
         let h = Repr::parse_bytes(&tx(&mut s).unwrap()).unwrap().header;
         assert_eq!((h.seq, h.count, h.send_time_ns), (0, 1, 100));
+        assert_eq!(s.next_data_ns(), 1_100, "the next one a gap later");
         // Two more within the gap wait, packed, until 100 + 1000.
         s.publish(now(150), b"b").unwrap();
         s.publish_batch(now(170), [&b"c"[..]]).unwrap();

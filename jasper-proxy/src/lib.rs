@@ -244,11 +244,7 @@ impl ProxyNode {
             }
             let n = self.poll()?;
             let wake = self
-                .io
-                .next_timer_ns()
-                .into_iter()
-                .chain(self.core.poll_timeout().map(|t| self.clock.host_time_of(t)))
-                .min()
+                .next_wake_host_ns()
                 .map(|t| t.saturating_sub(host_now_ns()));
             self.idler.idle(n, wake, &fds);
             rounds = rounds.wrapping_add(1);
@@ -257,6 +253,16 @@ impl ProxyNode {
             }
         }
         Ok(false)
+    }
+
+    /// Host time of this node's next timer (a delayed packet due to leave,
+    /// a report or expiry due), if any.
+    pub fn next_wake_host_ns(&self) -> Option<u64> {
+        self.io
+            .next_timer_ns()
+            .into_iter()
+            .chain(self.core.poll_timeout().map(|t| self.clock.host_time_of(t)))
+            .min()
     }
 
     /// Run as a service until `stop`: on every SIGHUP re-read `config` and
@@ -344,6 +350,43 @@ impl ProxyNode {
     pub fn io(&self) -> &dyn PacketIo {
         &*self.io
     }
+}
+
+/// Drive several proxies from one thread until `stop` (or the managing
+/// parent exits): each duty cycle polls every node once, in order, then the
+/// loop idles (the first node's `[backend]` idle strategy) until a packet
+/// reaches any of their sockets or the earliest of their timers is due.
+///
+/// What a machine with fewer cores than proxies affords: proxies listed
+/// parent first, a packet the first forwards over loopback is already in
+/// its children's sockets when they are polled, so a packet crosses the
+/// whole group in one wake-up instead of one per process. Nodes keep their
+/// own sockets, keys, tables and counters; only the thread is shared.
+pub fn run_group(nodes: &mut [ProxyNode], stop: &AtomicBool, watch: ParentWatch) -> io::Result<()> {
+    let Some(first) = nodes.first() else {
+        return Ok(());
+    };
+    let mut idler = first.idler.clone();
+    let fds: Vec<_> = nodes.iter().flat_map(|n| n.io.wait_fds()).collect();
+    let mut rounds = 0u32;
+    while !stop.load(Ordering::Relaxed) {
+        let mut work = 0;
+        for n in nodes.iter_mut() {
+            work += n.poll()?;
+        }
+        let now = host_now_ns();
+        let wake = nodes
+            .iter()
+            .filter_map(|n| n.next_wake_host_ns())
+            .min()
+            .map(|t| t.saturating_sub(now));
+        idler.idle(work, wake, &fds);
+        rounds = rounds.wrapping_add(1);
+        if rounds % 4096 == 0 && watch.parent_gone() {
+            break;
+        }
+    }
+    Ok(())
 }
 
 /// The DPDK opener when built with `--features dpdk`.

@@ -105,6 +105,8 @@ pub struct ReceiverNode {
     request_stamp: u64,
     due_requests: Vec<jasper_core::recovery::Request>,
     live: jasper_live::Exporter,
+    /// The last release reading and its value on this node's clock.
+    release_reading: Option<(HostReading, u64)>,
 }
 
 /// A test harness stops a receiver whose MoldUDP64 request server heard
@@ -242,6 +244,7 @@ impl ReceiverNode {
             request_stamp: 0,
             due_requests: Vec::new(),
             live: jasper_live::Exporter::open(cfg)?,
+            release_reading: None,
         })
     }
 
@@ -326,10 +329,29 @@ impl ReceiverNode {
     /// its deadline; [`release_due`] takes one for all its receivers. The
     /// record's `release_ns` is `at` on this clock; a caller that wants the
     /// host instant of each hand-over reads the clock itself.
-    pub fn release_at(&mut self, at: HostReading, mut on: impl FnMut(&Release, &[u8])) -> usize {
-        let now = self.clock.at(at.ns());
+    pub fn release_at(&mut self, at: HostReading, on: impl FnMut(&Release, &[u8])) -> usize {
+        self.release_at_max(at, usize::MAX, on)
+    }
+
+    /// Like [`ReceiverNode::release_at`], handing over at most `max`
+    /// messages (the rest stay due, in order, for the next call).
+    pub fn release_at_max(
+        &mut self,
+        at: HostReading,
+        max: usize,
+        mut on: impl FnMut(&Release, &[u8]),
+    ) -> usize {
+        // One conversion per reading: a pass calls this once a round.
+        let now = match self.release_reading {
+            Some((r, now)) if r == at => now,
+            _ => {
+                let now = self.clock.at(at.ns());
+                self.release_reading = Some((at, now));
+                now
+            }
+        };
         let (mold, live) = (&mut self.mold, &mut self.live);
-        self.core.poll_release(now, |rel, payload| {
+        self.core.poll_release_max(now, max, |rel, payload| {
             live.released(rel);
             if let Some(m) = mold.as_mut() {
                 m.release(rel, payload, at.ns());
@@ -662,17 +684,28 @@ pub fn duty_cycle(
 /// pass and each receiver releases what is due at that reading on its own
 /// clock ([`ReceiverNode::release_at`]): the receivers hand over back to
 /// back, none paying for clock reads. A caller that wants each hand-over's
-/// host instant reads the clock in `on`.
+/// host instant reads the clock in `on`. The pass goes round by round, one
+/// message per receiver a round, so a message due at all of them reaches
+/// each back to back however many messages its packet carries (receiver
+/// after receiver, whole packets at a time, the last MP of a 16-MP process
+/// would get a 20-message packet's first message 300 deliveries after the
+/// first MP).
 pub fn release_due(
     nodes: &mut [ReceiverNode],
     on: &mut impl FnMut(usize, &Release, &[u8]),
 ) -> usize {
     let at = HostReading::now();
     let mut n_released = 0;
-    for (i, n) in nodes.iter_mut().enumerate() {
-        n_released += n.release_at(at, |r, p| on(i, r, p));
+    loop {
+        let mut round = 0;
+        for (i, n) in nodes.iter_mut().enumerate() {
+            round += n.release_at_max(at, 1, |r, p| on(i, r, p));
+        }
+        if round == 0 {
+            return n_released;
+        }
+        n_released += round;
     }
-    n_released
 }
 
 /// What a receivers' loop should do next (from [`next_wake`]).

@@ -280,6 +280,15 @@ impl Publisher {
     pub fn next_timer_ns(&self) -> Option<u64> {
         self.io.next_timer_ns()
     }
+    /// How long until the next data packet may leave (the adaptive
+    /// batching gap, `[sender] packet_gap_ns`), ns; 0: now. A feed loop
+    /// that sleeps this long and then publishes what came meanwhile sends
+    /// the same packets as one that publishes each message at once.
+    pub fn next_data_in_ns(&self) -> u64 {
+        self.core
+            .next_data_ns()
+            .saturating_sub(self.clock.read().now_ns)
+    }
     /// Current deadline offset, ns.
     pub fn offset_ns(&self) -> u64 {
         self.core.offset_ns(self.clock.error_bound_ns())

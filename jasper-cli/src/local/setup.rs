@@ -7,8 +7,8 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use jasper_core::clock::{Clock, ClockClass, ClockStatus};
-use jasper_core::config::{BackendSection, IdleStrategy, NodeConfig, ReceiverSection};
-use jasper_core::deadline::DeadlinePolicy;
+use jasper_core::config::{BackendSection, IdleStrategy, NodeConfig, NodeRole, ReceiverSection};
+use jasper_core::deadline::{DeadlinePolicy, EstimatorConfig, TrackedDeadline};
 use jasper_core::model::CloudModel;
 use jasper_core::plan::Plan;
 use jasper_core::plan_configs::{node_configs, ConfigOptions};
@@ -30,6 +30,40 @@ pub(super) struct Setup {
     pub(super) clock_status: ClockStatus,
     /// Metrics endpoints (process name, address), when asked for.
     pub(super) metrics: Vec<(String, SocketAddr)>,
+}
+
+/// Packet copies per second a local tree may send in all (publishers'
+/// copies to the roots, every proxy's to its children), the budget the
+/// default gap keeps to. On loopback the kernel's UDP send path, the
+/// receiving socket's work included, is most of a proxy's cost: measured
+/// on a 2-core VM, 60–80 thousand copies a second (a 16-MP tree, 42
+/// copies a packet, at 50,000 msgs/s) took the proxies' process about half
+/// a core; this budget leaves the receivers and the publisher the rest.
+pub(super) const LOCAL_COPIES_PER_S: u64 = 100_000;
+
+/// The least gap between two data packets of a publisher by default:
+/// 50 µs, or longer when the tree's copies of one packet would exceed
+/// [`LOCAL_COPIES_PER_S`] at one packet per gap from every publisher.
+/// What an operator sizes `[sender] packet_gap_ns` by, too: the packet rate
+/// the tree carries, whatever the message rate.
+pub(super) fn default_packet_gap_ns(cfgs: &[NodeConfig]) -> u64 {
+    let copies = |c: &NodeConfig| {
+        let mut n = 0u64;
+        c.table.fanout.for_each(0, |_, _| n += 1);
+        n
+    };
+    let proxies: u64 = cfgs
+        .iter()
+        .filter(|c| c.node.role == NodeRole::Proxy)
+        .map(copies)
+        .sum();
+    let senders: Vec<u64> = cfgs
+        .iter()
+        .filter(|c| c.node.role == NodeRole::Sender)
+        .map(copies)
+        .collect();
+    let per_packet: u64 = senders.iter().map(|s| s + proxies).sum();
+    (per_packet.saturating_mul(1_000_000_000) / LOCAL_COPIES_PER_S).max(50_000)
 }
 
 /// Plan the tree and write its configs and keys under a fresh run directory.
@@ -70,14 +104,38 @@ pub(super) fn prepare(args: &LocalArgs, variant: Variant) -> anyhow::Result<Setu
         faults: model,
         seed: args.seed,
         sender: SenderConfig {
-            deadline: DeadlinePolicy::default(),
-            packet_gap_ns: args.packet_gap_us.saturating_mul(1_000),
+            deadline: DeadlinePolicy {
+                margin_ns: args
+                    .margin_us
+                    .map_or(DeadlinePolicy::default().margin_ns, |m| {
+                        m.saturating_mul(1_000)
+                    }),
+                tracked: args.deadline_quantile.map(|q| TrackedDeadline {
+                    history_ns: args.deadline_history_ms.saturating_mul(1_000_000),
+                    quantile_ppm: (q.clamp(0.0, 1.0) * 1e6).round() as u32,
+                }),
+                ..DeadlinePolicy::default()
+            },
+            packet_gap_ns: args.packet_gap_us.unwrap_or(0).saturating_mul(1_000),
             ..SenderConfig::default()
         },
         receiver: ReceiverSection {
-            core: jasper_core::receiver::ReceiverConfig {
-                hold,
-                ..Default::default()
+            core: {
+                let d = jasper_core::receiver::ReceiverConfig::default();
+                jasper_core::receiver::ReceiverConfig {
+                    hold,
+                    // The tracked deadline takes each interval's max.
+                    estimator: if args.deadline_quantile.is_some() {
+                        EstimatorConfig {
+                            window_ns: d.report_interval_ns,
+                            percentile: 100.0,
+                            ..d.estimator
+                        }
+                    } else {
+                        d.estimator
+                    },
+                    ..d
+                }
             },
             ..ReceiverSection::default()
         },
@@ -86,6 +144,12 @@ pub(super) fn prepare(args: &LocalArgs, variant: Variant) -> anyhow::Result<Setu
         keys_dir: None,
     };
     let mut cfgs = node_configs(&plan, &opts);
+    if args.packet_gap_us.is_none() {
+        let gap_ns = default_packet_gap_ns(&cfgs);
+        for c in cfgs.iter_mut().filter(|c| c.node.role == NodeRole::Sender) {
+            c.sender.packet_gap_ns = gap_ns;
+        }
+    }
     if let Some(base) = args.mold {
         jasper_core::plan_configs::set_mold_ports(&mut cfgs, [127, 0, 0, 1].into(), base)
             .map_err(|e| anyhow::anyhow!("--mold: {e}"))?;
