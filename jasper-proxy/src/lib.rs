@@ -565,4 +565,69 @@ mod tests {
         assert!(proxy.reload(&moved).is_err());
         assert_eq!(copies(&mut proxy, 2), 2);
     }
+
+    #[test]
+    fn proxies_sharing_a_thread_carry_a_packet_through_the_tree() {
+        // Root → two level-2 proxies → four receivers, all three proxies
+        // driven by one `run_group` thread.
+        let spec = TreeSpec {
+            depth: Some(2),
+            fanout: Some(2),
+            hedge: 0,
+            spray: false,
+            roots: 1,
+        };
+        let plan = Plan::build(&loopback_inventory(3, 4, false, 42200), &spec).unwrap();
+        let hub = MemHub::new();
+        let ids: Vec<u32> = plan.levels.iter().flatten().copied().collect();
+        assert_eq!(ids.len(), 3);
+        let mut nodes: Vec<ProxyNode> = ids
+            .iter()
+            .map(|&id| {
+                let me = plan.nodes[id as usize].addr;
+                ProxyNode::new(&proxy_cfg(&plan, id), Box::new(hub.attach(&[me], 32))).unwrap()
+            })
+            .collect();
+        let mut receivers: Vec<_> = plan
+            .endpoints()
+            .map(|e| hub.attach(&[plan.nodes[e as usize].addr], 32))
+            .collect();
+        let stop = std::sync::Arc::new(AtomicBool::new(false));
+        let s = stop.clone();
+        let group = std::thread::spawn(move || {
+            run_group(&mut nodes, &s, ParentWatch::new(false)).unwrap();
+            nodes
+                .iter()
+                .map(|n| n.report("p").core.copies_out)
+                .collect::<Vec<_>>()
+        });
+        let mut src = hub.attach(&[plan.nodes[jasper_core::plan::SENDER as usize].addr], 32);
+        let mut buf = [0u8; 256];
+        let mut b = DataBuilder::new(&mut buf, 256).unwrap();
+        b.push(b"msg").unwrap();
+        let mut h = Header::new(Kind::Data);
+        h.stream = 1;
+        h.deadline_ns = host_now_ns() + 1_000_000;
+        let n = b.finish(&h);
+        src.send_to(&buf[..n], plan.nodes[ids[0] as usize].addr);
+        src.flush().unwrap();
+        let mut got = vec![0; receivers.len()];
+        for _ in 0..5_000 {
+            for (g, r) in got.iter_mut().zip(&mut receivers) {
+                *g += r.recv_burst().unwrap();
+            }
+            if got.iter().all(|&g| g == 1) {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        stop.store(true, Ordering::SeqCst);
+        let copies = group.join().unwrap();
+        assert_eq!(got, vec![1; 4], "every receiver, once");
+        assert_eq!(
+            copies,
+            vec![2, 2, 2],
+            "the root to both, each level-2 proxy to its two"
+        );
+    }
 }

@@ -212,3 +212,109 @@ pub(super) fn prepare(args: &LocalArgs, variant: Variant) -> anyhow::Result<Setu
         metrics,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+    use jasper_core::plan::{loopback_inventory, proxies_needed};
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        local: LocalArgs,
+    }
+
+    /// The configs `jasper local` plans for these flags (loopback ports).
+    fn cfgs_for(flags: &[&str]) -> Vec<NodeConfig> {
+        let args = Cli::parse_from(std::iter::once("local").chain(flags.iter().copied())).local;
+        let spec = tree_spec(&args);
+        let proxies = proxies_needed(args.receivers, false, &spec);
+        let inv = loopback_inventory(proxies, args.receivers, false, 43000);
+        let plan = Plan::build(&inv, &spec).unwrap();
+        let opts = ConfigOptions {
+            backend: BackendSection::default(),
+            emulated_clock: None,
+            faults: None,
+            seed: 1,
+            sender: SenderConfig::default(),
+            receiver: ReceiverSection::default(),
+            proxy: ProxyConfig::default(),
+            direct: false,
+            keys_dir: None,
+        };
+        node_configs(&plan, &opts)
+    }
+
+    #[test]
+    fn the_default_gap_keeps_the_trees_copies_within_the_budget() {
+        // The default tree (16 MPs, depth 2, fanout 4, H = 1, two roots):
+        // every copy of one packet that the publisher and the proxies
+        // send, counted from the plan, over the budget.
+        let cfgs = cfgs_for(&[]);
+        let mut copies = 0u64;
+        for c in cfgs.iter().filter(|c| c.node.role != NodeRole::Receiver) {
+            c.table.fanout.for_each(0, |_, _| copies += 1);
+        }
+        let gap = default_packet_gap_ns(&cfgs);
+        assert_eq!(copies, 42, "as the README's 420 µs says");
+        assert_eq!(gap, copies * 1_000_000_000 / LOCAL_COPIES_PER_S);
+        assert!(
+            gap > 50_000,
+            "the default tree needs more than the floor: {gap} ns"
+        );
+        // A tiny tree keeps the 50 µs floor.
+        let small = cfgs_for(&["--receivers", "2", "--hedge", "0", "--roots", "1"]);
+        assert_eq!(default_packet_gap_ns(&small), 50_000);
+    }
+
+    #[test]
+    fn proxies_share_processes_parents_first_and_a_kill_target_runs_alone() {
+        let cfgs = cfgs_for(&[]);
+        let paths: Vec<(&NodeConfig, PathBuf)> = cfgs
+            .iter()
+            .map(|c| (c, PathBuf::from(format!("{}.toml", c.node.name))))
+            .collect();
+        let names = |groups: Vec<Vec<&(&NodeConfig, PathBuf)>>| {
+            groups
+                .iter()
+                .map(|g| {
+                    g.iter()
+                        .map(|(c, _)| c.node.name.clone())
+                        .collect::<Vec<_>>()
+                })
+                .collect::<Vec<_>>()
+        };
+        let proxies: Vec<String> = cfgs
+            .iter()
+            .filter(|c| c.node.role == NodeRole::Proxy)
+            .map(|c| c.node.name.clone())
+            .collect();
+        assert_eq!(proxies.len(), 6);
+        // Default: a process each, in plan order.
+        let one = Cli::parse_from(["local"]).local;
+        let g = names(super::super::proxy_groups(&paths, &one));
+        assert_eq!(
+            g,
+            proxies.iter().map(|p| vec![p.clone()]).collect::<Vec<_>>()
+        );
+        // All in one, but the proxy a run kills gets its own process.
+        let kill = format!("{}@2", proxies[2]);
+        let all = Cli::parse_from([
+            "local",
+            "--proxies-per-process",
+            "64",
+            "--kill-proxy",
+            &kill,
+        ])
+        .local;
+        let g = names(super::super::proxy_groups(&paths, &all));
+        let rest: Vec<String> = proxies
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| *i != 2)
+            .map(|(_, p)| p.clone())
+            .collect();
+        assert_eq!(g, vec![vec![proxies[2].clone()], rest]);
+    }
+}
