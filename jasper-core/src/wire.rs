@@ -738,6 +738,16 @@ fn validate_messages(mut body: &[u8], count: u16) -> Result<(), WireError> {
     Ok(())
 }
 
+/// The kind a packet claims, read without any check (None: too short for a
+/// header, or an unknown kind). For ordering work only — what the packet
+/// really is, the guard decides.
+pub fn peek_kind(bytes: &[u8]) -> Option<Kind> {
+    if bytes.len() < HEADER_LEN {
+        return None;
+    }
+    Kind::from_u8(bytes[field::KIND])
+}
+
 /// Emit a packet with an empty body (heartbeat).
 pub fn emit_empty(header: &Header, buf: &mut [u8]) -> Result<usize, WireError> {
     header.emit(buf)?;
@@ -894,6 +904,20 @@ mod tests {
             send_time_ns: 1_700_000_000_000_000_000,
             deadline_ns: 1_700_000_000_000_250_000,
         }
+    }
+
+    #[test]
+    fn peek_kind_reads_the_claimed_kind_and_nothing_else() {
+        let mut buf = [0u8; 256];
+        let n = emit_empty(&Header::new(Kind::Heartbeat), &mut buf).unwrap();
+        assert_eq!(peek_kind(&buf[..n]), Some(Kind::Heartbeat));
+        assert_eq!(
+            peek_kind(&buf[..HEADER_LEN - 1]),
+            None,
+            "shorter than a header"
+        );
+        buf[5] = 0xEE;
+        assert_eq!(peek_kind(&buf[..n]), None, "an unknown kind");
     }
 
     #[test]

@@ -18,7 +18,7 @@ use jasper_core::deadline::ChildFlags;
 use jasper_core::guard::{Guard, GuardStats};
 use jasper_core::liveness::{Liveness, UpstreamState};
 use jasper_core::proxy::{ProxyCore, ProxyStats, Verdict};
-use jasper_core::wire::{emit_report, Header, Kind};
+use jasper_core::wire::{self, emit_report, Header, Kind};
 use jasper_io::clock::NodeClock;
 use jasper_io::idle::Idler;
 use jasper_io::node::{peer_table, BoxedIo};
@@ -40,6 +40,9 @@ pub struct ProxyNode {
     dsts: Vec<SocketAddr>,
     unknown_peer: u64,
     request_stamp: u64,
+    /// Packets of the current burst that are not data, handled after the
+    /// data's copies have left.
+    later: Vec<usize>,
     idler: Idler,
     live: jasper_live::Exporter,
 }
@@ -118,55 +121,87 @@ impl ProxyNode {
             dsts: Vec::with_capacity(64),
             unknown_peer: 0,
             request_stamp: 0,
+            later: Vec::new(),
             idler: Idler::from_config(&cfg.backend),
             live: jasper_live::Exporter::open(cfg)?,
         })
     }
 
     /// One duty cycle: a receive burst, forwarding, reports, flush.
-    /// Returns the packets handled.
+    /// Returns the packets handled. Data goes first: the burst's data
+    /// packets are checked and their copies sent before the rest of the
+    /// burst (children's delay reports, retransmit requests, heartbeats) is
+    /// even checked, so a proxy whose children all reported in the same
+    /// millisecond does not hold the next packet back for their tags.
     pub fn poll(&mut self) -> io::Result<usize> {
         let n = self.io.recv_burst()?;
+        self.later.clear();
+        let mut forwarded = false;
         for i in 0..n {
-            let (meta, buf) = self.io.rx(i);
-            let now = self.clock.at(meta.host_rx_ns);
-            // Hedged duplicates are dropped before authentication (a
-            // read-only check): one tag verification per packet, not per copy.
-            if self.core.is_duplicate(buf) {
-                self.core.count_duplicate();
-                continue;
-            }
-            let ends = match self.guard.admit(now, meta.src, buf) {
-                Ok(r) => jasper_core::liveness::ends_session(&r),
-                Err(_) => continue,
-            };
-            self.liveness.heard(now, meta.src, ends);
-            match self.core.handle_admitted(now, buf) {
-                Verdict::Forward { key } => {
-                    self.dsts.clear();
-                    let (peers, dsts, unknown) =
-                        (&self.peers, &mut self.dsts, &mut self.unknown_peer);
-                    self.core.for_each_destination(key, |d, _| {
-                        match peers.get(d as usize).copied().flatten() {
-                            Some(a) => dsts.push(a),
-                            None => *unknown += 1,
-                        }
-                    });
-                    self.io.forward(i, &self.dsts);
-                }
-                // Re-send the stored packets, unchanged, to the requester.
-                Verdict::Answer => {
-                    let (peers, io, unknown) = (&self.peers, &mut self.io, &mut self.unknown_peer);
-                    self.core.answer(now, |bytes, to| {
-                        match peers.get(to as usize).copied().flatten() {
-                            Some(a) => io.send_to(bytes, a),
-                            None => *unknown += 1,
-                        }
-                    });
-                }
-                _ => {}
+            if wire::peek_kind(self.io.rx(i).1) == Some(Kind::Data) {
+                forwarded |= self.handle(i);
+            } else {
+                self.later.push(i);
             }
         }
+        if forwarded && !self.later.is_empty() {
+            self.io.flush()?;
+        }
+        for k in 0..self.later.len() {
+            let i = self.later[k];
+            self.handle(i);
+        }
+        self.housekeeping()?;
+        Ok(n)
+    }
+
+    /// Check packet `i` of the burst and act on it; true when it was
+    /// forwarded.
+    fn handle(&mut self, i: usize) -> bool {
+        let (meta, buf) = self.io.rx(i);
+        let now = self.clock.at(meta.host_rx_ns);
+        // Hedged duplicates are dropped before authentication (a
+        // read-only check): one tag verification per packet, not per copy.
+        if self.core.is_duplicate(buf) {
+            self.core.count_duplicate();
+            return false;
+        }
+        let ends = match self.guard.admit(now, meta.src, buf) {
+            Ok(r) => jasper_core::liveness::ends_session(&r),
+            Err(_) => return false,
+        };
+        self.liveness.heard(now, meta.src, ends);
+        match self.core.handle_admitted(now, buf) {
+            Verdict::Forward { key } => {
+                self.dsts.clear();
+                let (peers, dsts, unknown) = (&self.peers, &mut self.dsts, &mut self.unknown_peer);
+                self.core.for_each_destination(key, |d, _| {
+                    match peers.get(d as usize).copied().flatten() {
+                        Some(a) => dsts.push(a),
+                        None => *unknown += 1,
+                    }
+                });
+                self.io.forward(i, &self.dsts);
+                true
+            }
+            // Re-send the stored packets, unchanged, to the requester.
+            Verdict::Answer => {
+                let (peers, io, unknown) = (&self.peers, &mut self.io, &mut self.unknown_peer);
+                self.core.answer(now, |bytes, to| {
+                    match peers.get(to as usize).copied().flatten() {
+                        Some(a) => io.send_to(bytes, a),
+                        None => *unknown += 1,
+                    }
+                });
+                false
+            }
+            _ => false,
+        }
+    }
+
+    /// After a burst: retransmit requests upstream, liveness and expiry,
+    /// metrics, this node's delay report, then everything queued goes out.
+    fn housekeeping(&mut self) -> io::Result<()> {
         // What children asked for and this node lacks: ask every upstream.
         while let Some(r) = self.core.poll_upstream_request() {
             // Strictly increasing stamps: upstreams refuse a request not
@@ -218,7 +253,7 @@ impl ProxyNode {
             }
         }
         self.io.flush()?;
-        Ok(n)
+        Ok(())
     }
 
     /// Run until `stop` is set (or the managing parent exits).
@@ -564,6 +599,112 @@ mod tests {
         moved.node.listen = vec!["127.0.0.1:1".parse().unwrap()];
         assert!(proxy.reload(&moved).is_err());
         assert_eq!(copies(&mut proxy, 2), 2);
+    }
+
+    /// A backend that logs which packets were read and how many sends
+    /// each flush carried, in order.
+    struct Recording {
+        inner: Box<dyn PacketIo + Send>,
+        queued: usize,
+        log: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    }
+
+    impl PacketIo for Recording {
+        fn recv_burst(&mut self) -> io::Result<usize> {
+            self.inner.recv_burst()
+        }
+        fn rx(&mut self, i: usize) -> (jasper_io::RxMeta, &mut [u8]) {
+            self.log.lock().unwrap().push(format!("read {i}"));
+            self.inner.rx(i)
+        }
+        fn forward(&mut self, i: usize, dsts: &[SocketAddr]) {
+            self.queued += dsts.len();
+            self.inner.forward(i, dsts)
+        }
+        fn send_to(&mut self, bytes: &[u8], dst: SocketAddr) {
+            self.queued += 1;
+            self.inner.send_to(bytes, dst)
+        }
+        fn flush(&mut self) -> io::Result<usize> {
+            self.log
+                .lock()
+                .unwrap()
+                .push(format!("flush {}", self.queued));
+            self.queued = 0;
+            self.inner.flush()
+        }
+        fn capabilities(&self) -> jasper_io::Capabilities {
+            self.inner.capabilities()
+        }
+        fn counters(&self) -> IoCounters {
+            self.inner.counters()
+        }
+        fn local_addrs(&self) -> Vec<SocketAddr> {
+            self.inner.local_addrs()
+        }
+    }
+
+    #[test]
+    fn data_copies_leave_before_the_bursts_reports_are_checked() {
+        let spec = TreeSpec {
+            depth: Some(2),
+            fanout: Some(2),
+            hedge: 0,
+            spray: false,
+            roots: 1,
+        };
+        let plan = Plan::build(&loopback_inventory(3, 4, false, 42300), &spec).unwrap();
+        let id = plan.levels[1][0];
+        let me = plan.nodes[id as usize].addr;
+        let hub = MemHub::new();
+        let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let io = Recording {
+            inner: Box::new(hub.attach(&[me], 32)),
+            queued: 0,
+            log: log.clone(),
+        };
+        let mut proxy = ProxyNode::new(&proxy_cfg(&plan, id), Box::new(io)).unwrap();
+        // A child's delay report arrives first, then a data packet.
+        let child = plan.tables[id as usize].report_children[0];
+        let mut kid = hub.attach(&[plan.nodes[child as usize].addr], 32);
+        let mut h = Header::new(Kind::DelayReport);
+        h.send_time_ns = host_now_ns();
+        let rep = jasper_core::wire::DelayReport {
+            node: child,
+            receivers: 1,
+            owd_ns: 50_000,
+            clock_bound_ns: 0,
+            samples: 100,
+        };
+        let mut buf = [0u8; 256];
+        let n = emit_report(&h, &rep, &mut buf).unwrap();
+        kid.send_to(&buf[..n], me);
+        kid.flush().unwrap();
+        let mut src = hub.attach(&[plan.nodes[1].addr], 32);
+        let mut b = DataBuilder::new(&mut buf, 256).unwrap();
+        b.push(b"msg").unwrap();
+        let mut h = Header::new(Kind::Data);
+        h.stream = 1;
+        h.deadline_ns = host_now_ns() + 1_000_000;
+        let n = b.finish(&h);
+        src.send_to(&buf[..n], me);
+        src.flush().unwrap();
+        assert_eq!(proxy.poll().unwrap(), 2);
+        let log = log.lock().unwrap().clone();
+        // Packet 0 (the report) is read again only after the flush that
+        // sent the data's two copies.
+        let first_flush = log.iter().position(|e| e.starts_with("flush")).unwrap();
+        assert_eq!(log[first_flush], "flush 2", "{log:?}");
+        assert!(
+            log[first_flush..].contains(&"read 0".to_string()),
+            "{log:?}"
+        );
+        let r = proxy.report("p");
+        assert_eq!(
+            (r.core.reports_in, r.core.copies_out),
+            (1, 2),
+            "and the report was taken after"
+        );
     }
 
     #[test]
