@@ -14,7 +14,6 @@ use jasper_benches::loopback_tree;
 use jasper_core::config::{BackendSection, NodeRole, ReceiverSection};
 use jasper_core::plan::TreeSpec;
 use jasper_core::plan_configs::ConfigOptions;
-use jasper_core::proxy::ProxyConfig;
 use jasper_core::receiver::ReceiverConfig;
 use jasper_core::sender::SenderConfig;
 use jasper_io::node::open_backend;
@@ -44,9 +43,6 @@ fn run(rate: u64, max_packet: usize, auth: bool) -> Outcome {
             burst: 64,
             ..BackendSection::default()
         },
-        emulated_clock: None,
-        faults: None,
-        seed: 1,
         sender: SenderConfig {
             max_packet,
             ..SenderConfig::default()
@@ -58,9 +54,7 @@ fn run(rate: u64, max_packet: usize, auth: bool) -> Outcome {
             },
             ..ReceiverSection::default()
         },
-        proxy: ProxyConfig::default(),
-        direct: false,
-        keys_dir: None,
+        ..ConfigOptions::default()
     };
     let spec = TreeSpec {
         depth: Some(1),

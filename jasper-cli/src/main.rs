@@ -21,11 +21,9 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
-use jasper_core::config::{BackendSection, NodeConfig, NodeRole, ReceiverSection};
+use jasper_core::config::{NodeConfig, NodeRole};
 use jasper_core::metrics::{Collector, Delivery};
 use jasper_core::plan::{Plan, TreeSpec};
-use jasper_core::proxy::ProxyConfig;
-use jasper_core::sender::SenderConfig;
 use jasper_io::node::open_backend;
 use jasper_io::runtime::{stop_on_signals, ParentWatch};
 
@@ -259,17 +257,7 @@ fn plan_cmd(a: PlanArgs) -> anyhow::Result<()> {
     if let Some(dir) = a.out.clone() {
         std::fs::create_dir_all(&dir)
             .with_context(|| format!("cannot create {}", dir.display()))?;
-        let opts = jasper_core::plan_configs::ConfigOptions {
-            backend: BackendSection::default(),
-            emulated_clock: None,
-            faults: None,
-            seed: 1,
-            sender: SenderConfig::default(),
-            receiver: ReceiverSection::default(),
-            proxy: ProxyConfig::default(),
-            direct: false,
-            keys_dir: None,
-        };
+        let opts = jasper_core::plan_configs::ConfigOptions::default();
         let kept = if a.keep_keys {
             Some(crate::keys::masters_in(&dir, &inv.sender.name)?)
         } else {

@@ -597,17 +597,7 @@ mod tests {
             ..TreeSpec::default()
         };
         let plan = Plan::build(&f.inventory, &spec).unwrap();
-        let opts = jasper_core::plan_configs::ConfigOptions {
-            backend: Default::default(),
-            emulated_clock: None,
-            faults: None,
-            seed: 1,
-            sender: Default::default(),
-            receiver: Default::default(),
-            proxy: Default::default(),
-            direct: false,
-            keys_dir: None,
-        };
+        let opts = jasper_core::plan_configs::ConfigOptions::default();
         let mut cfgs = jasper_core::plan_configs::node_configs(&plan, &opts);
         for c in &mut cfgs {
             make_dpdk(c, &f).unwrap();

@@ -1035,17 +1035,7 @@ mod tests {
             },
         )
         .unwrap();
-        let opts = jasper_core::plan_configs::ConfigOptions {
-            backend: Default::default(),
-            emulated_clock: None,
-            faults: None,
-            seed: 1,
-            sender: Default::default(),
-            receiver: Default::default(),
-            proxy: Default::default(),
-            direct: false,
-            keys_dir: None,
-        };
+        let opts = jasper_core::plan_configs::ConfigOptions::default();
         let mut cfgs = jasper_core::plan_configs::node_configs(&plan, &opts);
         let shown = assign_local(&mut cfgs, Some("127.0.0.1:0".parse().unwrap()), 2).unwrap();
         let proxies = plan.proxies().count();

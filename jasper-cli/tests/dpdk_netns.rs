@@ -106,17 +106,7 @@ fn run_tree(tag: &str, spec: TreeSpec, proxies: usize, mps: usize) {
         publishers: Vec::new(),
     };
     let plan = Plan::build(&inv, &spec).unwrap();
-    let opts = ConfigOptions {
-        backend: Default::default(),
-        emulated_clock: None,
-        faults: None,
-        seed: 1,
-        sender: Default::default(),
-        receiver: Default::default(),
-        proxy: Default::default(),
-        direct: false,
-        keys_dir: None,
-    };
+    let opts = ConfigOptions::default();
     let dir = std::env::temp_dir().join(format!("jasper-netns-{tag}{id}"));
     std::fs::create_dir_all(&dir).unwrap();
     let mut receivers = Vec::new();

@@ -37,6 +37,24 @@ pub struct ConfigOptions {
     pub keys_dir: Option<std::path::PathBuf>,
 }
 
+impl Default for ConfigOptions {
+    /// Every section's defaults, the system clock, no fault injection,
+    /// seed 1, the tree (not direct unicast), insecure configs.
+    fn default() -> Self {
+        ConfigOptions {
+            backend: BackendSection::default(),
+            emulated_clock: None,
+            faults: None,
+            seed: 1,
+            sender: SenderConfig::default(),
+            receiver: ReceiverSection::default(),
+            proxy: ProxyConfig::default(),
+            direct: false,
+            keys_dir: None,
+        }
+    }
+}
+
 fn clock_for(opts: &ConfigOptions, id: NodeId) -> ClockSection {
     match opts.emulated_clock {
         None => ClockSection::default(),

@@ -5,10 +5,8 @@ use rand::{Rng, RngCore, SeedableRng};
 use rand_xoshiro::Xoshiro256PlusPlus;
 
 use jasper_core::auth::{KeyRole, MasterKeys};
-use jasper_core::config::BackendSection;
 use jasper_core::plan::{loopback_inventory, Plan, TreeSpec};
 use jasper_core::plan_configs::{node_configs, ConfigOptions};
-use jasper_core::proxy::ProxyConfig;
 use jasper_core::wire::{
     emit_control, emit_empty, emit_report, Control, ControlOp, DataBuilder, DelayReport, Header,
     Kind, HEADER_LEN,
@@ -313,15 +311,8 @@ pub fn node_config_texts() -> Vec<String> {
     let mut out = Vec::new();
     for keys in [None, Some(std::path::PathBuf::from("keys"))] {
         let opts = ConfigOptions {
-            backend: BackendSection::default(),
-            emulated_clock: None,
-            faults: None,
-            seed: 1,
-            sender: Default::default(),
-            receiver: Default::default(),
-            proxy: ProxyConfig::default(),
-            direct: false,
             keys_dir: keys,
+            ..ConfigOptions::default()
         };
         out.extend(node_configs(&plan, &opts).iter().map(|c| c.to_toml()));
     }

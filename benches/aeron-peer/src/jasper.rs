@@ -19,7 +19,6 @@ use jasper_core::config::{
 };
 use jasper_core::plan::{loopback_inventory, Plan, TreeSpec};
 use jasper_core::plan_configs::{node_configs, ConfigOptions};
-use jasper_core::proxy::ProxyConfig;
 use jasper_core::receiver::{ReceiverConfig, Release};
 use jasper_core::sender::SenderConfig;
 use jasper_io::node::open_backend;
@@ -103,9 +102,6 @@ fn configs(n: usize, s: &Setup) -> Result<(Vec<NodeConfig>, Option<std::path::Pa
             idle: s.idle,
             ..BackendSection::default()
         },
-        emulated_clock: None,
-        faults: None,
-        seed: 1,
         sender: SenderConfig {
             deadline: jasper_core::deadline::DeadlinePolicy {
                 margin_ns: s.margin_ns,
@@ -127,9 +123,8 @@ fn configs(n: usize, s: &Setup) -> Result<(Vec<NodeConfig>, Option<std::path::Pa
             },
             ..ReceiverSection::default()
         },
-        proxy: ProxyConfig::default(),
         direct: s.direct,
-        keys_dir: None,
+        ..ConfigOptions::default()
     };
     let mut cfgs = node_configs(&plan, &opts);
     for c in &mut cfgs {

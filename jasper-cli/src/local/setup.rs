@@ -232,17 +232,7 @@ mod tests {
         let proxies = proxies_needed(args.receivers, false, &spec);
         let inv = loopback_inventory(proxies, args.receivers, false, 43000);
         let plan = Plan::build(&inv, &spec).unwrap();
-        let opts = ConfigOptions {
-            backend: BackendSection::default(),
-            emulated_clock: None,
-            faults: None,
-            seed: 1,
-            sender: SenderConfig::default(),
-            receiver: ReceiverSection::default(),
-            proxy: ProxyConfig::default(),
-            direct: false,
-            keys_dir: None,
-        };
+        let opts = ConfigOptions::default();
         node_configs(&plan, &opts)
     }
 
