@@ -185,6 +185,32 @@ fn frames(auth: bool) -> Vec<Vec<u8>> {
         .collect()
 }
 
+/// What `ProxyNode::poll` does with one received packet, without the I/O:
+/// the duplicate check, the guard and the state machine; when the packet
+/// is to be forwarded, `sel` holds its destinations and the answer is true.
+fn route(
+    core: &mut ProxyCore,
+    g: &mut Guard,
+    by_id: &[SocketAddr],
+    sel: &mut Vec<SocketAddr>,
+    src: SocketAddr,
+    buf: &mut [u8],
+) -> bool {
+    if core.is_duplicate(buf) {
+        core.count_duplicate();
+        return false;
+    }
+    if g.admit(NOW, src, buf).is_err() {
+        return false;
+    }
+    let Verdict::Forward { key } = core.handle_admitted(NOW, buf) else {
+        return false;
+    };
+    sel.clear();
+    core.for_each_destination(key, |d, _| sel.push(by_id[d as usize]));
+    true
+}
+
 /// One fresh proxy over `frames`, RX_RING frames at a time: each ring is
 /// first staged into mbufs with the clocks stopped (the NIC's DMA, not the
 /// proxy's work), then received in bursts of 32 (`recv_staged`: the frame
@@ -226,21 +252,13 @@ fn dpdk_rate(
             packets += n as u64;
             for i in 0..n {
                 let (meta, buf) = io.rx(i);
-                if core.is_duplicate(buf) {
-                    core.count_duplicate();
+                if !route(&mut core, &mut g, &by_id, &mut sel, meta.src, buf) {
                     continue;
                 }
-                if g.admit(NOW, meta.src, buf).is_err() {
-                    continue;
-                }
-                if let Verdict::Forward { key } = core.handle_admitted(NOW, buf) {
-                    sel.clear();
-                    core.for_each_destination(key, |d, _| sel.push(by_id[d as usize]));
-                    if replicate {
-                        io.forward(i, &sel);
-                    } else {
-                        copies += sel.len() as u64;
-                    }
+                if replicate {
+                    io.forward(i, &sel);
+                } else {
+                    copies += sel.len() as u64;
                 }
             }
             if replicate {
@@ -302,16 +320,7 @@ fn kernel_rate(hedge: u32, auth: bool) -> Rate {
         inp += n as u64;
         for i in 0..n {
             let (meta, buf) = io.rx(i);
-            if core.is_duplicate(buf) {
-                core.count_duplicate();
-                continue;
-            }
-            if g.admit(NOW, meta.src, buf).is_err() {
-                continue;
-            }
-            if let Verdict::Forward { key } = core.handle_admitted(NOW, buf) {
-                sel.clear();
-                core.for_each_destination(key, |d, _| sel.push(by_id[d as usize]));
+            if route(&mut core, &mut g, &by_id, &mut sel, meta.src, buf) {
                 io.forward(i, &sel);
             }
         }
