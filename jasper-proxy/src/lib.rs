@@ -446,14 +446,7 @@ mod tests {
 
     #[test]
     fn forwards_to_hedged_fanout_over_a_backend() {
-        let spec = TreeSpec {
-            depth: Some(2),
-            fanout: Some(2),
-            hedge: 1,
-            spray: false,
-            roots: 1,
-        };
-        let plan = Plan::build(&loopback_inventory(3, 4, false, 42000), &spec).unwrap();
+        let plan = small_tree(1, 42000);
         let id = plan.levels[1][0];
         let node = &plan.nodes[id as usize];
         let cfg = NodeConfig::with_defaults(
@@ -541,18 +534,36 @@ mod tests {
         cfg
     }
 
-    #[test]
-    fn a_reload_takes_the_new_table_and_forwards_nothing_twice() {
-        let inv = loopback_inventory(3, 4, false, 42100);
-        let shape = |hedge| TreeSpec {
+    /// Root → two level-2 proxies → four receivers on loopback ports from
+    /// `port`, with sibling hedging `hedge`.
+    fn small_tree(hedge: u32, port: u16) -> Plan {
+        let spec = TreeSpec {
             depth: Some(2),
             fanout: Some(2),
             hedge,
             spray: false,
             roots: 1,
         };
-        let hedged = Plan::build(&inv, &shape(1)).unwrap();
-        let plain = Plan::build(&inv, &shape(0)).unwrap();
+        Plan::build(&loopback_inventory(3, 4, false, port), &spec).unwrap()
+    }
+
+    /// A one-message data packet of stream 1, due in 1 ms.
+    fn data_packet(seq: u64) -> Vec<u8> {
+        let mut buf = [0u8; 256];
+        let mut b = DataBuilder::new(&mut buf, 256).unwrap();
+        b.push(b"msg").unwrap();
+        let mut h = Header::new(Kind::Data);
+        h.stream = 1;
+        h.seq = seq;
+        h.deadline_ns = host_now_ns() + 1_000_000;
+        let n = b.finish(&h);
+        buf[..n].to_vec()
+    }
+
+    #[test]
+    fn a_reload_takes_the_new_table_and_forwards_nothing_twice() {
+        let hedged = small_tree(1, 42100);
+        let plain = small_tree(0, 42100);
         let id = hedged.levels[1][0];
         let hub = MemHub::new();
         let me = hedged.nodes[id as usize].addr;
@@ -563,19 +574,8 @@ mod tests {
             .map(|e| hub.attach(&[hedged.nodes[e as usize].addr], 32))
             .collect();
         let mut src = hub.attach(&[hedged.nodes[1].addr], 32);
-        let packet = |seq: u64| {
-            let mut buf = [0u8; 256];
-            let mut b = DataBuilder::new(&mut buf, 256).unwrap();
-            b.push(b"msg").unwrap();
-            let mut h = Header::new(Kind::Data);
-            h.stream = 1;
-            h.seq = seq;
-            h.deadline_ns = host_now_ns() + 1_000_000;
-            let n = b.finish(&h);
-            buf[..n].to_vec()
-        };
         let mut copies = |proxy: &mut ProxyNode, seq: u64| {
-            src.send_to(&packet(seq), me);
+            src.send_to(&data_packet(seq), me);
             src.flush().unwrap();
             proxy.poll().unwrap();
             receivers
@@ -646,14 +646,7 @@ mod tests {
 
     #[test]
     fn data_copies_leave_before_the_bursts_reports_are_checked() {
-        let spec = TreeSpec {
-            depth: Some(2),
-            fanout: Some(2),
-            hedge: 0,
-            spray: false,
-            roots: 1,
-        };
-        let plan = Plan::build(&loopback_inventory(3, 4, false, 42300), &spec).unwrap();
+        let plan = small_tree(0, 42300);
         let id = plan.levels[1][0];
         let me = plan.nodes[id as usize].addr;
         let hub = MemHub::new();
@@ -681,13 +674,7 @@ mod tests {
         kid.send_to(&buf[..n], me);
         kid.flush().unwrap();
         let mut src = hub.attach(&[plan.nodes[1].addr], 32);
-        let mut b = DataBuilder::new(&mut buf, 256).unwrap();
-        b.push(b"msg").unwrap();
-        let mut h = Header::new(Kind::Data);
-        h.stream = 1;
-        h.deadline_ns = host_now_ns() + 1_000_000;
-        let n = b.finish(&h);
-        src.send_to(&buf[..n], me);
+        src.send_to(&data_packet(0), me);
         src.flush().unwrap();
         assert_eq!(proxy.poll().unwrap(), 2);
         let log = log.lock().unwrap().clone();
@@ -709,16 +696,8 @@ mod tests {
 
     #[test]
     fn proxies_sharing_a_thread_carry_a_packet_through_the_tree() {
-        // Root → two level-2 proxies → four receivers, all three proxies
-        // driven by one `run_group` thread.
-        let spec = TreeSpec {
-            depth: Some(2),
-            fanout: Some(2),
-            hedge: 0,
-            spray: false,
-            roots: 1,
-        };
-        let plan = Plan::build(&loopback_inventory(3, 4, false, 42200), &spec).unwrap();
+        // All three proxies driven by one `run_group` thread.
+        let plan = small_tree(0, 42200);
         let hub = MemHub::new();
         let ids: Vec<u32> = plan.levels.iter().flatten().copied().collect();
         assert_eq!(ids.len(), 3);
@@ -743,14 +722,7 @@ mod tests {
                 .collect::<Vec<_>>()
         });
         let mut src = hub.attach(&[plan.nodes[jasper_core::plan::SENDER as usize].addr], 32);
-        let mut buf = [0u8; 256];
-        let mut b = DataBuilder::new(&mut buf, 256).unwrap();
-        b.push(b"msg").unwrap();
-        let mut h = Header::new(Kind::Data);
-        h.stream = 1;
-        h.deadline_ns = host_now_ns() + 1_000_000;
-        let n = b.finish(&h);
-        src.send_to(&buf[..n], plan.nodes[ids[0] as usize].addr);
+        src.send_to(&data_packet(0), plan.nodes[ids[0] as usize].addr);
         src.flush().unwrap();
         let mut got = vec![0; receivers.len()];
         for _ in 0..5_000 {
