@@ -79,3 +79,10 @@ pub fn udp_frame(
     f[jasper_dpdk::net::HDR_LEN..].copy_from_slice(payload);
     f
 }
+
+/// An ARP request from (`mac`, `ip`) asking who has `target`.
+pub fn arp_request(mac: [u8; 6], ip: [u8; 4], target: [u8; 4]) -> Vec<u8> {
+    let mut f = vec![0u8; 42];
+    jasper_dpdk::net::write_arp(&mut f, 1, mac, ip.into(), None, target.into());
+    f
+}

@@ -49,15 +49,7 @@ fn replicates_to_every_child_with_correct_headers() {
     let n = b.finish(&h);
     payload.truncate(n);
 
-    let mut arp_req = vec![0u8; 42];
-    jasper_dpdk::net::write_arp(
-        &mut arp_req,
-        1,
-        PEER_MAC,
-        Ipv4Addr::new(10, 0, 0, 1),
-        None,
-        US.into(),
-    );
+    let arp_req = common::arp_request(PEER_MAC, [10, 0, 0, 1], US);
     let data = common::udp_frame(
         (PEER_MAC, [10, 0, 0, 1], 7000),
         ([2, 0, 0, 0, 0, 10], US, 7000),

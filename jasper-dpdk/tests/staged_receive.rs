@@ -5,7 +5,7 @@
 
 mod common;
 
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::SocketAddr;
 
 use jasper_dpdk::net::{parse, Frame};
 use jasper_dpdk::{DpdkBackend, Eal};
@@ -41,15 +41,7 @@ fn staged_frames_are_received_like_frames_from_the_port() {
         (OUR_MAC, US, 9999),
         b"not ours",
     );
-    let mut arp_req = vec![0u8; 42];
-    jasper_dpdk::net::write_arp(
-        &mut arp_req,
-        1,
-        PEER_MAC,
-        Ipv4Addr::new(10, 0, 0, 1),
-        None,
-        US.into(),
-    );
+    let arp_req = common::arp_request(PEER_MAC, [10, 0, 0, 1], US);
     let junk = vec![0xeeu8; 60];
     let frames = vec![for_us.clone(), arp_req, other_port, junk];
     common::write_pcap(&inp, &frames);
