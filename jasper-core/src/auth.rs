@@ -29,6 +29,7 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 use siphasher::sip128::{Hasher128, SipHasher24};
 
+use crate::feed_memo::FeedMemo;
 use crate::plan::NodeId;
 use crate::wire::{self, flags, Kind, HEADER_LEN};
 
@@ -396,6 +397,8 @@ struct SetKeys {
     id: u8,
     tree: Option<(u64, u64)>,
     feed: Option<blake3::Hasher>,
+    /// The feed key itself: what a [`FeedMemo`] entry is checked against.
+    feed_key: Option<[u8; 32]>,
     nodes: Option<Key>,
     /// Keys this node sends node packets with, by the id they speak for.
     own: Vec<(NodeId, blake3::Hasher)>,
@@ -481,6 +484,7 @@ impl Auth {
                     id: k.id,
                     tree: k.tree.as_ref().map(sip_key),
                     feed: k.feed.as_ref().map(|f| blake3::Hasher::new_keyed(&f.0)),
+                    feed_key: k.feed.as_ref().map(|f| f.0),
                     nodes: k.nodes.clone(),
                     own,
                 }
@@ -582,16 +586,37 @@ impl Auth {
 
     /// Check the feed tag of a publisher packet (what receivers do).
     pub fn verify_feed(&self, bytes: &[u8]) -> Result<(), TagError> {
+        self.feed_check(bytes, None).map(|_| ())
+    }
+
+    /// [`Auth::verify_feed`], answered from `memo` when these covered
+    /// bytes verified under the same key before (then `Ok(true)`); a packet
+    /// that verifies in full is remembered.
+    pub fn verify_feed_memo(&self, bytes: &[u8], memo: &mut FeedMemo) -> Result<bool, TagError> {
+        self.feed_check(bytes, Some(memo))
+    }
+
+    fn feed_check(&self, bytes: &[u8], mut memo: Option<&mut FeedMemo>) -> Result<bool, TagError> {
         let (id, at) = trailer(bytes, TagKind::Publisher)?;
         let set = self.set(id).ok_or(TagError::UnknownKey)?;
-        let feed = set.feed.as_ref().ok_or(TagError::NoKey)?;
+        let (Some(feed), Some(key)) = (set.feed.as_ref(), set.feed_key.as_ref()) else {
+            return Err(TagError::NoKey);
+        };
         let header = covered_header(bytes);
-        let want = blake_tag(feed, &header, &bytes[HEADER_LEN..at]);
-        if tags_equal(&want, &bytes[at..at + TAG_LEN]) {
-            Ok(())
-        } else {
-            Err(TagError::Mismatch)
+        let covered = &bytes[HEADER_LEN..at + TAG_LEN];
+        if let Some(m) = memo.as_deref_mut() {
+            if m.seen(key, &header, covered) {
+                return Ok(true);
+            }
         }
+        let want = blake_tag(feed, &header, &bytes[HEADER_LEN..at]);
+        if !tags_equal(&want, &bytes[at..at + TAG_LEN]) {
+            return Err(TagError::Mismatch);
+        }
+        if let Some(m) = memo {
+            m.remember(key, &header, covered);
+        }
+        Ok(false)
     }
 
     /// Check a node packet claimed to come from `from` (its key is derived
@@ -631,11 +656,15 @@ mod tests {
     }
 
     fn data_packet(sender: &Auth) -> Vec<u8> {
+        data_packet_seq(sender, 42)
+    }
+
+    fn data_packet_seq(sender: &Auth, seq: u64) -> Vec<u8> {
         let mut buf = vec![0u8; 512];
         let mut b = DataBuilder::new(&mut buf, 400).unwrap();
         b.push(b"hello").unwrap();
         let mut h = Header::new(Kind::Data);
-        h.seq = 42;
+        h.seq = seq;
         h.deadline_ns = 1_000;
         let n = b.finish(&h);
         let n = sender.seal_publisher(&mut buf, n).unwrap();
@@ -690,6 +719,53 @@ mod tests {
         // Truncated or stripped.
         assert!(proxy.verify_tree(&p[..p.len() - 1]).is_err());
         assert_eq!(rx.verify_feed(&p[..p.len() - 32]), Err(TagError::Missing));
+    }
+
+    #[test]
+    fn a_remembered_feed_tag_accepts_only_the_same_bytes_under_the_same_key() {
+        let m = masters(1, 7);
+        let sender = auth(&m, KeyRole::Sender, 0);
+        let (rx, rx2) = (
+            auth(&m, KeyRole::Receiver, 9),
+            auth(&m, KeyRole::Receiver, 10),
+        );
+        let mut memo = FeedMemo::new();
+        let p = data_packet(&sender);
+        assert_eq!(rx.verify_feed_memo(&p, &mut memo), Ok(false));
+        // Another receiver with the same feed key, and a copy whose path and
+        // hop count a proxy rewrote: answered from the memo.
+        assert_eq!(rx2.verify_feed_memo(&p, &mut memo), Ok(true));
+        let mut q = p.clone();
+        let mut v = wire::Packet::new_checked(&mut q[..]).unwrap();
+        v.set_path(5);
+        v.set_hops(2);
+        assert_eq!(rx.verify_feed_memo(&q, &mut memo), Ok(true));
+        // Any other byte flipped (the tree tag aside, which receivers do not
+        // check) misses the memo and fails the full check.
+        for i in (0..p.len() - TAG_LEN).filter(|i| !MUTABLE.contains(i)) {
+            let mut t = p.clone();
+            t[i] ^= 0x01;
+            assert!(
+                rx.verify_feed_memo(&t, &mut memo).is_err(),
+                "byte {i} flipped was accepted"
+            );
+        }
+        assert_eq!(rx.verify_feed_memo(&p, &mut memo), Ok(true));
+        // A receiver of another deployment (another feed key, same key id)
+        // sharing the memo is not answered from it.
+        let stranger = auth(&masters(1, 8), KeyRole::Receiver, 9);
+        assert_eq!(
+            stranger.verify_feed_memo(&p, &mut memo),
+            Err(TagError::Mismatch)
+        );
+        // A truncated copy (a prefix of remembered bytes) is no match.
+        assert!(rx.verify_feed_memo(&p[..p.len() - 1], &mut memo).is_err());
+        // Fixed memory: once another packet took its slot, the first is
+        // checked in full again.
+        let o = data_packet_seq(&sender, 42 + FeedMemo::SLOTS as u64);
+        assert_eq!(rx.verify_feed_memo(&o, &mut memo), Ok(false));
+        assert_eq!(rx.verify_feed_memo(&p, &mut memo), Ok(false));
+        assert_eq!(memo.hits, 3);
     }
 
     #[test]

@@ -28,6 +28,7 @@ use std::net::SocketAddr;
 use serde::{Deserialize, Serialize};
 
 use crate::auth::{Auth, TagError};
+use crate::feed_memo::{FeedMemo, SharedFeedMemo};
 use crate::plan::NodeId;
 use crate::wire::{Body, Kind, Repr, WireError};
 
@@ -151,6 +152,11 @@ pub struct GuardStats {
     pub stale_report: u64,
     /// Deadline outside the plausible range.
     pub deadline_out_of_range: u64,
+    /// Of the admitted, publisher packets whose feed tag matched a packet
+    /// already verified (a hedged copy, or the copy another receiver of
+    /// this process checked): see [`crate::feed_memo`].
+    #[serde(default)]
+    pub feed_tags_remembered: u64,
 }
 
 impl GuardStats {
@@ -215,6 +221,8 @@ pub struct Guard {
     /// Send time of the last request admitted per downstream node.
     last_request: Vec<u64>,
     stats: GuardStats,
+    /// Feed tags already checked (receivers that authenticate).
+    feed_memo: Option<SharedFeedMemo>,
 }
 
 impl Guard {
@@ -229,12 +237,26 @@ impl Guard {
         Guard {
             role,
             cfg,
-            auth,
             sources,
             last_report: vec![0; n],
             last_request: vec![0; d],
             stats: GuardStats::default(),
+            feed_memo: (role == GuardRole::Receiver && auth.is_some()).then(FeedMemo::shared),
+            auth,
         }
+    }
+
+    /// Share `memo` (feed tags already checked) with the other receivers
+    /// of this process; a receiver's guard starts with a memo of its own.
+    pub fn share_feed_memo(&mut self, memo: SharedFeedMemo) {
+        if self.feed_memo.is_some() {
+            self.feed_memo = Some(memo);
+        }
+    }
+
+    /// The memo of feed tags already checked (receivers that authenticate).
+    pub fn feed_memo(&self) -> Option<&SharedFeedMemo> {
+        self.feed_memo.as_ref()
     }
 
     /// Counters.
@@ -243,9 +265,12 @@ impl Guard {
     }
 
     /// Continue the counters of the guard this one replaces (a reload), so
-    /// totals never go backwards.
+    /// totals never go backwards, and keep the memo it shared.
     pub fn continue_counts(&mut self, old: &Guard) {
         self.stats = old.stats.clone();
+        if let Some(m) = &old.feed_memo {
+            self.share_feed_memo(m.clone());
+        }
     }
 
     /// True when packets must carry valid tags.
@@ -305,9 +330,15 @@ impl Guard {
                     return Err(Reject::DeadlineOutOfRange);
                 }
                 if let Some(auth) = &self.auth {
-                    let r = match self.role {
-                        GuardRole::Proxy => auth.verify_tree(bytes),
-                        _ => auth.verify_feed(bytes),
+                    let r = match (self.role, &self.feed_memo) {
+                        (GuardRole::Proxy, _) => auth.verify_tree(bytes),
+                        (_, Some(memo)) => {
+                            let mut memo = memo.lock().unwrap_or_else(|p| p.into_inner());
+                            let r = auth.verify_feed_memo(bytes, &mut memo);
+                            self.stats.feed_tags_remembered += (r == Ok(true)) as u64;
+                            r.map(|_| ())
+                        }
+                        (_, None) => auth.verify_feed(bytes),
                     };
                     r.map_err(Reject::Tag)?;
                 }
@@ -454,6 +485,51 @@ mod tests {
         let p = data(0, NOW + 100_000, Some(&sender));
         assert!(g.admit(NOW, addr(1000), &p).is_ok());
         assert_eq!(g.stats().admitted, 1);
+    }
+
+    fn receiver_guard(node: NodeId) -> Guard {
+        Guard::new(
+            GuardRole::Receiver,
+            TrustSection::default(),
+            Some(keys(KeyRole::Receiver, node)),
+            Sources {
+                upstream: vec![addr(1000), addr(1001)],
+                ..Sources::default()
+            },
+        )
+    }
+
+    #[test]
+    fn receivers_check_a_feed_tag_once_per_copy_they_share() {
+        let sender = keys(KeyRole::Sender, 0);
+        let (mut a, mut b) = (receiver_guard(5), receiver_guard(6));
+        let p = data(3, NOW + 100_000, Some(&sender));
+        // A hedged copy at the same receiver.
+        assert!(a.admit(NOW, addr(1000), &p).is_ok());
+        assert!(a.admit(NOW, addr(1001), &p).is_ok());
+        assert_eq!(a.stats().feed_tags_remembered, 1);
+        // Receivers of one process share the memo; one that does not
+        // checks in full.
+        assert!(b.admit(NOW, addr(1000), &p).is_ok());
+        assert_eq!(b.stats().feed_tags_remembered, 0);
+        b.share_feed_memo(a.feed_memo().unwrap().clone());
+        let q = data(4, NOW + 100_000, Some(&sender));
+        assert!(a.admit(NOW, addr(1000), &q).is_ok());
+        assert!(b.admit(NOW, addr(1000), &q).is_ok());
+        assert_eq!(b.stats().feed_tags_remembered, 1);
+        // A copy with the remembered header and tag but another body is
+        // refused by the full check.
+        let mut forged = q.clone();
+        let body = forged.len() - crate::auth::PUBLISHER_TRAILER - 1;
+        forged[body] ^= 0x20;
+        assert_eq!(
+            b.admit(NOW, addr(1000), &forged).err(),
+            Some(Reject::Tag(TagError::Mismatch))
+        );
+        assert_eq!(b.stats().bad_tag, 1);
+        assert_eq!(b.stats().feed_tags_remembered, 1);
+        // A proxy keeps no memo.
+        assert!(proxy_guard().feed_memo().is_none());
     }
 
     #[test]

@@ -33,6 +33,7 @@ pub mod clock;
 pub mod config;
 pub mod deadline;
 pub mod dedup;
+pub mod feed_memo;
 pub mod guard;
 pub mod liveness;
 pub mod metrics;

@@ -522,6 +522,18 @@ impl Collector for Views {
         )?;
         family(
             e,
+            "jasper_guard_feed_tags_remembered",
+            "Of the admitted, publisher packets whose feed tag matched a packet already verified (a hedged copy, or one another receiver of this process checked): answered without recomputing the tag.",
+            MetricType::Counter,
+            nodes.iter().map(|n| {
+                (
+                    n.labels(&[]),
+                    V::Counter(n.published.snapshot.guard.feed_tags_remembered),
+                )
+            }),
+        )?;
+        family(
+            e,
             "jasper_guard_dropped",
             "Packets the guard refused, by reason; `check` groups the reasons (authentication, source, plausibility, format).",
             MetricType::Counter,

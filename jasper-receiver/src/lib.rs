@@ -600,6 +600,21 @@ impl ReceiverNode {
     }
 }
 
+/// Let receivers of one process check each publisher packet's feed tag once
+/// between them: their guards share one memo of feed tags already checked
+/// (`jasper_core::feed_memo`; a copy is taken as checked only when its
+/// bytes equal a checked packet's under the same key). [`run`] and
+/// [`run_until`] do this; a caller driving [`duty_cycle`] itself calls it
+/// once.
+pub fn share_feed_memo(nodes: &mut [ReceiverNode]) {
+    let Some(memo) = nodes.iter().find_map(|n| n.guard.feed_memo().cloned()) else {
+        return;
+    };
+    for n in nodes {
+        n.guard.share_feed_memo(memo.clone());
+    }
+}
+
 /// Drive several receivers (logical MPs sharing a process) until `stop`,
 /// the parent exits, or every one saw the end of session and drained.
 /// `on(node_index, record, payload)` is called at release (see
@@ -624,6 +639,7 @@ pub fn run_until(
     mut on: impl FnMut(usize, &Release, &[u8]),
 ) -> bool {
     let mut reloading = false;
+    share_feed_memo(nodes);
     let Some(first) = nodes.first() else {
         return false;
     };

@@ -240,12 +240,14 @@ pub fn run(t: &Trial) -> Result<Outcome, String> {
             work += sub
                 .poll_fn(
                     |buf, _header| {
-                        sink.deliver(r, buf, now_ns(), false);
+                        let at = sink.now();
+                        sink.deliver(r, buf, at, false);
                     },
                     FRAGMENT_LIMIT,
                 )
                 .map_err(err("poll"))?;
         }
+        sink.end_pass();
         if sink.complete() || Instant::now() > deadline {
             break;
         }

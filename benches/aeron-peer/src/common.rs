@@ -145,6 +145,9 @@ pub struct Sink {
     pub late: u64,
     /// Last hand-over, ns.
     pub last_ns: u64,
+    /// Throughput trials: something was handed over since the last
+    /// [`Sink::end_pass`].
+    untimed: bool,
 }
 
 impl Sink {
@@ -171,11 +174,37 @@ impl Sink {
             malformed: 0,
             late: 0,
             last_ns: 0,
+            untimed: false,
         }
     }
 
-    /// Receiver `r` was handed `msg` at `at_ns`; `late` as the library
-    /// marks it. Returns true for a new message.
+    /// The time to record a hand-over with: the clock in latency trials,
+    /// where every hand-over is timed; 0 in throughput trials, which only
+    /// need the last hand-over's time and take it once per pass
+    /// ([`Sink::end_pass`]), on both sides alike.
+    #[inline]
+    pub fn now(&self) -> u64 {
+        if self.times.is_empty() {
+            0
+        } else {
+            now_ns()
+        }
+    }
+
+    /// End of a pass over the receivers (both sides call it after each
+    /// poll of their subscriptions / receivers): a throughput trial's
+    /// hand-overs in that pass are taken to happen now.
+    #[inline]
+    pub fn end_pass(&mut self) {
+        if self.untimed {
+            self.untimed = false;
+            self.last_ns = self.last_ns.max(now_ns());
+        }
+    }
+
+    /// Receiver `r` was handed `msg` at `at_ns` (0: untimed, see
+    /// [`Sink::now`]); `late` as the library marks it. Returns true for a
+    /// new message.
     #[inline]
     pub fn deliver(&mut self, r: usize, msg: &[u8], at_ns: u64, late: bool) -> bool {
         let Some((seq, sent)) = read_stamp(msg) else {
@@ -194,6 +223,7 @@ impl Sink {
         self.seen[r][w] |= 1 << b;
         self.unique[r] += 1;
         self.last_ns = self.last_ns.max(at_ns);
+        self.untimed |= at_ns == 0;
         if seq >= self.warmup {
             let i = (seq - self.warmup) as usize;
             if late {

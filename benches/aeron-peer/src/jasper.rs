@@ -201,6 +201,8 @@ fn run_tree(t: &Trial, cfgs: &[NodeConfig], one_thread: bool) -> Result<Outcome,
             &rstop,
             ParentWatch::new(false),
             |i, rel, payload| {
+                // No end of a pass to time a throughput trial's hand-overs
+                // at here: every hand-over is timed.
                 if sink.deliver(i, payload, now_ns(), rel.late) {
                     rprogress[i].fetch_add(1, Ordering::Relaxed);
                 }
@@ -273,6 +275,7 @@ fn run_one_thread(t: &Trial, cfgs: &[NodeConfig]) -> Result<Outcome, String> {
         .filter(|c| c.node.role == NodeRole::Receiver)
         .map(|c| ReceiverNode::open(c, None))
         .collect::<Result<Vec<_>, _>>()?;
+    jasper_receiver::share_feed_memo(&mut nodes);
     let scfg = config_of(cfgs, NodeRole::Sender)?;
     let mut publisher = Publisher::from_node_config(scfg, None).map_err(|e| e.to_string())?;
     jasper_io::runtime::precise_sleep();
@@ -293,12 +296,14 @@ fn run_one_thread(t: &Trial, cfgs: &[NodeConfig]) -> Result<Outcome, String> {
             work += p.poll().map_err(|e| format!("proxy: {e}"))?;
         }
         work += jasper_receiver::duty_cycle(&mut nodes, &mut hand_to(&mut sink));
+        sink.end_pass();
         if Instant::now() > feed.deadline || sink.complete() {
             break;
         }
         match jasper_receiver::next_wake(&nodes) {
             jasper_receiver::Wake::Release => {
                 jasper_receiver::release_due(&mut nodes, &mut hand_to(&mut sink));
+                sink.end_pass();
             }
             jasper_receiver::Wake::In(release_in) if work == 0 => {
                 let publish_in =
@@ -357,7 +362,8 @@ fn config_of(cfgs: &[NodeConfig], role: NodeRole) -> Result<&NodeConfig, String>
 /// The application's side of a hand-over: record it in the trial's sink.
 fn hand_to(sink: &mut Sink) -> impl FnMut(usize, &Release, &[u8]) + '_ {
     |i, rel, payload| {
-        sink.deliver(i, payload, now_ns(), rel.late);
+        let at = sink.now();
+        sink.deliver(i, payload, at, rel.late);
     }
 }
 

@@ -205,7 +205,7 @@ fn guard_drops(nodes: &[Value]) -> Vec<(String, u64)> {
         };
         for (k, v) in g {
             let v = v.as_u64().unwrap_or(0);
-            if k == "admitted" || v == 0 {
+            if k == "admitted" || k == "feed_tags_remembered" || v == 0 {
                 continue;
             }
             match out.iter_mut().find(|(r, _)| r == k) {
