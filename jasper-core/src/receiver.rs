@@ -395,6 +395,12 @@ impl Receiver {
         }
     }
 
+    /// True when messages are held to their deadline (false: the no-hold
+    /// baseline, released on arrival).
+    pub fn holds(&self) -> bool {
+        self.cfg.hold
+    }
+
     /// Counters.
     pub fn stats(&self) -> &ReceiverStats {
         &self.stats
