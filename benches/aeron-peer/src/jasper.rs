@@ -263,9 +263,9 @@ fn run_tree(t: &Trial, cfgs: &[NodeConfig], one_thread: bool) -> Result<Outcome,
 }
 
 /// The same tree stepped from one thread: each duty cycle publishes what is
-/// due, polls the proxy, then receives at every receiver, releases at all
-/// of them and does their housekeeping (`jasper_receiver::duty_cycle`),
-/// then services the publisher. With nothing to do it sleeps until the
+/// due, services the publisher (which sends what its batching held), polls
+/// the proxy, then receives at every receiver, releases at all of them and
+/// does their housekeeping (`jasper_receiver::duty_cycle`). With nothing to do it sleeps until the
 /// next message or the spin stretch before the next release, whichever
 /// comes first, when that is far enough away; otherwise it polls again.
 fn run_one_thread(t: &Trial, cfgs: &[NodeConfig]) -> Result<Outcome, String> {
@@ -291,14 +291,12 @@ fn run_one_thread(t: &Trial, cfgs: &[NodeConfig]) -> Result<Outcome, String> {
                 break;
             }
         }
+        publisher.service();
         if let Some(p) = proxy.as_mut() {
             work += p.poll().map_err(|e| format!("proxy: {e}"))?;
         }
         work += jasper_receiver::duty_cycle(&mut nodes, &mut hand_to(&mut sink));
         sink.end_pass();
-        // The publisher's own upkeep (the roots' reports, retransmit
-        // requests) after the data's path through the tree, not in it.
-        publisher.service();
         if Instant::now() > feed.deadline || sink.complete() {
             break;
         }
