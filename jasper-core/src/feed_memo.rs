@@ -1,10 +1,11 @@
 //! Feed tags already checked: the bytes of the last few publisher packets
 //! whose feed tag verified, and the key that verified each.
 //!
-//! A receiver checks a keyed-BLAKE3 feed tag over every copy it gets (about
-//! 1 µs for a full 1.4 KB packet here). The same packet reaches it several
-//! times: once per hedged path, and once per logical receiver when a process
-//! hosts several MPs (`jasper local`, a receiver host serving a group). A
+//! A receiver checks a keyed-BLAKE3 feed tag over every packet it admits
+//! (about 1 µs for a full 1.4 KB packet here; hedged copies of a packet it
+//! already accepted are dropped before, by the duplicate check). When a
+//! process hosts several MPs (`jasper local`, a receiver host serving a
+//! group), the same packet reaches each of them. A
 //! tag check is a function of the key and the covered bytes alone, so a copy
 //! whose covered bytes (header with the proxy-rewritten bytes zeroed, body,
 //! feed tag) equal those of a packet that verified under the same key

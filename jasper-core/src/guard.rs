@@ -28,7 +28,7 @@ use std::net::SocketAddr;
 use serde::{Deserialize, Serialize};
 
 use crate::auth::{Auth, TagError};
-use crate::feed_memo::{FeedMemo, SharedFeedMemo};
+use crate::feed_memo::SharedFeedMemo;
 use crate::plan::NodeId;
 use crate::wire::{Body, Kind, Repr, WireError};
 
@@ -153,8 +153,8 @@ pub struct GuardStats {
     /// Deadline outside the plausible range.
     pub deadline_out_of_range: u64,
     /// Of the admitted, publisher packets whose feed tag matched a packet
-    /// already verified (a hedged copy, or the copy another receiver of
-    /// this process checked): see [`crate::feed_memo`].
+    /// already verified (the copy another receiver of this process
+    /// checked): see [`crate::feed_memo`].
     #[serde(default)]
     pub feed_tags_remembered: u64,
 }
@@ -221,7 +221,8 @@ pub struct Guard {
     /// Send time of the last request admitted per downstream node.
     last_request: Vec<u64>,
     stats: GuardStats,
-    /// Feed tags already checked (receivers that authenticate).
+    /// Feed tags already checked, shared with the other receivers of this
+    /// process (see [`Guard::share_feed_memo`]).
     feed_memo: Option<SharedFeedMemo>,
 }
 
@@ -241,20 +242,21 @@ impl Guard {
             last_report: vec![0; n],
             last_request: vec![0; d],
             stats: GuardStats::default(),
-            feed_memo: (role == GuardRole::Receiver && auth.is_some()).then(FeedMemo::shared),
+            feed_memo: None,
             auth,
         }
     }
 
     /// Share `memo` (feed tags already checked) with the other receivers
-    /// of this process; a receiver's guard starts with a memo of its own.
+    /// of this process (receivers that authenticate; other guards ignore
+    /// it).
     pub fn share_feed_memo(&mut self, memo: SharedFeedMemo) {
-        if self.feed_memo.is_some() {
+        if self.role == GuardRole::Receiver && self.auth.is_some() {
             self.feed_memo = Some(memo);
         }
     }
 
-    /// The memo of feed tags already checked (receivers that authenticate).
+    /// The memo of feed tags already checked, once shared.
     pub fn feed_memo(&self) -> Option<&SharedFeedMemo> {
         self.feed_memo.as_ref()
     }
@@ -418,6 +420,7 @@ impl Guard {
 mod tests {
     use super::*;
     use crate::auth::{KeyRole, MasterKeys};
+    use crate::feed_memo::FeedMemo;
     use crate::wire::{emit_report, DataBuilder, DelayReport, Header};
 
     const NOW: u64 = 1_700_000_000_000_000_000;
@@ -504,15 +507,18 @@ mod tests {
         let sender = keys(KeyRole::Sender, 0);
         let (mut a, mut b) = (receiver_guard(5), receiver_guard(6));
         let p = data(3, NOW + 100_000, Some(&sender));
-        // A hedged copy at the same receiver.
+        // Not shared: each checks in full.
+        assert!(a.admit(NOW, addr(1000), &p).is_ok());
+        assert!(b.admit(NOW, addr(1000), &p).is_ok());
+        assert_eq!(b.stats().feed_tags_remembered, 0);
+        let memo = FeedMemo::shared();
+        a.share_feed_memo(memo.clone());
+        b.share_feed_memo(memo);
+        // A second copy at the same guard (a receiver's duplicate check
+        // usually drops it before).
         assert!(a.admit(NOW, addr(1000), &p).is_ok());
         assert!(a.admit(NOW, addr(1001), &p).is_ok());
         assert_eq!(a.stats().feed_tags_remembered, 1);
-        // Receivers of one process share the memo; one that does not
-        // checks in full.
-        assert!(b.admit(NOW, addr(1000), &p).is_ok());
-        assert_eq!(b.stats().feed_tags_remembered, 0);
-        b.share_feed_memo(a.feed_memo().unwrap().clone());
         let q = data(4, NOW + 100_000, Some(&sender));
         assert!(a.admit(NOW, addr(1000), &q).is_ok());
         assert!(b.admit(NOW, addr(1000), &q).is_ok());
@@ -529,7 +535,9 @@ mod tests {
         assert_eq!(b.stats().bad_tag, 1);
         assert_eq!(b.stats().feed_tags_remembered, 1);
         // A proxy keeps no memo.
-        assert!(proxy_guard().feed_memo().is_none());
+        let mut px = proxy_guard();
+        px.share_feed_memo(FeedMemo::shared());
+        assert!(px.feed_memo().is_none());
     }
 
     #[test]

@@ -523,7 +523,7 @@ impl Collector for Views {
         family(
             e,
             "jasper_guard_feed_tags_remembered",
-            "Of the admitted, publisher packets whose feed tag matched a packet already verified (a hedged copy, or one another receiver of this process checked): answered without recomputing the tag.",
+            "Of the admitted, publisher packets whose feed tag matched a packet already verified (the copy another receiver of this process checked): answered without recomputing the tag.",
             MetricType::Counter,
             nodes.iter().map(|n| {
                 (

@@ -607,9 +607,13 @@ impl ReceiverNode {
 /// [`run_until`] do this; a caller driving [`duty_cycle`] itself calls it
 /// once.
 pub fn share_feed_memo(nodes: &mut [ReceiverNode]) {
-    let Some(memo) = nodes.iter().find_map(|n| n.guard.feed_memo().cloned()) else {
+    if nodes.len() < 2 {
         return;
-    };
+    }
+    let memo = nodes
+        .iter()
+        .find_map(|n| n.guard.feed_memo().cloned())
+        .unwrap_or_else(jasper_core::feed_memo::FeedMemo::shared);
     for n in nodes {
         n.guard.share_feed_memo(memo.clone());
     }
