@@ -771,7 +771,7 @@ pub fn next_wake(nodes: &mut [ReceiverNode]) -> Wake {
         .chain(nodes.iter().filter_map(|n| n.next_recovery_host_ns()))
         .min();
     let now = host_now_ns();
-    if let Some(due) = next {
+    if let Some(mut due) = next {
         if due <= now + spin_ns {
             let limit = jasper_io::clock::mono_now_ns()
                 .saturating_add(due.saturating_sub(now))
@@ -790,6 +790,10 @@ pub fn next_wake(nodes: &mut [ReceiverNode]) -> Wake {
                     let _ = n.receive();
                 }
                 pass_ns = jasper_io::clock::mono_now_ns().saturating_sub(t0);
+                // What arrived may be due sooner (or already, if late).
+                if let Some(d) = nodes.iter().filter_map(|n| n.next_release_host_ns()).min() {
+                    due = due.min(d);
+                }
             }
             // The rest is idle time: spend its start fetching what the
             // pass will read, so the hand-overs follow each other closely.
@@ -945,5 +949,46 @@ mod tests {
             assert_eq!((n.report().core.released, n.report().held), (1, 0));
         }
         assert!(HostReading::now() >= at);
+    }
+
+    #[test]
+    fn a_copy_unread_when_the_wait_starts_is_in_the_release_pass() {
+        let parent: SocketAddr = "10.1.0.1:1".parse().unwrap();
+        let (a, b): (SocketAddr, SocketAddr) =
+            ("10.1.0.2:1".parse().unwrap(), "10.1.0.3:1".parse().unwrap());
+        let hub = MemHub::new();
+        let cfg = |id, me| {
+            let mut c = emulated(id, me, parent, 0);
+            // Wait the whole 50 ms hold in next_wake (no idling).
+            c.receiver.spin_ns = 1_000_000_000;
+            c
+        };
+        let mut nodes = vec![
+            ReceiverNode::with_io(&cfg(5, a), Box::new(hub.attach(&[a], 32))).unwrap(),
+            ReceiverNode::with_io(&cfg(6, b), Box::new(hub.attach(&[b], 32))).unwrap(),
+        ];
+        let mut up = hub.attach(&[parent], 32);
+        let mut scfg = SenderConfig::default();
+        scfg.deadline.initial_offset_ns = 50_000_000;
+        scfg.deadline.add_clock_bound = false;
+        let mut s = SenderCore::new(scfg);
+        let clock = NodeClock::from_config(&Default::default());
+        s.publish(clock.read(), b"m").unwrap();
+        let p = s.poll_transmit().unwrap();
+        up.send_to(&p, a);
+        up.flush().unwrap();
+        let mut got = Vec::new();
+        duty_cycle(&mut nodes, &mut |i, _, _| got.push(i));
+        assert_eq!((nodes[0].report().held, nodes[1].report().held), (1, 0));
+        // `b`'s copy lands after its socket was read: it is there, unread,
+        // when the wait for the deadline starts.
+        up.send_to(&p, b);
+        up.flush().unwrap();
+        assert_eq!(next_wake(&mut nodes), Wake::Release);
+        release_due(&mut nodes, &mut |i, r, _| {
+            assert!(!r.late);
+            got.push(i)
+        });
+        assert_eq!(got, vec![0, 1], "both in the one pass");
     }
 }
