@@ -404,6 +404,12 @@ struct SetKeys {
     own: Vec<(NodeId, blake3::Hasher)>,
 }
 
+/// One node's derived key, kept between its packets by
+/// [`Auth::verify_node_cached`] (for the key set id and node it was
+/// derived for).
+#[derive(Debug, Clone, Default)]
+pub struct NodeKeyCache(Option<(u8, NodeId, blake3::Hasher)>);
+
 /// A node's loaded keys, ready to tag and check packets.
 #[derive(Debug, Clone)]
 pub struct Auth {
@@ -622,12 +628,35 @@ impl Auth {
     /// Check a node packet claimed to come from `from` (its key is derived
     /// from the `nodes` master; only publishers and proxies can do this).
     pub fn verify_node(&self, bytes: &[u8], from: NodeId) -> Result<(), TagError> {
+        self.verify_node_cached(bytes, from, &mut NodeKeyCache::default())
+    }
+
+    /// [`Auth::verify_node`] keeping `from`'s derived key in `cache` (one
+    /// per sender the caller knows, e.g. per child): the derivation is
+    /// done once per key set, not once per packet.
+    pub fn verify_node_cached(
+        &self,
+        bytes: &[u8],
+        from: NodeId,
+        cache: &mut NodeKeyCache,
+    ) -> Result<(), TagError> {
         let (id, at) = trailer(bytes, TagKind::Node)?;
         let set = self.set(id).ok_or(TagError::UnknownKey)?;
         let master = set.nodes.as_ref().ok_or(TagError::NoKey)?;
-        let key = blake3::Hasher::new_keyed(&node_key(master, from).0);
+        let key = match &mut cache.0 {
+            Some((i, n, k)) if *i == id && *n == from => k,
+            slot => {
+                &slot
+                    .insert((
+                        id,
+                        from,
+                        blake3::Hasher::new_keyed(&node_key(master, from).0),
+                    ))
+                    .2
+            }
+        };
         let header = covered_header(bytes);
-        let want = blake_tag(&key, &header, &bytes[HEADER_LEN..at]);
+        let want = blake_tag(key, &header, &bytes[HEADER_LEN..at]);
         if tags_equal(&want, &bytes[at..]) {
             Ok(())
         } else {
@@ -827,6 +856,22 @@ mod tests {
         assert_eq!(proxy.verify_node(&buf[..n], 10), Err(TagError::Mismatch));
         // A receiver cannot check other nodes' tags.
         assert_eq!(rx.verify_node(&buf[..n], 9), Err(TagError::NoKey));
+        // A cached key answers for the node and key set it was derived for
+        // only: one cache moved between ids re-derives.
+        let mut cache = NodeKeyCache::default();
+        assert_eq!(proxy.verify_node_cached(&buf[..n], 9, &mut cache), Ok(()));
+        assert_eq!(proxy.verify_node_cached(&buf[..n], 9, &mut cache), Ok(()));
+        assert_eq!(
+            proxy.verify_node_cached(&buf[..n], 10, &mut cache),
+            Err(TagError::Mismatch)
+        );
+        assert_eq!(proxy.verify_node_cached(&buf[..n], 9, &mut cache), Ok(()));
+        let mut tampered = buf;
+        tampered[HEADER_LEN] ^= 1;
+        assert_eq!(
+            proxy.verify_node_cached(&tampered[..n], 9, &mut cache),
+            Err(TagError::Mismatch)
+        );
     }
 
     #[test]

@@ -27,7 +27,7 @@ use std::net::SocketAddr;
 
 use serde::{Deserialize, Serialize};
 
-use crate::auth::{Auth, TagError};
+use crate::auth::{Auth, NodeKeyCache, TagError};
 use crate::feed_memo::SharedFeedMemo;
 use crate::plan::NodeId;
 use crate::wire::{Body, Kind, Repr, WireError};
@@ -220,6 +220,10 @@ pub struct Guard {
     last_report: Vec<u64>,
     /// Send time of the last request admitted per downstream node.
     last_request: Vec<u64>,
+    /// Derived node keys of the children (same order as `sources.children`)
+    /// and of the downstream nodes.
+    child_keys: Vec<NodeKeyCache>,
+    down_keys: Vec<NodeKeyCache>,
     stats: GuardStats,
     /// Feed tags already checked, shared with the other receivers of this
     /// process (see [`Guard::share_feed_memo`]).
@@ -241,6 +245,8 @@ impl Guard {
             sources,
             last_report: vec![0; n],
             last_request: vec![0; d],
+            child_keys: vec![NodeKeyCache::default(); n],
+            down_keys: vec![NodeKeyCache::default(); d],
             stats: GuardStats::default(),
             feed_memo: None,
             auth,
@@ -365,7 +371,8 @@ impl Guard {
                     return Err(Reject::UnknownSource);
                 }
                 if let Some(auth) = &self.auth {
-                    auth.verify_node(bytes, rep.node).map_err(Reject::Tag)?;
+                    auth.verify_node_cached(bytes, rep.node, &mut self.child_keys[ci])
+                        .map_err(Reject::Tag)?;
                 }
                 if h.send_time_ns.abs_diff(now_ns) > self.cfg.report_max_age_ns {
                     return Err(Reject::StaleReport);
@@ -401,7 +408,8 @@ impl Guard {
                     return Err(Reject::UnknownSource);
                 }
                 if let Some(auth) = &self.auth {
-                    auth.verify_node(bytes, req.node).map_err(Reject::Tag)?;
+                    auth.verify_node_cached(bytes, req.node, &mut self.down_keys[di])
+                        .map_err(Reject::Tag)?;
                 }
                 if h.send_time_ns.abs_diff(now_ns) > self.cfg.report_max_age_ns {
                     return Err(Reject::StaleReport);
