@@ -721,21 +721,51 @@ impl<'a> Repr<'a> {
     }
 }
 
-fn validate_messages(mut body: &[u8], count: u16) -> Result<(), WireError> {
-    for _ in 0..count {
-        if body.len() < MSG_LEN_PREFIX {
-            return Err(WireError::BadBody { kind: "data" });
-        }
-        let len = be_u16(body) as usize;
-        if body.len() < MSG_LEN_PREFIX + len {
-            return Err(WireError::BadBody { kind: "data" });
-        }
-        body = &body[MSG_LEN_PREFIX + len..];
+fn validate_messages(body: &[u8], count: u16) -> Result<(), WireError> {
+    if messages_all_of_first_len(body, count) {
+        return Ok(());
     }
-    if !body.is_empty() {
+    walk_messages(body, count)
+}
+
+/// The framing check, message by message: each length prefix says where
+/// the next one starts (a chain of dependent loads). Work is bounded by the
+/// body's length, never by `count` alone: every step advances 2 bytes or
+/// more and stops once past the end.
+fn walk_messages(body: &[u8], count: u16) -> Result<(), WireError> {
+    let n = body.len();
+    let mut off = 0usize;
+    for _ in 0..count {
+        if n - off.min(n) < MSG_LEN_PREFIX {
+            return Err(WireError::BadBody { kind: "data" });
+        }
+        off += MSG_LEN_PREFIX + be_u16(&body[off..]) as usize;
+    }
+    if off != n {
         return Err(WireError::BadBody { kind: "data" });
     }
     Ok(())
+}
+
+/// True when the body is `count` messages all as long as the first one
+/// (the common case: fixed-size messages). Exactly the bodies
+/// [`walk_messages`] accepts with equal lengths, checked with independent
+/// loads: if every prefix at `k · (2 + len)` says `len` and the total is
+/// `count · (2 + len)`, the walk visits exactly these prefixes and ends at
+/// the end. False means "not shown", never "malformed": the walk decides.
+#[inline]
+fn messages_all_of_first_len(body: &[u8], count: u16) -> bool {
+    if count == 0 || body.len() < MSG_LEN_PREFIX {
+        return false;
+    }
+    let step = MSG_LEN_PREFIX + be_u16(body) as usize;
+    if step * count as usize != body.len() {
+        return false;
+    }
+    let want = [body[0], body[1]];
+    // Every prefix compared (no early exit: the loads overlap).
+    body.chunks_exact(step)
+        .fold(true, |ok, m| ok & (m[..MSG_LEN_PREFIX] == want))
 }
 
 /// The kind a packet claims, read without any check (None: too short for a
@@ -890,6 +920,72 @@ impl fmt::Display for Kind {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    /// The framing check as it was written first (the reference).
+    fn reference_walk(mut body: &[u8], count: u16) -> bool {
+        for _ in 0..count {
+            if body.len() < MSG_LEN_PREFIX {
+                return false;
+            }
+            let len = be_u16(body) as usize;
+            if body.len() < MSG_LEN_PREFIX + len {
+                return false;
+            }
+            body = &body[MSG_LEN_PREFIX + len..];
+        }
+        body.is_empty()
+    }
+
+    /// Bodies of `lens` messages, then `tail` extra bytes (or cut short).
+    fn body_of(lens: &[u16], tail: i32) -> Vec<u8> {
+        let mut b = Vec::new();
+        for &l in lens {
+            b.extend_from_slice(&l.to_be_bytes());
+            b.extend(std::iter::repeat_n(0x5a, l as usize));
+        }
+        if tail >= 0 {
+            b.extend(std::iter::repeat_n(0, tail as usize));
+        } else {
+            b.truncate(b.len().saturating_sub((-tail) as usize));
+        }
+        b
+    }
+
+    #[test]
+    fn framing_fast_path_accepts_exactly_what_the_walk_accepts() {
+        let cases: Vec<(Vec<u16>, i32, u16)> = vec![
+            (vec![32; 20], 0, 20),
+            (vec![32; 20], 0, 19),
+            (vec![32; 20], 0, 21),
+            (vec![32; 20], 1, 20),
+            (vec![32; 20], -1, 20),
+            (vec![32; 20], 34, 20),
+            (vec![0; 5], 0, 5),
+            (vec![0; 5], 0, 0),
+            (vec![], 0, 0),
+            (vec![], 2, 0),
+            (vec![], 2, 1),
+            (vec![32, 32, 31, 33, 32], 0, 5),
+            (vec![10, 20, 10], 0, 3),
+            (vec![65535], 0, 1),
+            (vec![65535], -1, 1),
+            (vec![1; 3], 0, u16::MAX),
+        ];
+        for (lens, tail, count) in cases {
+            let b = body_of(&lens, tail);
+            assert_eq!(
+                validate_messages(&b, count).is_ok(),
+                reference_walk(&b, count),
+                "lens {lens:?} tail {tail} count {count}"
+            );
+        }
+        // Equal lengths in total but one prefix differs: the walk decides.
+        let mut b = body_of(&[32; 20], 0);
+        b[34] = 0;
+        b[35] = 66; // the 2nd prefix says 66: skips into the 4th message
+        assert!(!messages_all_of_first_len(&b, 20));
+        assert_eq!(validate_messages(&b, 20).is_ok(), reference_walk(&b, 20));
+    }
 
     fn sample_header(kind: Kind) -> Header {
         Header {
@@ -1050,6 +1146,20 @@ mod tests {
     }
 
     proptest! {
+        #[test]
+        fn framing_check_matches_the_reference(
+            body in proptest::collection::vec(prop_oneof![Just(0u8), Just(2), Just(3), any::<u8>()], 0..200),
+            count in 0u16..40,
+            fixed in 0u16..12,
+            n in 0usize..12,
+            tail in -3i32..3,
+        ) {
+            prop_assert_eq!(validate_messages(&body, count).is_ok(), reference_walk(&body, count));
+            let b = body_of(&vec![fixed; n], tail);
+            prop_assert_eq!(validate_messages(&b, count).is_ok(), reference_walk(&b, count));
+            prop_assert_eq!(validate_messages(&b, n as u16).is_ok(), reference_walk(&b, n as u16));
+        }
+
         #[test]
         fn parse_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..400)) {
             let _ = Repr::parse_bytes(&bytes);
