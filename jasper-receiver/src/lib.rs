@@ -752,8 +752,9 @@ pub enum Wake {
 /// [`Wake::Release`]; otherwise say how long the loop may idle (up to the
 /// spin stretch before the next release, or the next timer).
 ///
-/// The wait keeps receiving while there is time for a whole receive pass
-/// (twice the last one's duration, and [`RECEIVE_GUARD_NS`]): a copy that
+/// The wait keeps receiving, receiver by receiver, while there is time for
+/// another read (twice the longest one read of this wait, and
+/// [`RECEIVE_GUARD_NS`]): a copy that
 /// reaches one MP's socket while the process waits is in the release pass
 /// with the others'. A receiver whose copy sat unread through the deadline
 /// would otherwise hand it over a pass later (measured at 50k msgs/s, 16 MPs
@@ -776,20 +777,22 @@ pub fn next_wake(nodes: &mut [ReceiverNode]) -> Wake {
             let limit = jasper_io::clock::mono_now_ns()
                 .saturating_add(due.saturating_sub(now))
                 .saturating_add(SPIN_SLACK_NS);
-            let mut pass_ns = 0u64;
-            loop {
-                let left = due.saturating_sub(host_now_ns());
-                if left < pass_ns.saturating_mul(2).saturating_add(RECEIVE_GUARD_NS) {
-                    break;
-                }
-                let t0 = jasper_io::clock::mono_now_ns();
-                if t0 >= limit {
-                    break;
-                }
+            // The longest one receiver's read took in this wait: a burst
+            // (a flood, say) makes it long, and the wait stops reading
+            // early enough for the release to start on time.
+            let mut read_ns = 0u64;
+            'wait: loop {
                 for n in nodes.iter_mut() {
+                    let left = due.saturating_sub(host_now_ns());
+                    let t0 = jasper_io::clock::mono_now_ns();
+                    if left < read_ns.saturating_mul(2).saturating_add(RECEIVE_GUARD_NS)
+                        || t0 >= limit
+                    {
+                        break 'wait;
+                    }
                     let _ = n.receive();
+                    read_ns = read_ns.max(jasper_io::clock::mono_now_ns().saturating_sub(t0));
                 }
-                pass_ns = jasper_io::clock::mono_now_ns().saturating_sub(t0);
                 // What arrived may be due sooner (or already, if late).
                 if let Some(d) = nodes.iter().filter_map(|n| n.next_release_host_ns()).min() {
                     due = due.min(d);
@@ -819,8 +822,9 @@ pub fn next_wake(nodes: &mut [ReceiverNode]) -> Wake {
 /// (monotonic time), ns.
 const SPIN_SLACK_NS: u64 = 50_000;
 
-/// Time kept free of receive passes before a release, beyond twice the last
-/// pass, ns: the pass's warm-up and the clock's last reads.
+/// Time kept free of socket reads before a release, beyond twice the
+/// longest read of the wait, ns: the pass's warm-up and the clock's last
+/// reads.
 pub const RECEIVE_GUARD_NS: u64 = 2_000;
 
 #[cfg(test)]
