@@ -431,6 +431,18 @@ fn publish_cmd(config: PathBuf, count: u64, rate: u64, warmup_ms: u64) -> anyhow
 
 /// The feed's message number, from the ITCH-like payload's order reference
 /// (global across publisher restarts), or `None` for anything else.
+/// One hand-over as `jasper receivers` records it at the hand-over; the
+/// fairness bookkeeping waits for the end of the pass.
+struct Handed {
+    mp: usize,
+    /// True instant of the hand-over.
+    host_ns: u64,
+    rel: jasper_core::receiver::Release,
+    /// Feed index the payload carries.
+    msg: Option<u64>,
+    forged: bool,
+}
+
 fn feed_index(payload: &[u8]) -> Option<u64> {
     let r = u64::from_be_bytes(payload.get(11..19)?.try_into().ok()?);
     r.checked_sub(1)
@@ -483,35 +495,52 @@ fn receivers_cmd(
     let mut forged = vec![0u64; nodes.len()];
     let mut out_of_range = vec![0u64; nodes.len()];
     let mut last_snapshot = std::time::Instant::now();
-    jasper_receiver::run(
+    // A hand-over is recorded in two steps: at the hand-over, its true
+    // instant and what the payload says (the pass read the clock once,
+    // before the first receiver's); after the pass, the fairness
+    // bookkeeping, which would otherwise run between two MPs' hand-overs
+    // of the same message and widen the spread it measures.
+    let handed = std::cell::RefCell::new(Vec::<Handed>::with_capacity(4096));
+    jasper_receiver::run_until_passes(
         &mut nodes,
         &stop,
+        &std::sync::atomic::AtomicBool::new(false),
         ParentWatch::new(managed),
         |i, rel, payload| {
-            // The true instant of this hand-over (the pass read the clock
-            // once, before the first receiver's).
-            let host = jasper_io::host_now_ns();
-            if crate::attack::is_forged(payload) {
-                forged[i] += 1;
-                return;
-            }
-            // Bounded: a number taken from a packet never sizes memory.
-            let Some(msg) = feed_index(payload).filter(|m| *m < max_messages) else {
-                out_of_range[i] += 1;
-                return;
-            };
-            collector.add(Delivery {
-                receiver: index[i],
-                msg,
-                owd_ns: rel.owd_ns(),
-                handover_ns: rel.release_ns as i64 - rel.send_time_ns as i64,
-                handed_true_ns: host,
-                holding_ns: rel.holding_ns(),
-                late: rel.late,
-                deadline_ns: rel.deadline_ns,
-                stream: rel.stream,
-                seq: rel.seq,
+            let host_ns = jasper_io::host_now_ns();
+            handed.borrow_mut().push(Handed {
+                mp: i,
+                host_ns,
+                rel: *rel,
+                msg: feed_index(payload),
+                forged: crate::attack::is_forged(payload),
             });
+        },
+        || {
+            for h in handed.borrow_mut().drain(..) {
+                let (i, rel) = (h.mp, h.rel);
+                if h.forged {
+                    forged[i] += 1;
+                    continue;
+                }
+                // Bounded: a number taken from a packet never sizes memory.
+                let Some(msg) = h.msg.filter(|m| *m < max_messages) else {
+                    out_of_range[i] += 1;
+                    continue;
+                };
+                collector.add(Delivery {
+                    receiver: index[i],
+                    msg,
+                    owd_ns: rel.owd_ns(),
+                    handover_ns: rel.release_ns as i64 - rel.send_time_ns as i64,
+                    handed_true_ns: h.host_ns,
+                    holding_ns: rel.holding_ns(),
+                    late: rel.late,
+                    deadline_ns: rel.deadline_ns,
+                    stream: rel.stream,
+                    seq: rel.seq,
+                });
+            }
             // Snapshots when asked for: a receiver process that is killed
             // keeps what it delivered until then.
             if snapshot_ms > 0
