@@ -1,15 +1,15 @@
-//! Feed tags already checked: the bytes of the last few publisher packets
+//! Feed tags already checked: the covered bytes of recent publisher packets
 //! whose feed tag verified, and the key that verified each.
 //!
 //! A receiver checks a keyed-BLAKE3 feed tag over every packet it admits
 //! (about 1 µs for a full 1.4 KB packet here; hedged copies of a packet it
 //! already accepted are dropped before, by the duplicate check). When a
 //! process hosts several MPs (`jasper local`, a receiver host serving a
-//! group), the same packet reaches each of them. A
-//! tag check is a function of the key and the covered bytes alone, so a copy
-//! whose covered bytes (header with the proxy-rewritten bytes zeroed, body,
-//! feed tag) equal those of a packet that verified under the same key
-//! verifies too: comparing 1.4 KB costs tens of ns. Nothing is ever accepted
+//! group), the same packet reaches each of them. A tag check is a function
+//! of the key and the covered bytes alone, so a copy whose covered bytes
+//! (header with the proxy-rewritten bytes zeroed, body, feed tag) equal
+//! those of a packet that verified under the same key verifies too:
+//! comparing 1.4 KB costs tens of ns. Nothing is ever accepted
 //! that a full check would refuse; a miss falls through to the full check.
 //!
 //! Memory is fixed: [`FeedMemo::SLOTS`] entries of at most one packet each,
