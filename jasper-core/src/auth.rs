@@ -397,8 +397,9 @@ struct SetKeys {
     id: u8,
     tree: Option<(u64, u64)>,
     feed: Option<blake3::Hasher>,
-    /// The feed key itself: what a [`FeedMemo`] entry is checked against.
-    feed_key: Option<[u8; 32]>,
+    /// The feed key itself: what a [`FeedMemo`] entry is checked against
+    /// (a [`Key`]: `Debug` never prints it).
+    feed_key: Option<Key>,
     nodes: Option<Key>,
     /// Keys this node sends node packets with, by the id they speak for.
     own: Vec<(NodeId, blake3::Hasher)>,
@@ -490,7 +491,7 @@ impl Auth {
                     id: k.id,
                     tree: k.tree.as_ref().map(sip_key),
                     feed: k.feed.as_ref().map(|f| blake3::Hasher::new_keyed(&f.0)),
-                    feed_key: k.feed.as_ref().map(|f| f.0),
+                    feed_key: k.feed.clone(),
                     nodes: k.nodes.clone(),
                     own,
                 }
@@ -611,7 +612,7 @@ impl Auth {
         let header = covered_header(bytes);
         let covered = &bytes[HEADER_LEN..at + TAG_LEN];
         if let Some(m) = memo.as_deref_mut() {
-            if m.seen(key, &header, covered) {
+            if m.seen(&key.0, &header, covered) {
                 return Ok(true);
             }
         }
@@ -620,7 +621,7 @@ impl Auth {
             return Err(TagError::Mismatch);
         }
         if let Some(m) = memo {
-            m.remember(key, &header, covered);
+            m.remember(&key.0, &header, covered);
         }
         Ok(false)
     }
@@ -795,6 +796,9 @@ mod tests {
         assert_eq!(rx.verify_feed_memo(&o, &mut memo), Ok(false));
         assert_eq!(rx.verify_feed_memo(&p, &mut memo), Ok(false));
         assert_eq!(memo.hits, 3);
+        // Neither prints the feed key it holds.
+        let shown = format!("{rx:?} {memo:?}");
+        assert!(!shown.contains(&format!("{:?}", m.feed.0)), "{shown}");
     }
 
     #[test]

@@ -27,7 +27,8 @@ use crate::wire::{Packet, HEADER_LEN};
 /// group's receivers.
 pub type SharedFeedMemo = Arc<Mutex<FeedMemo>>;
 
-#[derive(Debug, Default, Clone)]
+/// One remembered packet. No `Debug`: it holds the feed key.
+#[derive(Default, Clone)]
 struct Entry {
     key: [u8; 32],
     /// Covered header, then the body and feed tag as they arrived.
@@ -44,12 +45,23 @@ impl Entry {
 }
 
 /// See the module docs.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct FeedMemo {
     /// Entry `seq % SLOTS` (bytes allocated on first use).
     entries: Vec<Entry>,
     /// Checks answered from the memo.
     pub hits: u64,
+}
+
+impl std::fmt::Debug for FeedMemo {
+    // The entries hold the feed key: only counts are printed.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let used = self.entries.iter().filter(|e| !e.bytes.is_empty()).count();
+        f.debug_struct("FeedMemo")
+            .field("remembered", &used)
+            .field("hits", &self.hits)
+            .finish()
+    }
 }
 
 impl Default for FeedMemo {
