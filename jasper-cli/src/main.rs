@@ -429,8 +429,6 @@ fn publish_cmd(config: PathBuf, count: u64, rate: u64, warmup_ms: u64) -> anyhow
     Ok(())
 }
 
-/// The feed's message number, from the ITCH-like payload's order reference
-/// (global across publisher restarts), or `None` for anything else.
 /// One hand-over as `jasper receivers` records it at the hand-over; the
 /// fairness bookkeeping waits for the end of the pass.
 struct Handed {
@@ -443,6 +441,8 @@ struct Handed {
     forged: bool,
 }
 
+/// The feed's message number, from the ITCH-like payload's order reference
+/// (global across publisher restarts), or `None` for anything else.
 fn feed_index(payload: &[u8]) -> Option<u64> {
     let r = u64::from_be_bytes(payload.get(11..19)?.try_into().ok()?);
     r.checked_sub(1)
