@@ -736,7 +736,10 @@ pub fn duty_cycle(
 /// each back to back however many messages its packet carries (receiver
 /// after receiver, whole packets at a time, the last MP of a 16-MP process
 /// would get a 20-message packet's first message 300 deliveries after the
-/// first MP).
+/// first MP). When a release is due within [`FOLLOW_NS`] of the reading (a
+/// receiver whose clock runs a little behind), the pass spins on to it,
+/// reads the clock again and goes on, for at most 4 × [`FOLLOW_NS`] a
+/// call.
 pub fn release_due(
     nodes: &mut [ReceiverNode],
     on: &mut impl FnMut(usize, &Release, &[u8]),
