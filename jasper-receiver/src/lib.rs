@@ -1090,8 +1090,15 @@ mod tests {
             std::hint::spin_loop();
         }
         let mut got = Vec::new();
+        let t0 = jasper_io::clock::mono_now_ns();
         let n = release_due(&mut nodes, &mut |i, r, _| got.push((i, *r)));
-        assert_eq!(n, 2, "both in one call: {got:?}");
+        let took = jasper_io::clock::mono_now_ns() - t0;
+        // The follow-on has a budget: a thread that lost its core for
+        // longer inside the call may leave `b` to the next pass.
+        assert!(
+            n == 2 || took >= 4 * FOLLOW_NS,
+            "both in one call unless the budget ran out ({took} ns): {got:?}"
+        );
         for (_, r) in &got {
             assert!(r.release_ns >= r.deadline_ns && !r.late);
         }
