@@ -49,8 +49,6 @@ impl Entry {
 pub struct FeedMemo {
     /// Entry `seq % SLOTS` (bytes allocated on first use).
     entries: Vec<Entry>,
-    /// Checks answered from the memo.
-    pub hits: u64,
 }
 
 impl std::fmt::Debug for FeedMemo {
@@ -59,7 +57,6 @@ impl std::fmt::Debug for FeedMemo {
         let used = self.entries.iter().filter(|e| !e.bytes.is_empty()).count();
         f.debug_struct("FeedMemo")
             .field("remembered", &used)
-            .field("hits", &self.hits)
             .finish()
     }
 }
@@ -68,7 +65,6 @@ impl Default for FeedMemo {
     fn default() -> FeedMemo {
         FeedMemo {
             entries: vec![Entry::default(); Self::SLOTS],
-            hits: 0,
         }
     }
 }
@@ -94,10 +90,8 @@ impl FeedMemo {
 
     /// True when these covered bytes verified under `key` before. `header`
     /// is the covered header; `rest` the body and feed tag.
-    pub(crate) fn seen(&mut self, key: &[u8; 32], header: &[u8; HEADER_LEN], rest: &[u8]) -> bool {
-        let hit = self.entries[Self::slot(header)].matches(key, header, rest);
-        self.hits += hit as u64;
-        hit
+    pub(crate) fn seen(&self, key: &[u8; 32], header: &[u8; HEADER_LEN], rest: &[u8]) -> bool {
+        self.entries[Self::slot(header)].matches(key, header, rest)
     }
 
     /// Remember covered bytes that verified under `key`.

@@ -92,6 +92,20 @@ const IO: &[(&str, &str, Get<IoCounters>)] = &[
     ),
 ];
 
+/// Guard totals besides the refusals: (name, help, value).
+const GUARD_TOTALS: &[(&str, &str, Get<GuardStats>)] = &[
+    (
+        "jasper_guard_admitted",
+        "Packets that passed every check of the node's guard.",
+        |g| g.admitted,
+    ),
+    (
+        "jasper_guard_feed_tags_remembered",
+        "Of the admitted, publisher packets whose feed tag matched a packet already verified (the copy another receiver of this process checked): answered without recomputing the tag.",
+        |g| g.feed_tags_remembered,
+    ),
+];
+
 /// Guard refusals: (`reason` label, `check` label, value). The `check`
 /// groups reasons for alerts: authentication, source, plausibility, format.
 const GUARD: &[(&str, &str, Get<GuardStats>)] = &[
@@ -508,30 +522,17 @@ impl Collector for Views {
                 )
             }),
         )?;
-        family(
-            e,
-            "jasper_guard_admitted",
-            "Packets that passed every check of the node's guard.",
-            MetricType::Counter,
-            nodes.iter().map(|n| {
-                (
-                    n.labels(&[]),
-                    V::Counter(n.published.snapshot.guard.admitted),
-                )
-            }),
-        )?;
-        family(
-            e,
-            "jasper_guard_feed_tags_remembered",
-            "Of the admitted, publisher packets whose feed tag matched a packet already verified (the copy another receiver of this process checked): answered without recomputing the tag.",
-            MetricType::Counter,
-            nodes.iter().map(|n| {
-                (
-                    n.labels(&[]),
-                    V::Counter(n.published.snapshot.guard.feed_tags_remembered),
-                )
-            }),
-        )?;
+        for (name, help, get) in GUARD_TOTALS {
+            family(
+                e,
+                name,
+                help,
+                MetricType::Counter,
+                nodes
+                    .iter()
+                    .map(|n| (n.labels(&[]), V::Counter(get(&n.published.snapshot.guard)))),
+            )?;
+        }
         family(
             e,
             "jasper_guard_dropped",

@@ -745,10 +745,11 @@ pub fn release_due(
     on: &mut impl FnMut(usize, &Release, &[u8]),
 ) -> usize {
     let mut n_released = 0;
-    // The follow-on spins of one call stop after this (monotonic), so that
-    // deadlines a few µs apart one after another cannot keep the thread
-    // from its sockets.
-    let follow_until = jasper_io::clock::mono_now_ns().saturating_add(4 * FOLLOW_NS);
+    // The follow-on spins of one call stop this long after the first
+    // (monotonic), so that deadlines a few µs apart one after another
+    // cannot keep the thread from its sockets. Taken when first needed: a
+    // call with nothing to follow reads no extra clock.
+    let mut follow_until = None;
     loop {
         let at = HostReading::now();
         let mut pass = 0;
@@ -779,10 +780,12 @@ pub fn release_due(
             // (rounding between the two): the next pass takes it.
             return n_released;
         }
-        if jasper_io::clock::mono_now_ns() >= follow_until {
+        let mono = jasper_io::clock::mono_now_ns();
+        let until = *follow_until.get_or_insert(mono.saturating_add(4 * FOLLOW_NS));
+        if mono >= until {
             return n_released;
         }
-        while host_now_ns() < next && jasper_io::clock::mono_now_ns() < follow_until {
+        while host_now_ns() < next && jasper_io::clock::mono_now_ns() < until {
             std::hint::spin_loop();
         }
     }
@@ -943,36 +946,67 @@ mod tests {
         cfg
     }
 
-    #[test]
-    fn each_receiver_releases_on_its_own_clock_from_one_reading() {
-        const BEHIND_NS: u64 = 3_000_000;
+    /// Two receivers of one process on one hub: `a` (node 5) on the host's
+    /// clock and `b` (node 6) on a clock `b_offset_ns` off it, each with
+    /// `spin_ns` when given; their parent's endpoint (which sends); and the
+    /// packets of one message published with a deadline `hold_ns` ahead.
+    struct Pair {
+        nodes: Vec<ReceiverNode>,
+        up: jasper_io::mem::MemBackend,
+        a: SocketAddr,
+        b: SocketAddr,
+        packets: Vec<Vec<u8>>,
+    }
+
+    fn pair(b_offset_ns: i64, spin_ns: Option<u64>, hold_ns: u64) -> Pair {
         let parent: SocketAddr = "10.1.0.1:1".parse().unwrap();
         let (a, b): (SocketAddr, SocketAddr) =
             ("10.1.0.2:1".parse().unwrap(), "10.1.0.3:1".parse().unwrap());
         let hub = MemHub::new();
-        // `b`'s clock is 3 ms behind the host's (the sender's): the same
-        // deadline comes 3 ms later there.
-        let mut nodes = vec![
-            ReceiverNode::with_io(&emulated(5, a, parent, 0), Box::new(hub.attach(&[a], 32)))
-                .unwrap(),
-            ReceiverNode::with_io(
-                &emulated(6, b, parent, -(BEHIND_NS as i64)),
-                Box::new(hub.attach(&[b], 32)),
-            )
-            .unwrap(),
-        ];
-        let mut up = hub.attach(&[parent], 32);
+        let node = |id, me, offset_ns| {
+            let mut c = emulated(id, me, parent, offset_ns);
+            if let Some(s) = spin_ns {
+                c.receiver.spin_ns = s;
+            }
+            ReceiverNode::with_io(&c, Box::new(hub.attach(&[me], 32))).unwrap()
+        };
+        let nodes = vec![node(5, a, 0), node(6, b, b_offset_ns)];
         let mut cfg = SenderConfig::default();
-        cfg.deadline.initial_offset_ns = 4_000_000;
+        cfg.deadline.initial_offset_ns = hold_ns;
         cfg.deadline.add_clock_bound = false;
         let mut s = SenderCore::new(cfg);
         let clock = NodeClock::from_config(&Default::default());
         s.publish(clock.read(), b"m").unwrap();
-        while let Some(p) = s.poll_transmit() {
-            up.send_to(&p, a);
-            up.send_to(&p, b);
+        let packets = std::iter::from_fn(|| s.poll_transmit()).collect();
+        Pair {
+            nodes,
+            up: hub.attach(&[parent], 32),
+            a,
+            b,
+            packets,
         }
-        up.flush().unwrap();
+    }
+
+    impl Pair {
+        /// The message's packets to `to`, delivered into its socket.
+        fn send(&mut self, to: SocketAddr) {
+            for p in &self.packets {
+                self.up.send_to(p, to);
+            }
+            self.up.flush().unwrap();
+        }
+    }
+
+    #[test]
+    fn each_receiver_releases_on_its_own_clock_from_one_reading() {
+        const BEHIND_NS: u64 = 3_000_000;
+        // `b`'s clock is 3 ms behind the host's (the sender's): the same
+        // deadline comes 3 ms later there.
+        let mut p = pair(-(BEHIND_NS as i64), None, 4_000_000);
+        let (a, b) = (p.a, p.b);
+        p.send(a);
+        p.send(b);
+        let mut nodes = std::mem::take(&mut p.nodes);
         for n in &mut nodes {
             n.receive().unwrap();
         }
@@ -1014,39 +1048,18 @@ mod tests {
 
     #[test]
     fn a_copy_unread_when_the_wait_starts_is_in_the_release_pass() {
-        let parent: SocketAddr = "10.1.0.1:1".parse().unwrap();
-        let (a, b): (SocketAddr, SocketAddr) =
-            ("10.1.0.2:1".parse().unwrap(), "10.1.0.3:1".parse().unwrap());
-        let hub = MemHub::new();
-        let cfg = |id, me| {
-            let mut c = emulated(id, me, parent, 0);
-            // Wait the whole 50 ms hold in next_wake (no idling).
-            c.receiver.spin_ns = 1_000_000_000;
-            c
-        };
-        let mut nodes = vec![
-            ReceiverNode::with_io(&cfg(5, a), Box::new(hub.attach(&[a], 32))).unwrap(),
-            ReceiverNode::with_io(&cfg(6, b), Box::new(hub.attach(&[b], 32))).unwrap(),
-        ];
-        let mut up = hub.attach(&[parent], 32);
-        let mut scfg = SenderConfig::default();
-        scfg.deadline.initial_offset_ns = 50_000_000;
-        scfg.deadline.add_clock_bound = false;
-        let mut s = SenderCore::new(scfg);
-        let clock = NodeClock::from_config(&Default::default());
-        s.publish(clock.read(), b"m").unwrap();
-        let p = s.poll_transmit().unwrap();
-        up.send_to(&p, a);
-        up.flush().unwrap();
+        // Wait the whole 50 ms hold in next_wake (no idling).
+        let mut p = pair(0, Some(1_000_000_000), 50_000_000);
+        let (a, b) = (p.a, p.b);
+        p.send(a);
         let mut got = Vec::new();
-        duty_cycle(&mut nodes, &mut |i, _, _| got.push(i));
-        assert_eq!((nodes[0].report().held, nodes[1].report().held), (1, 0));
+        duty_cycle(&mut p.nodes, &mut |i, _, _| got.push(i));
+        assert_eq!((p.nodes[0].report().held, p.nodes[1].report().held), (1, 0));
         // `b`'s copy lands after its socket was read: it is there, unread,
         // when the wait for the deadline starts.
-        up.send_to(&p, b);
-        up.flush().unwrap();
-        assert_eq!(next_wake(&mut nodes), Wake::Release);
-        release_due(&mut nodes, &mut |i, r, _| {
+        p.send(b);
+        assert_eq!(next_wake(&mut p.nodes), Wake::Release);
+        release_due(&mut p.nodes, &mut |i, r, _| {
             assert!(!r.late);
             got.push(i)
         });
@@ -1055,32 +1068,13 @@ mod tests {
 
     #[test]
     fn a_pass_follows_on_to_a_clock_a_little_behind() {
-        let parent: SocketAddr = "10.1.0.1:1".parse().unwrap();
-        let (a, b): (SocketAddr, SocketAddr) =
-            ("10.1.0.2:1".parse().unwrap(), "10.1.0.3:1".parse().unwrap());
-        let hub = MemHub::new();
         // `b`'s clock is 2 µs behind `a`'s: the same deadline comes 2 µs
         // later there, within the pass's follow-on.
-        let mut nodes = vec![
-            ReceiverNode::with_io(&emulated(5, a, parent, 0), Box::new(hub.attach(&[a], 32)))
-                .unwrap(),
-            ReceiverNode::with_io(
-                &emulated(6, b, parent, -2_000),
-                Box::new(hub.attach(&[b], 32)),
-            )
-            .unwrap(),
-        ];
-        let mut up = hub.attach(&[parent], 32);
-        let mut cfg = SenderConfig::default();
-        cfg.deadline.initial_offset_ns = 2_000_000;
-        cfg.deadline.add_clock_bound = false;
-        let mut s = SenderCore::new(cfg);
-        let clock = NodeClock::from_config(&Default::default());
-        s.publish(clock.read(), b"m").unwrap();
-        let p = s.poll_transmit().unwrap();
-        up.send_to(&p, a);
-        up.send_to(&p, b);
-        up.flush().unwrap();
+        let mut p = pair(-2_000, None, 2_000_000);
+        let (a, b) = (p.a, p.b);
+        p.send(a);
+        p.send(b);
+        let mut nodes = std::mem::take(&mut p.nodes);
         for n in &mut nodes {
             n.receive().unwrap();
         }
